@@ -1,0 +1,50 @@
+# mailstack: `make demo` runs the main job on the bundled example; `make test` runs the suite.
+# Both install what they need on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SITE ?= inventories/branch-office/site.yml
+MAILSTACK := $(VENV)/bin/mailstack
+
+.PHONY: demo test lint unit live host image venv schema clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@python3 -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+host:
+	bash scripts/install-host-deps.sh
+
+image: host
+	bash scripts/build-image.sh
+
+demo: venv image
+	$(MAILSTACK) secrets $(SITE)
+	$(MAILSTACK) check $(SITE)
+	$(MAILSTACK) render $(SITE) -o build
+	$(MAILSTACK) check $(SITE) --with-daemons
+
+lint: venv
+	$(VENV)/bin/ruff check mailstack tests bench
+	$(VENV)/bin/yamllint -s .
+
+unit: venv
+	$(PY) -m pytest -q -m 'not live'
+
+live: venv image
+	$(PY) -m pytest -q -m live
+
+test: venv image
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint; \
+	  echo "lint: $$(( $$(date +%s) - start )) s"
+	$(PY) -m pytest -q --durations=15
+
+schema: venv
+	$(PY) -m mailstack.site.schema > mailstack/site/schema.json
+
+clean:
+	rm -rf build .pytest_cache

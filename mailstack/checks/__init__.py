@@ -1,0 +1,24 @@
+"""Checks: each module's ``check(site, store)`` yields findings; ``run`` runs them all.
+
+Structural checks (names, DNs, relays, secrets) run first; checks that need a well-formed site
+(the ACL model) only run when those found no error.
+"""
+
+from __future__ import annotations
+
+from mailstack.findings import Finding, sort_findings
+from mailstack.secrets import SecretStore
+from mailstack.site.model import Site
+
+
+def run(site: Site, store: SecretStore | None) -> list[Finding]:
+    from mailstack.checks import acl, names, relay, secrets
+
+    findings: list[Finding] = []
+    for module in (names, relay):
+        findings += module.check(site)
+    if store is not None:
+        findings += secrets.check(site, store)
+    if not any(f.severity == "error" for f in findings):
+        findings += acl.check(site)
+    return sort_findings(findings)

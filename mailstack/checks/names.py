@@ -1,0 +1,145 @@
+"""Names and addresses: domains, host names, addresses, DNs, duplicates, where aliases point."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from mailstack.findings import Finding
+from mailstack.ldap.dn import DNError, dn
+from mailstack.site.marks import Path
+from mailstack.site.model import Site
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}\Z", re.IGNORECASE)
+_LOCAL = re.compile(r"[A-Za-z0-9!#$&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$&'*+/=?^_`{|}~-]+)*\Z")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def valid_domain(name: str) -> bool:
+    return bool(_DOMAIN.match(name)) and len(name) <= 253
+
+
+def valid_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(at) and bool(_LOCAL.match(local)) and len(local) <= 64 and valid_domain(domain)
+
+
+def _unsafe_strings(value: object, path: Path) -> Iterator[Path]:
+    if isinstance(value, str):
+        if _UNSAFE.search(value):
+            yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _unsafe_strings(v, (*path, k))
+    elif isinstance(value, tuple):
+        for i, v in enumerate(value):
+            yield from _unsafe_strings(v, (*path, i))
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            if name != "marks":
+                yield from _unsafe_strings(getattr(value, name), (*path, name))
+
+
+def check(site: Site) -> Iterator[Finding]:
+    def err(path: Path, message: str, severity: str = "error") -> Finding:
+        return Finding(site.marks.at(path), path, message, severity)  # type: ignore[arg-type]
+
+    for path in _unsafe_strings(site, ()):
+        yield err(path, "contains a line break or control character, which would break the "
+                        "configuration files it goes into")
+    local = {d.lower() for d in site.domains}
+    if not site.domains:
+        yield err(("domains",), "at least one mail domain is needed")
+    seen_domains: set[str] = set()
+    for i, domain in enumerate(site.domains):
+        if not valid_domain(domain):
+            yield err(("domains", i), f"'{domain}' is not a valid domain name")
+        if domain.lower() in seen_domains:
+            yield err(("domains", i), f"duplicate domain '{domain}'")
+        seen_domains.add(domain.lower())
+    try:
+        base = dn(site.ldap.base)
+        if not base.rdns:
+            yield err(("ldap", "base"), "the suffix cannot be empty")
+        elif base.rdns[0][0][0].lower() not in ("dc", "o", "ou"):
+            yield err(("ldap", "base"), "the suffix must start with dc=, o= or ou=")
+    except DNError as e:
+        yield err(("ldap", "base"), f"'{site.ldap.base}' is not a valid DN (RFC 4514): {e}")
+
+    # hosts and roles
+    if not site.hosts:
+        yield err(("hosts",), "at least one host is needed")
+    for name, host in site.hosts.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+            yield err(("hosts", name), f"host name '{name}' must be lowercase letters, digits, -")
+        if not valid_domain(host.hostname):
+            yield err(("hosts", name, "hostname"), f"'{host.hostname}' is not a fully qualified "
+                                                    "host name")
+        elif host.hostname.lower() in local:
+            yield err(("hosts", name, "hostname"), "a host name cannot be one of the site's mail "
+                                                    "domains (Postfix would treat it as both)")
+        for r, role in enumerate(host.roles):
+            if host.roles.index(role) != r:
+                yield err(("hosts", name, "roles", r), f"duplicate role '{role}'")
+    for role in ("ldap", "mta", "imap"):
+        holders = [n for n, h in site.hosts.items() if role in h.roles]
+        if site.hosts and not holders:
+            yield err(("hosts",), f"no host has the role '{role}'")
+        elif len(holders) > 1:
+            yield err(("hosts", holders[1], "roles"), f"only one host may have the role "
+                                                      f"'{role}' (found {', '.join(holders)})")
+    mta = [n for n, h in site.hosts.items() if "mta" in h.roles]
+    imap = [n for n, h in site.hosts.items() if "imap" in h.roles]
+    if mta and imap and mta != imap:
+        yield err(("hosts", mta[0], "roles"), "the mta and imap roles must share a host "
+                                               "(Postfix hands mail to Dovecot over a local socket)")
+
+    # accounts and aliases
+    addresses: dict[str, Path] = {}
+
+    def claim(address: str, path: Path) -> Iterator[Finding]:
+        key = address.lower()
+        if not valid_address(address):
+            yield err(path, f"'{address}' is not a valid mail address")
+            return
+        if key.rpartition("@")[2] not in local:
+            yield err(path, f"'{address}' is not in one of the site's domains "
+                            f"({', '.join(site.domains)})")
+        if key in addresses:
+            first = site.marks.at(addresses[key])
+            yield err(path, f"duplicate address '{address}' (first used at line {first.line})")
+        else:
+            addresses[key] = path
+
+    for i, account in enumerate(site.accounts):
+        yield from claim(account.mail, ("accounts", i, "mail"))
+        if not account.name.strip():
+            yield err(("accounts", i, "name"), "the name cannot be empty")
+        for j, alias in enumerate(account.aliases):
+            yield from claim(alias, ("accounts", i, "aliases", j))
+    for i, alias in enumerate(site.aliases):
+        yield from claim(alias.address, ("aliases", i, "address"))
+        if not alias.to:
+            yield err(("aliases", i, "to"), "an alias must point somewhere")
+    for i, alias in enumerate(site.aliases):
+        for j, target in enumerate(alias.to):
+            path = ("aliases", i, "to", j)
+            if not valid_address(target):
+                yield err(path, f"'{target}' is not a valid mail address")
+            elif target.lower().rpartition("@")[2] in local and target.lower() not in addresses:
+                hint = _near(target, addresses)
+                yield err(path, f"'{target}' points nowhere: no account or alias has that "
+                                f"address{hint}")
+            elif target.lower() == alias.address.lower():
+                yield err(path, "an alias cannot point to itself")
+    for domain in site.domains:
+        if f"postmaster@{domain.lower()}" not in addresses:
+            yield err(("domains",), f"no postmaster@{domain}: RFC 5321 requires it; add it as "
+                                    "an alias of the admin's account", "warning")
+
+
+def _near(word: str, choices: dict[str, Path]) -> str:
+    from mailstack.findings import suggest
+
+    return suggest(word.lower(), choices)

@@ -1,0 +1,29 @@
+"""Secrets: every secret the site refers to exists and is readable only by its owner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mailstack import secrets
+from mailstack.errors import InputError
+from mailstack.findings import Finding
+from mailstack.site.model import Site
+
+
+def check(site: Site, store: secrets.SecretStore) -> Iterator[Finding]:
+    for ref in secrets.required(site):
+        mark = site.marks.at(ref.path)
+        if not secrets.valid_name(ref.name):
+            yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name "
+                                          "(letters, digits, @._+- and /)")
+            continue
+        if not store.exists(ref.name):
+            how = ("`mailstack secrets SITE` creates it" if ref.kind != "external"
+                   else "put it there yourself (it cannot be generated)")
+            yield Finding(mark, ref.path, f"secret '{ref.name}' is missing: expected the file "
+                                          f"{store.path(ref.name)}; {how}")
+            continue
+        try:
+            store.read(ref.name)
+        except InputError as e:
+            yield Finding(mark, ref.path, str(e))

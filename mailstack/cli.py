@@ -1,0 +1,69 @@
+"""Command line: parse arguments, call the library, print, exit. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mailstack import __version__, core
+from mailstack.errors import MailstackError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailstack", description="A mail site from one YAML file.")
+    p.add_argument("--version", action="version", version=f"mailstack {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        v = sub.add_parser(name, help=help_text, description=help_text)
+        v.add_argument("site", metavar="SITE", help="the site file (site.yml)")
+        v.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
+        return v
+
+    c = verb("check", "find mistakes in a site file before anything runs")
+    c.add_argument("--with-daemons", action="store_true",
+                   help="also run slaptest, postfix check, doveconf... in a throwaway container")
+    r = verb("render", "write every file of every host to OUT/<site>/")
+    r.add_argument("-o", "--output", default="build", metavar="OUT", help="default: build")
+    verb("secrets", "create missing secrets (passwords, site CA, host certificates)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.verb == "check":
+            report = core.check(args.site, secrets_dir=args.secrets,
+                                with_daemons=args.with_daemons)
+            for finding in report.findings:
+                print(finding, file=sys.stderr)
+            for verdict in report.daemon_verdicts:
+                print(verdict)
+            if not report.ok:
+                return 1
+            print(f"{args.site}: ok ({len(report.site.accounts)} accounts, "
+                  f"{len(report.site.hosts)} hosts)")
+        elif args.verb == "render":
+            path = core.render(args.site, args.output, secrets_dir=args.secrets)
+            print(f"rendered {path}")
+        elif args.verb == "secrets":
+            rep = core.make_secrets(args.site, secrets_dir=args.secrets)
+            for name in rep.created:
+                print(f"created {rep.directory / name}")
+            for path in rep.missing_external:
+                print(f"{path}: missing; put it there yourself (it cannot be generated)",
+                      file=sys.stderr)
+            if not rep.created:
+                print(f"{rep.directory}: nothing to create")
+            return 1 if rep.missing_external else 0
+    except MailstackError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

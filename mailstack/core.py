@@ -1,0 +1,83 @@
+"""The verbs, as library functions; ``cli.py`` only parses arguments and calls these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailstack import checks, render as rendering, secrets
+from mailstack.errors import InputError
+from mailstack.findings import Finding, raise_errors
+from mailstack.plan import SitePlan, plan_site
+from mailstack.site.load import load_site
+from mailstack.site.model import Site
+
+
+@dataclass
+class CheckReport:
+    site: Site
+    findings: list[Finding]
+    daemon_verdicts: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings) and all(
+            v.ok for v in self.daemon_verdicts)
+
+
+def _store(site_file: str | Path, secrets_dir: str | Path | None) -> secrets.SecretStore:
+    return secrets.SecretStore(secrets_dir or secrets.default_dir(site_file))
+
+
+def check(site_file: str | Path, *, secrets_dir: str | Path | None = None,
+          with_daemons: bool = False) -> CheckReport:
+    """Load and check a site; with ``with_daemons``, also run the daemons' own checkers."""
+    site = load_site(site_file)
+    store = _store(site_file, secrets_dir)
+    report = CheckReport(site, checks.run(site, store))
+    if with_daemons and report.ok:
+        from mailstack import daemons
+
+        plan = plan_site(site, _secret_values(site, store))
+        report.daemon_verdicts = daemons.check_plan(site, plan, rendering.render_plan(plan),
+                                                    _secret_values(site, store))
+    return report
+
+
+def _secret_values(site: Site, store: secrets.SecretStore) -> dict[str, str]:
+    return {ref.name: store.read(ref.name) for ref in secrets.required(site)}
+
+
+def plan(site_file: str | Path, *, secrets_dir: str | Path | None = None) -> tuple[Site, SitePlan]:
+    """Load, check (errors stop here) and plan a site."""
+    site = load_site(site_file)
+    store = _store(site_file, secrets_dir)
+    raise_errors(checks.run(site, store))
+    return site, plan_site(site, _secret_values(site, store))
+
+
+def render(site_file: str | Path, out_dir: str | Path = "build", *,
+           secrets_dir: str | Path | None = None) -> Path:
+    """Render every file of every host into ``out_dir/<site>/`` atomically; returns that path."""
+    _, site_plan = plan(site_file, secrets_dir=secrets_dir)
+    rendered = rendering.render_plan(site_plan)
+    return rendering.write_tree(site_plan, rendered, Path(out_dir))
+
+
+@dataclass
+class SecretsReport:
+    directory: Path
+    created: list[str]
+    missing_external: list[str]
+
+
+def make_secrets(site_file: str | Path, *, secrets_dir: str | Path | None = None) -> SecretsReport:
+    """Create every missing secret that can be generated; never overwrite one."""
+    site = load_site(site_file)
+    directory = Path(secrets_dir) if secrets_dir else secrets.default_dir(site_file)
+    created = secrets.generate(site, directory)
+    store = secrets.SecretStore(directory)
+    external = [str(store.path(r.name)) for r in secrets.missing(site, store)]
+    if not site.hosts:
+        raise InputError(f"{site_file}: the site has no hosts")
+    return SecretsReport(directory, created, external)

@@ -1,0 +1,190 @@
+"""LDAP search filters (RFC 4515): the one place filters are built and values escaped.
+
+Filters are small trees; ``render`` turns them into the string a daemon's config needs. A
+:class:`Placeholder` stands for the daemon's own lookup key (``%u`` for Dovecot, ``%s`` for
+Postfix), which the daemon itself escapes; literal ``%`` in values is written ``%%`` for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def escape(value: str) -> str:
+    """Escape an assertion value (RFC 4515 section 3)."""
+    out = []
+    for ch in value:
+        if ch in "*()\\\x00":
+            out.append("\\%02x" % ord(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """The daemon's lookup key, e.g. ``%u`` (Dovecot) or ``%s`` (Postfix)."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class Eq:
+    attr: str
+    value: str | Placeholder
+
+
+@dataclass(frozen=True)
+class Present:
+    attr: str
+
+
+@dataclass(frozen=True)
+class And:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Filter
+
+
+Filter = Eq | Present | And | Or | Not
+
+
+def and_(*parts: Filter) -> Filter:
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def render(f: Filter, *, percent: bool = True) -> str:
+    """The filter as a string; ``percent`` doubles literal % for Postfix/Dovecot configs."""
+    if isinstance(f, Eq):
+        if isinstance(f.value, Placeholder):
+            value = f.value.token
+        else:
+            value = escape(f.value)
+            if percent:
+                value = value.replace("%", "%%")
+        return f"({f.attr}={value})"
+    if isinstance(f, Present):
+        return f"({f.attr}=*)"
+    if isinstance(f, And):
+        return "(&" + "".join(render(p, percent=percent) for p in f.parts) + ")"
+    if isinstance(f, Or):
+        return "(|" + "".join(render(p, percent=percent) for p in f.parts) + ")"
+    if isinstance(f, Not):
+        return "(!" + render(f.part, percent=percent) + ")"
+    raise TypeError(f)
+
+
+def substitute(f: Filter, value: str) -> Filter:
+    """The filter with every placeholder replaced by a concrete value (for probes)."""
+    if isinstance(f, Eq):
+        return Eq(f.attr, value) if isinstance(f.value, Placeholder) else f
+    if isinstance(f, And):
+        return And(tuple(substitute(p, value) for p in f.parts))
+    if isinstance(f, Or):
+        return Or(tuple(substitute(p, value) for p in f.parts))
+    if isinstance(f, Not):
+        return Not(substitute(f.part, value))
+    return f
+
+
+def attributes(f: Filter) -> set[str]:
+    """Every attribute the filter asserts on (these need search access and an index)."""
+    if isinstance(f, (Eq, Present)):
+        return {f.attr}
+    if isinstance(f, (And, Or)):
+        return set().union(*(attributes(p) for p in f.parts))
+    if isinstance(f, Not):
+        return attributes(f.part)
+    raise TypeError(f)
+
+
+def equality_attributes(f: Filter) -> set[str]:
+    if isinstance(f, Eq):
+        return {f.attr}
+    if isinstance(f, (And, Or)):
+        return set().union(*(equality_attributes(p) for p in f.parts))
+    if isinstance(f, Not):
+        return equality_attributes(f.part)
+    return set()
+
+
+def matches(f: Filter, entry: dict[str, list[str]]) -> bool:
+    """Evaluate the filter on an entry (case-insensitive values; for checks and tests)."""
+    lower = {k.lower(): [v.lower() for v in vs] for k, vs in entry.items()}
+    if isinstance(f, Eq):
+        if isinstance(f.value, Placeholder):
+            raise ValueError("substitute placeholders first")
+        return f.value.lower() in lower.get(f.attr.lower(), [])
+    if isinstance(f, Present):
+        return f.attr.lower() in lower
+    if isinstance(f, And):
+        return all(matches(p, entry) for p in f.parts)
+    if isinstance(f, Or):
+        return any(matches(p, entry) for p in f.parts)
+    if isinstance(f, Not):
+        return not matches(f.part, entry)
+    raise TypeError(f)
+
+
+def _unescape(value: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        if value[i] == "\\":
+            try:
+                out.append(int(value[i + 1:i + 3], 16))
+            except ValueError:
+                raise ValueError(f"bad escape in '{value}'") from None
+            i += 3
+        else:
+            out += value[i].encode()
+            i += 1
+    return out.decode("utf-8")
+
+
+def parse(text: str) -> Filter:
+    """Parse the RFC 4515 subset mailstack uses: &, |, !, equality and presence."""
+    f, rest = _parse(text.strip())
+    if rest:
+        raise ValueError(f"text after the filter: '{rest}'")
+    return f
+
+
+def _parse(text: str) -> tuple[Filter, str]:
+    if not text.startswith("("):
+        raise ValueError(f"expected '(' at '{text}'")
+    body = text[1:]
+    if body[:1] in ("&", "|"):
+        parts: list[Filter] = []
+        rest = body[1:]
+        while rest.startswith("("):
+            part, rest = _parse(rest)
+            parts.append(part)
+        if not rest.startswith(")") or not parts:
+            raise ValueError("unbalanced parentheses")
+        return (And if body[0] == "&" else Or)(tuple(parts)), rest[1:]
+    if body[:1] == "!":
+        part, rest = _parse(body[1:])
+        if not rest.startswith(")"):
+            raise ValueError("unbalanced parentheses")
+        return Not(part), rest[1:]
+    end = body.find(")")
+    if end < 0:
+        raise ValueError("unbalanced parentheses")
+    item, rest = body[:end], body[end + 1:]
+    attr, eq, value = item.partition("=")
+    if not eq or not attr or attr[-1] in "<>~:":
+        raise ValueError(f"only equality and presence are supported, not '({item})'")
+    if value == "*":
+        return Present(attr), rest
+    if "*" in value:
+        raise ValueError(f"substring filters are not supported: '({item})'")
+    return Eq(attr, _unescape(value)), rest

@@ -1,0 +1,52 @@
+"""Site -> plan: every decision about what each host receives, as pure data.
+
+``plan_site(site, secrets)`` returns a :class:`SitePlan`; it reads secrets through the mapping
+it is given and touches nothing else. Templates only format what is decided here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file a host receives: where, from which template and data, with which owner and mode."""
+
+    path: str
+    template: str
+    data: Mapping[str, Any]
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def secret(self) -> bool:
+        """Secret files are unreadable by others; their rendered copy is 0600 locally too."""
+        return not self.mode & 0o004
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    hostname: str
+    roles: tuple[str, ...]
+    files: tuple[FileSpec, ...]
+    packages: tuple[str, ...]
+    services: tuple[str, ...]
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    site: str
+    hosts: Mapping[str, HostPlan]
+
+
+def plan_site(site: Any, secrets: Mapping[str, str]) -> SitePlan:
+    """Plan every host of the site. ``secrets`` maps secret names to their values."""
+    from mailstack.plan import hosts
+
+    return hosts.plan_site(site, secrets)

@@ -1,0 +1,133 @@
+"""The directory's ACL: least-privilege rules derived from the lookups, and their expectations.
+
+Order (first match wins in slapd): root over ldapi may manage (then ``break``), the admin's own
+rules from the site file, then the generated rules. The generated rules grant each service
+account ``search`` on the base of each of its lookups and ``read`` on exactly the entry, filter
+and returned attributes below it; users may write their own password (``self write``: ``=w``
+breaks a change that presents the old one) and read their own entry; anonymous gets ``auth``.
+
+``expectations`` is the same policy stated as (who, what, access, expected) data; ``check``
+evaluates it with the ACL model, and ``check --with-daemons``/``verify`` ask slapacl/slapd.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from mailstack.ldap import filter as lf
+from mailstack.ldap.dn import DN
+from mailstack.plan import dit, facts
+from mailstack.site.model import Site
+
+
+def _q(d: DN | str) -> str:
+    return f'"{d}"'
+
+
+def root_rule() -> str:
+    return f"to * by dn.exact={_q(facts.ROOT_PEERCRED_DN)} manage by * break"
+
+
+def generated_rules(site: Site) -> list[str]:
+    """The least-privilege rules, from the lookups as data."""
+    base_grants: dict[DN, set[DN]] = defaultdict(set)
+    child_grants: dict[DN, dict[str, set[DN]]] = defaultdict(lambda: defaultdict(set))
+    for lookup in dit.lookups(site):
+        who = dit.service_dn(site, lookup.service)
+        base_grants[lookup.base].add(who)
+        for attr in ("entry", *sorted(lf.attributes(lookup.filter)), *lookup.returns):
+            child_grants[lookup.base][attr].add(who)
+    people = dit.ou(site, facts.OU_PEOPLE)
+    rules = ["to attrs=userPassword by self write by anonymous auth by * none"]
+    for container in sorted(base_grants, key=str):
+        whos = " ".join(f"by dn.exact={_q(w)} search" for w in sorted(base_grants[container], key=str))
+        rules.append(f"to dn.base={_q(container)} attrs=entry {whos} by * none")
+        groups: dict[tuple[DN, ...], list[str]] = defaultdict(list)
+        for attr, whos_set in child_grants[container].items():
+            groups[tuple(sorted(whos_set, key=str))].append(attr)
+        for whos_tuple, attrs in sorted(groups.items(), key=lambda kv: [str(w) for w in kv[0]]):
+            by = " ".join(f"by dn.exact={_q(w)} read" for w in whos_tuple)
+            self_read = " by self read" if container == people else ""
+            rules.append(f"to dn.children={_q(container)} attrs={','.join(attrs)} "
+                         f"{by}{self_read} by * none")
+    rules.append(f"to dn.children={_q(people)} by self read by * none")
+    rules.append("to * by * none")
+    return rules
+
+
+def rules(site: Site) -> list[str]:
+    """The whole olcAccess list of the site's database, in order."""
+    return [root_rule(), *site.ldap.acl, *generated_rules(site)]
+
+
+def frontend_rules() -> list[str]:
+    """The root DSE and the schema: for bound users only; anonymous gets nothing."""
+    return ['to dn.base="" by users read by * none',
+            'to dn.base="cn=Subschema" by users read by * none']
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One line of the access matrix: who (None: anonymous) may or may not do what."""
+
+    who: str | None
+    dn: str
+    attr: str
+    access: str
+    expected: bool
+    why: str
+
+
+def needs(site: Site) -> list[Expectation]:
+    """What each service account's lookups need on the site's own entries."""
+    out: list[Expectation] = []
+    entries = {e.dn: e for e in dit.entries(site)}
+    for lookup in dit.lookups(site):
+        who = str(dit.service_dn(site, lookup.service))
+        why = f"{lookup.service}'s lookup {lookup.name}"
+        out.append(Expectation(who, str(lookup.base), "entry", "search", True, why))
+        for entry in entries.values():
+            if not entry.dn.is_below(lookup.base):
+                continue
+            if not all(lf.matches(p, entry.as_dict()) for p in _class_asserts(lookup.filter)):
+                continue
+            for attr in sorted(lf.attributes(lookup.filter)):
+                out.append(Expectation(who, str(entry.dn), attr, "search", True, why))
+            out.append(Expectation(who, str(entry.dn), "entry", "read", True, why))
+            for attr in lookup.returns:
+                out.append(Expectation(who, str(entry.dn), attr, "read", True, why))
+    return out
+
+
+def _class_asserts(f: lf.Filter) -> list[lf.Filter]:
+    if isinstance(f, lf.Eq) and f.attr.lower() == "objectclass":
+        return [f]
+    if isinstance(f, lf.And):
+        return [p for part in f.parts for p in _class_asserts(part)]
+    return []
+
+
+def expectations(site: Site) -> list[Expectation]:
+    """The access matrix kept beside the ACL: what must be allowed and what must be denied."""
+    out = needs(site)
+    services = [str(dit.service_dn(site, s)) for s in facts.SERVICE_ACCOUNTS]
+    accounts = [str(dit.account_dn(site, a.mail)) for a in site.accounts]
+    for target in accounts[:2]:
+        out.append(Expectation(None, target, "userPassword", "auth", True, "anonymous binds"))
+        out.append(Expectation(None, target, "entry", "read", False, "anonymous reads nothing"))
+        out.append(Expectation(None, target, "mail", "search", False, "anonymous searches nothing"))
+        out.append(Expectation(target, target, "userPassword", "write", True,
+                               "a user changes his own password"))
+        for svc in services:
+            out.append(Expectation(svc, target, "userPassword", "read", False,
+                                   "services bind as the user; they never read passwords"))
+            out.append(Expectation(svc, target, "mail", "write", False, "services only read"))
+    if len(accounts) >= 2:
+        out.append(Expectation(accounts[0], accounts[1], "userPassword", "read", False,
+                               "a user cannot read another user's password"))
+        out.append(Expectation(accounts[0], accounts[1], "userPassword", "write", False,
+                               "a user cannot change another user's password"))
+    out.append(Expectation(None, str(dit.base(site)), "entry", "read", False,
+                           "anonymous reads nothing"))
+    return out

@@ -1,0 +1,207 @@
+"""The directory tree and the lookups the daemons make in it.
+
+One place decides the DNs, the object classes of each kind of entry (by schema profile) and,
+as data, every LDAP lookup Dovecot and Postfix make (:class:`Lookup`). The ACL, the indices,
+the daemons' LDAP files, ``check`` and ``verify`` all read these same lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mailstack.ldap import filter as f
+from mailstack.ldap.dn import DN, dn
+from mailstack.ldap.ldif import Entry
+from mailstack.plan import facts
+from mailstack.site.model import Site
+
+# Courier's schema needs these first (homeDirectory: nis; mailhost: misc).
+STANDARD_SCHEMAS = ("core", "cosine", "nis", "inetorgperson", "misc")
+PLACEHOLDER_PASSWORD = "{CRYPT}!unusable-until-set-by-rfc3062"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a schema profile represents accounts and aliases."""
+
+    name: str
+    schemas: tuple[str, ...]
+    account_classes: tuple[str, ...]
+    account_class: str          # the class lookups filter on
+    alias_classes: tuple[str, ...]
+    alias_class: str
+    alias_key: str              # attribute holding the alias address
+    alias_target: str           # attribute holding where it goes
+    home_attr: str | None       # attribute holding the mailbox home, if the schema has one
+
+
+PROFILES = {
+    "courier": Profile(
+        name="courier", schemas=(*STANDARD_SCHEMAS, "courier"),
+        account_classes=("inetOrgPerson", "CourierMailAccount"), account_class="CourierMailAccount",
+        alias_classes=("nisMailAlias", "CourierMailAlias"), alias_class="CourierMailAlias",
+        alias_key="mail", alias_target="maildrop", home_attr="homeDirectory",
+    ),
+    "inetorgperson": Profile(
+        name="inetorgperson", schemas=STANDARD_SCHEMAS,
+        account_classes=("inetOrgPerson",), account_class="inetOrgPerson",
+        alias_classes=("nisMailAlias",), alias_class="nisMailAlias",
+        alias_key="cn", alias_target="rfc822MailMember", home_attr=None,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One LDAP lookup a daemon makes: who searches where, for what, and what it reads back."""
+
+    name: str                   # also the Postfix table / Dovecot file it lives in
+    service: str                # service account that binds for it
+    base: DN
+    filter: f.Filter            # with the daemon's placeholder for the key
+    returns: tuple[str, ...]
+    key: Literal["account", "alias", "domain"]   # what kind of key a probe feeds it
+    scope: Literal["sub", "one"] = "sub"
+
+
+def base(site: Site) -> DN:
+    return dn(site.ldap.base)
+
+
+def ou(site: Site, name: str) -> DN:
+    return base(site).child("ou", name)
+
+
+def admin_dn(site: Site) -> DN:
+    return base(site).child("cn", "admin")
+
+
+def service_dn(site: Site, service: str) -> DN:
+    return ou(site, facts.OU_APPLICATIONS).child("cn", service)
+
+
+def account_dn(site: Site, mail: str) -> DN:
+    return ou(site, facts.OU_PEOPLE).child("mail", mail)
+
+
+def alias_dn(site: Site, address: str) -> DN:
+    return ou(site, facts.OU_ALIASES).child(profile(site).alias_key, address)
+
+
+def domain_dn(site: Site, domain: str) -> DN:
+    return ou(site, facts.OU_DOMAINS).child("associatedDomain", domain)
+
+
+def profile(site: Site) -> Profile:
+    return PROFILES[site.ldap.schema]
+
+
+def mail_home(address: str) -> str:
+    """A mailbox's home: the one value Dovecot's IMAP, POP3 and LMTP all resolve."""
+    local, _, domain = address.rpartition("@")
+    return f"{facts.VMAIL_DIR}/{domain.lower()}/{local.lower()}"
+
+
+def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
+    """Every local alias address and where it goes (account aliases and standalone aliases)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for account in site.accounts:
+        for alias in account.aliases:
+            out[alias] = (*out.get(alias, ()), account.mail)
+    for alias in site.aliases:
+        out[alias.address] = (*out.get(alias.address, ()), *alias.to)
+    return out
+
+
+def lookups(site: Site) -> tuple[Lookup, ...]:
+    """Every lookup Dovecot and Postfix make, as data."""
+    p = profile(site)
+    people, aliases, domains = (ou(site, n) for n in (facts.OU_PEOPLE, facts.OU_ALIASES,
+                                                       facts.OU_DOMAINS))
+    dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
+    account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
+    userdb_returns = (p.home_attr,) if p.home_attr else ("mail",)
+    return (
+        Lookup("passdb", "dovecot", people, account_filter, ("mail",), "account"),
+        Lookup("userdb", "dovecot", people, account_filter, userdb_returns, "account"),
+        Lookup("virtual_mailbox_domains", "postfix", domains,
+               f.and_(f.Eq("objectClass", "domainRelatedObject"),
+                      f.Eq("associatedDomain", postfix_key)), ("associatedDomain",), "domain"),
+        Lookup("virtual_mailbox_maps", "postfix", people,
+               f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
+               ("mail",), "account"),
+        Lookup("virtual_alias_maps", "postfix", aliases,
+               f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key)),
+               (p.alias_target,), "alias"),
+        Lookup("sender_login_accounts", "postfix", people,
+               f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
+               ("mail",), "account"),
+        Lookup("sender_login_aliases", "postfix", aliases,
+               f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key)),
+               (p.alias_target,), "alias"),
+    )
+
+
+def iterate_filter(site: Site) -> f.Filter:
+    """Dovecot's user iteration (doveadm ... -A): every account."""
+    return f.Eq("objectClass", profile(site).account_class)
+
+
+def index_attributes(site: Site) -> tuple[str, ...]:
+    """Equality indices: every attribute a generated filter asserts on."""
+    attrs: set[str] = set()
+    for lookup in lookups(site):
+        attrs |= f.equality_attributes(lookup.filter)
+    attrs |= f.equality_attributes(iterate_filter(site))
+    return tuple(sorted(attrs, key=str.lower))
+
+
+def _container(d: DN, name: str) -> Entry:
+    return Entry(d, (("objectClass", "organizationalUnit"), ("ou", name)))
+
+
+def _base_entry(site: Site) -> Entry:
+    b = base(site)
+    attr, value = b.rdns[0][0]
+    if attr.lower() == "dc":
+        return Entry(b, (("objectClass", "dcObject"), ("objectClass", "organization"),
+                         ("dc", value), ("o", site.site)))
+    if attr.lower() == "o":
+        return Entry(b, (("objectClass", "organization"), ("o", value)))
+    return Entry(b, (("objectClass", "organizationalUnit"), ("ou", value)))
+
+
+def _surname(name: str) -> str:
+    return name.split()[-1] if name.split() else name
+
+
+def entries(site: Site) -> list[Entry]:
+    """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
+    p = profile(site)
+    out = [_base_entry(site)]
+    for name in (facts.OU_PEOPLE, facts.OU_ALIASES, facts.OU_DOMAINS, facts.OU_APPLICATIONS):
+        out.append(_container(ou(site, name), name))
+    for service in facts.SERVICE_ACCOUNTS:
+        out.append(Entry(service_dn(site, service), (
+            ("objectClass", "applicationProcess"), ("objectClass", "simpleSecurityObject"),
+            ("cn", service), ("description", f"{service}: reads what its lookups need"),
+            ("userPassword", PLACEHOLDER_PASSWORD))))
+    for domain in site.domains:
+        out.append(Entry(domain_dn(site, domain), (
+            ("objectClass", "organizationalUnit"), ("objectClass", "domainRelatedObject"),
+            ("ou", domain), ("associatedDomain", domain))))
+    for account in site.accounts:
+        attrs = [*(("objectClass", c) for c in p.account_classes),
+                 ("cn", account.name), ("sn", _surname(account.name)), ("mail", account.mail)]
+        if p.home_attr:
+            attrs.append((p.home_attr, mail_home(account.mail)))
+        attrs.append(("userPassword", PLACEHOLDER_PASSWORD))
+        out.append(Entry(account_dn(site, account.mail), tuple(attrs)))
+    for address, targets in alias_targets(site).items():
+        attrs = [*(("objectClass", c) for c in p.alias_classes), ("cn", address)]
+        if p.alias_key != "cn":
+            attrs.append((p.alias_key, address))
+        attrs += [(p.alias_target, t) for t in targets]
+        out.append(Entry(alias_dn(site, address), tuple(attrs)))
+    return out

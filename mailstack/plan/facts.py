@@ -1,0 +1,87 @@
+"""Facts decided once: paths, ports, users and names every other module reads from here."""
+
+from __future__ import annotations
+
+# Where mailstack keeps what it loads rather than places, on every host.
+STATE_DIR = "/var/lib/mailstack"
+LDAP_STATE_DIR = f"{STATE_DIR}/ldap"
+CONFIG_LDIF = f"{LDAP_STATE_DIR}/config.ldif"
+DIT_LDIF = f"{LDAP_STATE_DIR}/dit.ldif"
+SCHEMA_DIR = f"{LDAP_STATE_DIR}/schema"
+ACL_EXPECTATIONS = f"{LDAP_STATE_DIR}/acl-expectations.json"
+DEBIAN_SCHEMA_DIR = "/etc/ldap/schema"
+SLAPD_D = "/etc/ldap/slapd.d"
+SLAPD_DB_DIR = "/var/lib/ldap"
+SLAPD_RUN_DIR = "/run/slapd"
+LDAPI_SOCKET = "/run/slapd/ldapi"
+LDAPI_URI = "ldapi://%2Frun%2Fslapd%2Fldapi"
+ROOT_PEERCRED_DN = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
+
+# TLS material placed on each host.
+TLS_DIR = "/etc/mailstack/tls"
+CA_CERT = f"{TLS_DIR}/ca.crt"
+
+# Ports.
+SMTP_PORT = 25
+SUBMISSION_PORT = 587
+SUBMISSIONS_PORT = 465
+IMAP_PORT = 143
+IMAPS_PORT = 993
+POP3_PORT = 110
+POP3S_PORT = 995
+LDAP_PORT = 389
+
+# Virtual mail storage: one uid/gid for every mailbox (Dovecot's first_valid_uid).
+VMAIL_USER = "vmail"
+VMAIL_UID = 5000
+VMAIL_GID = 5000
+VMAIL_DIR = "/var/vmail"
+
+# Postfix <-> Dovecot sockets, relative to Postfix's queue directory.
+POSTFIX_QUEUE_DIR = "/var/spool/postfix"
+LMTP_SOCKET = "private/dovecot-lmtp"
+SASL_SOCKET = "private/auth"
+
+# Directory layout below the suffix.
+OU_PEOPLE = "people"
+OU_ALIASES = "aliases"
+OU_DOMAINS = "domains"
+OU_APPLICATIONS = "applications"
+SERVICE_ACCOUNTS = ("dovecot", "postfix")
+
+# Secret names (files below the secrets folder).
+SECRET_LDAP_ADMIN = "ldap/admin"
+
+
+def secret_service(name: str) -> str:
+    return f"ldap/{name}"
+
+
+def secret_account(mail: str) -> str:
+    return f"accounts/{mail}"
+
+
+def secret_host_cert(host: str) -> str:
+    return f"tls/{host}.crt"
+
+
+def secret_host_key(host: str) -> str:
+    return f"tls/{host}.key"
+
+
+SECRET_CA_CERT = "tls/ca.crt"
+SECRET_CA_KEY = "tls/ca.key"
+
+
+def host_cert(host: str) -> str:
+    return f"{TLS_DIR}/{host}.crt"
+
+
+def host_key(host: str) -> str:
+    """The key Postfix and Dovecot read (both read it as root)."""
+    return f"{TLS_DIR}/{host}.key"
+
+
+def slapd_key(host: str) -> str:
+    """slapd's own copy of the key, readable by the openldap group only."""
+    return f"/etc/ldap/tls/{host}.key"

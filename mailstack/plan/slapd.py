@@ -1,0 +1,117 @@
+"""slapd: the cn=config LDIF, the DIT LDIF, the Courier schema and the ACL expectations.
+
+The role builds ``/etc/ldap/slapd.d`` offline from ``config.ldif`` (``slapadd -n0``) and loads
+``dit.ldif``; both are placed under ``/var/lib/mailstack/ldap/`` so their paths mirror the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from importlib import resources
+
+from mailstack.ldap.dn import dn
+from mailstack.ldap.ldif import Entry
+from mailstack.plan import FileSpec, acl, dit, facts
+from mailstack.site.model import Site
+
+MODULES = ("back_mdb", "pw-sha2", "argon2")
+DB_MAX_SIZE = 1 << 30
+
+
+def ssha512(password: str, salt_key: str) -> str:
+    """``{SSHA512}`` of the password with a salt derived from it (stable across renders)."""
+    salt = hmac.new(salt_key.encode(), password.encode(), hashlib.sha256).digest()[:16]
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    return "{SSHA512}" + base64.b64encode(digest + salt).decode()
+
+
+def _ordered(attr: str, values: list[str]) -> list[tuple[str, str]]:
+    return [(attr, f"{{{i}}}{v}") for i, v in enumerate(values)]
+
+
+def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[Entry | str]:
+    """cn=config as entries; ``include:`` lines (strings) load Debian's own schema files."""
+    base = dit.base(site)
+    prof = dit.profile(site)
+    out: list[Entry | str] = [
+        Entry(dn("cn=config"), (
+            ("objectClass", "olcGlobal"), ("cn", "config"),
+            ("olcArgsFile", f"{facts.SLAPD_RUN_DIR}/slapd.args"),
+            ("olcPidFile", f"{facts.SLAPD_RUN_DIR}/slapd.pid"),
+            *(("olcLogLevel", level) for level in site.ldap.loglevel),
+            ("olcTLSCACertificateFile", facts.CA_CERT),
+            ("olcTLSCertificateFile", facts.host_cert(host)),
+            ("olcTLSCertificateKeyFile", facts.slapd_key(host)),
+            ("olcTLSProtocolMin", "3.3"),
+        )),
+        Entry(dn("cn=module{0},cn=config"), (
+            ("objectClass", "olcModuleList"), ("cn", "module{0}"),
+            ("olcModulePath", "/usr/lib/ldap"),
+            *_ordered("olcModuleLoad", list(MODULES)),
+        )),
+        Entry(dn("cn=schema,cn=config"), (("objectClass", "olcSchemaConfig"), ("cn", "schema"))),
+    ]
+    for schema in prof.schemas:
+        directory = facts.SCHEMA_DIR if schema == "courier" else facts.DEBIAN_SCHEMA_DIR
+        out.append(f"include: file://{directory}/{schema}.ldif")
+    out += [
+        Entry(dn("olcDatabase={-1}frontend,cn=config"), (
+            ("objectClass", "olcDatabaseConfig"), ("objectClass", "olcFrontendConfig"),
+            ("olcDatabase", "{-1}frontend"),
+            ("olcPasswordHash", "{" + site.ldap.password_hash + "}"),
+            ("olcSizeLimit", "500"),
+            *_ordered("olcAccess", acl.frontend_rules()),
+        )),
+        Entry(dn("olcDatabase={0}config,cn=config"), (
+            ("objectClass", "olcDatabaseConfig"), ("olcDatabase", "{0}config"),
+            *_ordered("olcAccess", [acl.root_rule()]),
+        )),
+        Entry(dn("olcDatabase={1}mdb,cn=config"), (
+            ("objectClass", "olcDatabaseConfig"), ("objectClass", "olcMdbConfig"),
+            ("olcDatabase", "{1}mdb"),
+            ("olcDbDirectory", facts.SLAPD_DB_DIR),
+            ("olcSuffix", str(base)),
+            ("olcRootDN", str(dit.admin_dn(site))),
+            ("olcRootPW", ssha512(secrets[facts.SECRET_LDAP_ADMIN], str(base))),
+            ("olcDbMaxSize", str(DB_MAX_SIZE)),
+            *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),
+            ("olcLastMod", "TRUE"),
+            ("olcSecurity", "simple_bind=64"),
+            *_ordered("olcAccess", acl.rules(site)),
+        )),
+    ]
+    return out
+
+
+def courier_schema() -> str:
+    return resources.files("mailstack.data").joinpath("schema/courier.ldif").read_text("utf-8")
+
+
+def expectations_json(site: Site) -> str:
+    rows = [e.__dict__ for e in acl.expectations(site)]
+    return json.dumps({"expectations": rows}, indent=2, sort_keys=True) + "\n"
+
+
+def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
+    """Every file the ldap role of ``host`` receives."""
+    out = [
+        FileSpec(facts.CONFIG_LDIF, "_formats/ldif.j2",
+                 {"header": ["cn=config for slapd, built offline with slapadd -n0 by mailstack"],
+                  "entries": config_entries(site, host, secrets)}, 0o600),
+        FileSpec(facts.DIT_LDIF, "_formats/ldif.j2",
+                 {"header": ["The directory tree; passwords are set with RFC 3062 at apply"],
+                  "entries": dit.entries(site)}, 0o600),
+        FileSpec(facts.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
+        FileSpec("/etc/default/slapd", "etc/default/slapd.j2",
+                 {"services": "ldap:/// ldapi:///", "options": ""}),
+        FileSpec(facts.slapd_key(host), "_formats/verbatim.j2",
+                 {"text": secrets[facts.secret_host_key(host)]}, 0o640, "root", "openldap"),
+    ]
+    if dit.profile(site).name == "courier":
+        out.append(FileSpec(f"{facts.SCHEMA_DIR}/courier.ldif", "_formats/verbatim.j2",
+                            {"text": courier_schema()}))
+    return out

@@ -1,0 +1,20 @@
+"""TLS material each host receives: the site CA, its certificate, and its key per daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mailstack.plan import FileSpec, facts
+
+
+def files(host: str, roles: tuple[str, ...], secrets: Mapping[str, str]) -> list[FileSpec]:
+    out = [
+        FileSpec(facts.CA_CERT, "_formats/verbatim.j2", {"text": secrets[facts.SECRET_CA_CERT]}),
+        FileSpec(facts.host_cert(host), "_formats/verbatim.j2",
+                 {"text": secrets[facts.secret_host_cert(host)]}),
+    ]
+    if "mta" in roles or "imap" in roles:
+        # Postfix and Dovecot read their key as root before dropping privileges
+        out.append(FileSpec(facts.host_key(host), "_formats/verbatim.j2",
+                            {"text": secrets[facts.secret_host_key(host)]}, 0o600))
+    return out

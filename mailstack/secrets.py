@@ -1,0 +1,221 @@
+"""The secrets folder beside a site file: what a site needs, reading it safely, making it.
+
+Each secret is one file below ``<site dir>/secrets/`` (or ``--secrets DIR``), mode 0600 (or
+0400), or an ansible-vault encrypted file (decrypted with ``ansible-vault`` and the password
+file named by ``ANSIBLE_VAULT_PASSWORD_FILE``). Nothing here ever overwrites a secret.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import secrets as random
+import stat
+import string
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mailstack.errors import InputError
+from mailstack.plan import facts
+from mailstack.site.marks import Path as KeyPath
+from mailstack.site.model import Site
+
+_NAME = re.compile(r"[A-Za-z0-9@._+-]+(/[A-Za-z0-9@._+-]+)*\Z")
+VAULT_HEADER = "$ANSIBLE_VAULT;"
+Kind = Literal["password", "tls", "external"]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret the site needs: its file name, how it comes to exist, where it is asked for."""
+
+    name: str
+    kind: Kind
+    path: KeyPath
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name)) and ".." not in name.split("/")
+
+
+def default_dir(site_file: str | Path) -> Path:
+    return Path(site_file).resolve().parent / "secrets"
+
+
+def required(site: Site) -> list[SecretRef]:
+    """Every secret the site's render needs, in a stable order."""
+    refs = [SecretRef(facts.SECRET_LDAP_ADMIN, "password", ("ldap",))]
+    refs += [SecretRef(facts.secret_service(s), "password", ("ldap",)) for s in facts.SERVICE_ACCOUNTS]
+    for i, account in enumerate(site.accounts):
+        name = account.password_secret or facts.secret_account(account.mail)
+        refs.append(SecretRef(name, "password", ("accounts", i, "password_secret")
+                              if account.password_secret else ("accounts", i, "mail")))
+    for rname, relay in sorted(site.relays.items()):
+        if relay.auth:
+            refs.append(SecretRef(relay.auth.password_secret, "external",
+                                  ("relays", rname, "auth", "password_secret")))
+        if relay.ca_secret:
+            refs.append(SecretRef(relay.ca_secret, "external", ("relays", rname, "ca_secret")))
+    tls_kind: Kind = "tls" if site.tls.mode == "internal-ca" else "external"
+    refs.append(SecretRef(facts.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
+    for host in sorted(site.hosts):
+        refs.append(SecretRef(facts.secret_host_cert(host), tls_kind, ("hosts", host)))
+        refs.append(SecretRef(facts.secret_host_key(host), tls_kind, ("hosts", host)))
+    return refs
+
+
+class SecretStore:
+    """Read-only access to a secrets folder, refusing files others can read."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._cache: dict[str, str] = {}
+
+    def path(self, name: str) -> Path:
+        if not valid_name(name):
+            raise InputError(f"{name!r} is not a valid secret name (letters, digits, @._+- and /)")
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def read(self, name: str) -> str:
+        if name in self._cache:
+            return self._cache[name]
+        path = self.path(name)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path}: secret '{name}' is missing "
+                             "(`mailstack secrets SITE` creates what can be generated)") from None
+        except OSError as err:
+            raise InputError(f"{path}: cannot read secret '{name}': {err.strerror}") from None
+        if raw.startswith(VAULT_HEADER):
+            value = _vault_decrypt(path)
+        else:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise InputError(f"{path}: secret '{name}' has mode {mode:04o}; others can read "
+                                 f"it: chmod 600 {path} (or encrypt it with ansible-vault)")
+            value = raw
+        value = value[:-1] if value.endswith("\n") and not name.startswith("tls/") else value
+        if not name.startswith("tls/") and any(c in value for c in "\n\r\x00"):
+            raise InputError(f"{path}: secret '{name}' contains a line break or NUL, which "
+                             "would break the configuration files it goes into")
+        self._cache[name] = value
+        return value
+
+
+def _vault_decrypt(path: Path) -> str:
+    if not os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE"):
+        raise InputError(f"{path}: is ansible-vault encrypted; set ANSIBLE_VAULT_PASSWORD_FILE")
+    try:
+        out = subprocess.run(["ansible-vault", "view", str(path)], capture_output=True,
+                             text=True, check=False, timeout=60)
+    except FileNotFoundError:
+        raise InputError(f"{path}: is ansible-vault encrypted, but ansible-vault is not installed") \
+            from None
+    if out.returncode != 0:
+        raise InputError(f"{path}: ansible-vault could not decrypt it: {out.stderr.strip()}")
+    return out.stdout
+
+
+def missing(site: Site, store: SecretStore) -> list[SecretRef]:
+    return [ref for ref in required(site) if not store.exists(ref.name)]
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def new_password(length: int = 24) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(random.choice(alphabet) for _ in range(length))
+
+
+def generate(site: Site, root: str | Path) -> list[str]:
+    """Create every missing secret that can be generated; never overwrite. Returns names made."""
+    store = SecretStore(root)
+    made: list[str] = []
+    todo = missing(site, store)
+    for ref in todo:
+        if ref.kind == "password":
+            _write_new(store.path(ref.name), (new_password() + "\n").encode())
+            made.append(ref.name)
+    tls_names = {ref.name for ref in todo if ref.kind == "tls"}
+    if tls_names:
+        made += _make_tls(site, store, tls_names)
+    return made
+
+
+def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    made: list[str] = []
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    if facts.SECRET_CA_CERT in todo:
+        if store.exists(facts.SECRET_CA_KEY):
+            raise InputError(f"{store.path(facts.SECRET_CA_KEY)}: a CA key exists without its "
+                             "certificate; restore tls/ca.crt or remove the key to start over")
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack {site.site} CA")])
+        ca_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                                crl_sign=True, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False,
+                                                key_agreement=False, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                                  critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+        _write_new(store.path(facts.SECRET_CA_KEY),
+                   ca_key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
+        _write_new(store.path(facts.SECRET_CA_CERT), ca_cert.public_bytes(pem))
+        made += [facts.SECRET_CA_KEY, facts.SECRET_CA_CERT]
+    ca_cert = x509.load_pem_x509_certificate(store.path(facts.SECRET_CA_CERT).read_bytes())
+    ca_key = serialization.load_pem_private_key(store.path(facts.SECRET_CA_KEY).read_bytes(), None)
+    for host_name, host in sorted(site.hosts.items()):
+        cert_name, key_name = facts.secret_host_cert(host_name), facts.secret_host_key(host_name)
+        if cert_name not in todo and key_name not in todo:
+            continue
+        if store.exists(key_name) or store.exists(cert_name):
+            raise InputError(f"{store.root}: only one of {cert_name} and {key_name} exists; "
+                             "restore the other or remove both to make a new pair")
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.hostname)]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=825))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host.hostname)]),
+                               critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), critical=False)  # type: ignore[arg-type]
+                .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+        _write_new(store.path(key_name), key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
+        _write_new(store.path(cert_name), cert.public_bytes(pem))
+        made += [key_name, cert_name]
+    return made
+
+
+def describe_missing(refs: Iterable[SecretRef], store: SecretStore) -> list[str]:
+    return [f"{store.path(r.name)}: {r.kind} secret '{r.name}' is missing" for r in refs]

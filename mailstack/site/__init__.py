@@ -1,0 +1,1 @@
+"""The site file: model, loader and published schema."""

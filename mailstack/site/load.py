@@ -1,0 +1,202 @@
+"""Load a site file: YAML with line marks -> typed, frozen :class:`Site`.
+
+The shape is read off the dataclasses in ``model.py``: unknown keys (with the nearest valid key
+suggested), wrong types, missing keys and duplicate keys are reported as findings with file,
+line and key path. Nothing here decides policy; semantic checks live in ``mailstack.checks``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path as FsPath
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from mailstack.errors import InputError
+from mailstack.findings import Finding, raise_errors, suggest
+from mailstack.site.marks import Mark, Marks, Path
+from mailstack.site.model import Site
+
+_SECRET_KEY = re.compile(r"pass(word|wd)?$|secret$|^key$|token$", re.IGNORECASE)
+
+
+class _Missing:
+    pass
+
+
+MISSING = _Missing()
+
+
+def read_yaml(path: FsPath) -> tuple[Any, Marks]:
+    """Parse YAML into plain values and a table of line marks by key path."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{name}: cannot read the site file: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the site file is not UTF-8 text") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as err:
+        line = err.problem_mark.line + 1 if err.problem_mark else 1
+        raise InputError(f"{name}:{line}: (top): YAML syntax error: {err.problem}") from None
+    finally:
+        loader.dispose()
+    marks = Marks(file=name)
+    if node is None:
+        return {}, marks
+    findings: list[Finding] = []
+    value = _to_python(loader, node, (), marks, findings)
+    raise_errors(findings)
+    return value, marks
+
+
+def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Marks,
+               findings: list[Finding]) -> Any:
+    marks.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            child = (*path, key)
+            if key in out:
+                findings.append(Finding(Mark(marks.file, key_node.start_mark.line + 1), child,
+                                        "duplicate key (YAML keeps only the last one)"))
+            marks.lines[child] = key_node.start_mark.line + 1
+            out[key] = _to_python(loader, value_node, child, marks, findings)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(loader, item, (*path, i), marks, findings)
+                for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin is tuple:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int):
+        return f"{value} (a number)"
+    return repr(value)
+
+
+class _Builder:
+    def __init__(self, marks: Marks) -> None:
+        self.marks = marks
+        self.findings: list[Finding] = []
+
+    def error(self, path: Path, message: str) -> _Missing:
+        self.findings.append(Finding(self.marks.at(path), path, message))
+        return MISSING
+
+    def build(self, tp: Any, value: Any, path: Path) -> Any:
+        origin = get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.build(options[0], value, path)
+        if dataclasses.is_dataclass(tp):
+            return self.build_dataclass(tp, value, path)
+        if origin is tuple:
+            if not isinstance(value, list):
+                return self.error(path, f"expected a list, got {_describe(value)}")
+            (item_tp, _) = get_args(tp)
+            items = [self.build(item_tp, v, (*path, i)) for i, v in enumerate(value)]
+            return MISSING if any(i is MISSING for i in items) else tuple(items)
+        if origin is dict:
+            if not isinstance(value, dict):
+                return self.error(path, f"expected a mapping, got {_describe(value)}")
+            _, item_tp = get_args(tp)
+            built = {k: self.build(item_tp, v, (*path, k)) for k, v in value.items()}
+            return MISSING if any(v is MISSING for v in built.values()) else built
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed:
+                hint = suggest(str(value), [str(a) for a in allowed])
+                return self.error(path, f"expected {_type_name(tp)}, got {_describe(value)}{hint}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return self.error(path, f"expected an integer, got {_describe(value)}")
+            return value
+        if tp is str:
+            if isinstance(value, (dict, list)) or value is None:
+                return self.error(path, f"expected a string, got {_describe(value)}")
+            if isinstance(value, bool):
+                return self.error(path, f"expected a string, got {_describe(value)}; quote it")
+            return str(value)
+        raise TypeError(f"unsupported model type {tp!r}")  # a programming error
+
+    def build_dataclass(self, cls: Any, value: Any, path: Path) -> Any:
+        if not isinstance(value, dict):
+            return self.error(path, f"expected a mapping, got {_describe(value)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        kwargs: dict[str, Any] = {}
+        for key in value:
+            if key not in fields:
+                if _SECRET_KEY.search(key) and not key.endswith("_secret"):
+                    where = (f"name that file with '{key}_secret'" if f"{key}_secret" in fields
+                             else "name that file here instead")
+                    self.error((*path, key), "a plaintext secret does not belong in the site "
+                               f"file: put it in a file of the secrets folder and {where}")
+                else:
+                    self.error((*path, key), "unknown key" + suggest(key, fields))
+        failed = False
+        for name, f in fields.items():
+            if name in value:
+                built = self.build(hints[name], value[name], (*path, name))
+                pattern = f.metadata.get("pattern")
+                if isinstance(built, str) and pattern and not re.search(pattern, built):
+                    built = self.error((*path, name), f"{built!r} does not match {pattern}")
+                if built is MISSING:
+                    failed = True
+                else:
+                    kwargs[name] = built
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.error(path, f"missing required key '{name}'")
+                failed = True
+        if failed or len(self.findings):
+            return MISSING
+        return cls(**kwargs)
+
+
+def load_site(path: str | FsPath) -> Site:
+    """Read and type-check a site file; raise InputError listing every problem."""
+    path = FsPath(path)
+    data, marks = read_yaml(path)
+    builder = _Builder(marks)
+    site = builder.build_dataclass(Site, data, ())
+    raise_errors(builder.findings)
+    return dataclasses.replace(site, marks=marks)

@@ -1,0 +1,170 @@
+"""The site model: frozen dataclasses, the one source of the site file's shape.
+
+The loader (``load.py``) builds these from YAML and checks types and keys against them;
+``schema.py`` derives the published JSON Schema from them. A field's ``metadata`` carries
+its documentation (``doc``) and, where a string has a fixed shape, a JSON-Schema
+``pattern``. Values keep their source marks in :attr:`Site.marks`, keyed by key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailstack.site.marks import Marks
+
+
+def doc(text: str, **extra: object) -> dict[str, object]:
+    """Field metadata: documentation and optional JSON-Schema keywords."""
+    return {"doc": text, **extra}
+
+
+Role = Literal["ldap", "mta", "imap"]
+Protocol = Literal["imap", "pop3"]
+RelayTls = Literal["verify", "encrypt", "wrapper"]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One server of the site."""
+
+    hostname: str = field(metadata=doc("Fully qualified host name (also Postfix's myhostname)."))
+    roles: tuple[Role, ...] = field(
+        default=("ldap", "mta", "imap"),
+        metadata=doc("What runs here: ldap (slapd), mta (Postfix), imap (Dovecot)."),
+    )
+
+
+@dataclass(frozen=True)
+class Ldap:
+    """The directory: suffix, schema profile, logging and the admin's own ACL rules."""
+
+    base: str = field(metadata=doc("Suffix of the directory, an RFC 4514 DN (dc=example,dc=org)."))
+    schema: Literal["courier", "inetorgperson"] = field(
+        default="courier",
+        metadata=doc("courier: Courier's authldap schema; inetorgperson: standard schemas only."),
+    )
+    loglevel: tuple[str, ...] = field(
+        default=("stats",), metadata=doc("slapd log levels (olcLogLevel); stats when debugging.")
+    )
+    password_hash: Literal["ARGON2", "SSHA512", "SSHA256"] = field(
+        default="ARGON2",
+        metadata=doc("Scheme slapd hashes new passwords with (olcPasswordHash, RFC 3062 changes)."),
+    )
+    acl: tuple[str, ...] = field(
+        default=(),
+        metadata=doc(
+            "The admin's own rules in slapd syntax (to WHAT by WHO ACCESS ...), "
+            "placed before the generated least-privilege rules, in order."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RelayAuth:
+    """SASL credentials for a relay server; the password lives in the secrets folder."""
+
+    user: str = field(metadata=doc("SASL login name at the relay."))
+    password_secret: str = field(metadata=doc("Name of the file in the secrets folder."))
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A relay server (smarthost) that Postfix hands non-local mail to."""
+
+    host: str = field(metadata=doc("Host name or IP address of the relay."))
+    port: int = field(default=25, metadata=doc("TCP port (25, 587, or 465 with tls: wrapper)."))
+    tls: RelayTls = field(
+        default="verify",
+        metadata=doc(
+            "verify: STARTTLS, certificate checked; encrypt: STARTTLS, unverified; "
+            "wrapper: TLS from the first byte (port 465), certificate checked."
+        ),
+    )
+    tls_name: str | None = field(
+        default=None,
+        metadata=doc("Name the relay's certificate must carry (required when host is an IP)."),
+    )
+    ca_secret: str | None = field(
+        default=None,
+        metadata=doc("Secrets file with the CA certificate that signs the relay's certificate."),
+    )
+    auth: RelayAuth | None = field(default=None, metadata=doc("SASL credentials, if required."))
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    """Where non-local mail goes (the wizard's relay mode)."""
+
+    default: str = field(
+        metadata=doc("Name of a relay under relays:, or 'direct' for delivery by MX lookup.")
+    )
+
+
+@dataclass(frozen=True)
+class Account:
+    """A local mailbox and the person who logs in to it."""
+
+    mail: str = field(metadata=doc("The address, also the login name."))
+    name: str = field(metadata=doc("Full name (cn)."))
+    protocols: tuple[Protocol, ...] = field(
+        default=("imap", "pop3"), metadata=doc("Protocols the account may use to read mail.")
+    )
+    aliases: tuple[str, ...] = field(
+        default=(), metadata=doc("More local addresses delivered to this mailbox.")
+    )
+    password_secret: str | None = field(
+        default=None,
+        metadata=doc("Secrets file with the initial password (default accounts/<mail>)."),
+    )
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A local address that forwards to accounts or outside addresses."""
+
+    address: str = field(metadata=doc("The local address."))
+    to: tuple[str, ...] = field(metadata=doc("Where its mail goes."))
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Certificates for every daemon."""
+
+    mode: Literal["internal-ca", "files"] = field(
+        default="internal-ca",
+        metadata=doc(
+            "internal-ca: `mailstack secrets` makes a site CA and host certificates; "
+            "files: put tls/ca.crt, tls/<host>.crt and tls/<host>.key into the secrets folder."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Postfix:
+    """Extra Postfix settings merged over the generated ones."""
+
+    main: dict[str, str] = field(
+        default_factory=dict, metadata=doc("main.cf parameters; they win over generated values.")
+    )
+
+
+@dataclass(frozen=True)
+class Site:
+    """A mail site: its domains, hosts, directory, relays and accounts."""
+
+    site: str = field(
+        metadata=doc("Short name; the render goes to build/<site>/.", pattern="^[a-z0-9][a-z0-9-]*$")
+    )
+    domains: tuple[str, ...] = field(metadata=doc("Mail domains whose mailboxes live here."))
+    hosts: dict[str, Host] = field(metadata=doc("Servers by short name."))
+    ldap: Ldap = field(metadata=doc("The directory."))
+    relay: RelayPolicy = field(metadata=doc("Where non-local mail goes."))
+    relays: dict[str, Relay] = field(default_factory=dict, metadata=doc("Relay servers by name."))
+    accounts: tuple[Account, ...] = field(default=(), metadata=doc("Mailboxes."))
+    aliases: tuple[Alias, ...] = field(default=(), metadata=doc("Forwarding addresses."))
+    tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
+    postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
+    marks: Marks = field(
+        default_factory=Marks, compare=False, repr=False, metadata={"internal": True}
+    )
