@@ -1,0 +1,218 @@
+"""The daemons' own checkers on a rendered site, inside a throwaway container of the image.
+
+For each host: the rendered tree is placed at ``/`` with the manifest's owners and modes; the
+directory is built the way apply builds it (``slapadd -n0`` of cn=config into an empty
+slapd.d, ``slapadd -n1`` of the DIT, each exit status checked) and ``slaptest`` run; Postfix's
+``postfix check`` and ``postconf -n`` and Dovecot's ``doveconf -n`` must pass without a warning.
+Since neither of the last two reads the LDAP files, slapd is then started, the service and
+account passwords are set through RFC 3062 (``ldappasswd``, the server hashes), every
+Postfix LDAP table is queried with ``postmap -q`` for a known key and an unknown one, Dovecot
+authenticates an account (``doveadm auth test``) and resolves its home, and ``slapacl``
+answers the ACL's expectation matrix. The container has no network at all.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack import render as rendering
+from mailstack.container import Container, image_exists
+from mailstack.errors import ToolError
+from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
+from mailstack.site.model import Site
+
+
+@dataclass(frozen=True)
+class Verdict:
+    host: str
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        head = f"{'PASS' if self.ok else 'FAIL'}  {self.host}: {self.name}"
+        return head if self.ok or not self.detail else f"{head}\n      {self.detail}"
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return "\n      ".join(text.strip().splitlines()[-lines:])
+
+
+class _HostRun:
+    def __init__(self, site: Site, host: HostPlan, box: Container,
+                 secrets: dict[str, str]) -> None:
+        self.site, self.host, self.box, self.secrets = site, host, box, secrets
+        self.verdicts: list[Verdict] = []
+
+    def sh(self, script: str, *, user: str | None = None) -> tuple[int, str, str]:
+        proc = self.box.exec(["sh", "-c", script], user=user, timeout=120)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def verdict(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.verdicts.append(Verdict(self.host.name, name, ok, "" if ok else detail))
+        return ok
+
+    def step(self, name: str, script: str, *, quiet: bool = False, user: str | None = None) -> bool:
+        """Run a script; pass on exit 0 (and, with ``quiet``, nothing on stderr)."""
+        rc, out, err = self.sh(script, user=user)
+        ok = rc == 0 and not (quiet and err.strip())
+        return self.verdict(name, ok, f"exit {rc}: {_tail(err or out)}")
+
+    def place(self, tree: Path) -> bool:
+        self.box.put_tree(tree, "/")
+        lines = [f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && "
+                 f"chmod {f.mode:04o} {shlex.quote(f.path)}" for f in self.host.files]
+        return self.step("rendered files placed with the manifest's owners and modes",
+                         "set -e\n" + "\n".join(lines))
+
+    def ldap(self) -> bool:
+        ok = self.step(
+            "slapadd -n0: cn=config into an empty slapd.d",
+            f"set -e; systemctl stop slapd 2>/dev/null || true; rm -rf {facts.SLAPD_D}; "
+            f"install -d -o openldap -g openldap -m 0750 {facts.SLAPD_D}; "
+            # 0755: Dovecot's auth and Postfix's proxymap reach the ldapi socket in it
+            f"install -d -o openldap -g openldap -m 0755 {facts.SLAPD_RUN_DIR}; "
+            f"slapadd -n0 -F {facts.SLAPD_D} -l {facts.CONFIG_LDIF}; "
+            f"chown -R openldap:openldap {facts.SLAPD_D}")
+        ok = ok and self.step(
+            "slapadd -n1: the directory tree",
+            f"set -e; rm -rf {facts.SLAPD_DB_DIR}; "
+            f"install -d -o openldap -g openldap -m 0750 {facts.SLAPD_DB_DIR}; "
+            f"slapadd -n1 -F {facts.SLAPD_D} -l {facts.DIT_LDIF}; "
+            f"chown -R openldap:openldap {facts.SLAPD_DB_DIR}")
+        ok = ok and self.step("slaptest", f"slaptest -F {facts.SLAPD_D}", user="openldap")
+        ok = ok and self.step("slapd starts with the rendered configuration",
+                              "systemctl restart slapd && systemctl is-active slapd")
+        return ok
+
+    def set_passwords(self) -> bool:
+        """RFC 3062 Password Modify over ldapi as root, as apply does."""
+        targets = [(self.host.facts["service_dns"][s], self.secrets[facts.secret_service(s)])
+                   for s in facts.SERVICE_ACCOUNTS]
+        for account in self.site.accounts:
+            name = account.password_secret or facts.secret_account(account.mail)
+            targets.append((str(dit.account_dn(self.site, account.mail)), self.secrets[name]))
+        lines = ["set -e"]
+        for i, (who, password) in enumerate(targets):
+            path = f"/root/.mailstack-pw-{i}"
+            self.box.put_file(path, password, 0o600)
+            lines.append(f"ldappasswd -Q -Y EXTERNAL -H ldapi:/// -T {path} {shlex.quote(who)}")
+            lines.append(f"rm -f {path}")
+        return self.step("passwords set through RFC 3062 (ldappasswd, the server hashes)",
+                         "\n".join(lines))
+
+    def slapacl(self) -> None:
+        failures = []
+        rows = acl.expectations(self.site)
+        script = []
+        for i, exp in enumerate(rows):
+            who = f"-D {shlex.quote(exp.who)}" if exp.who else ""
+            script.append(f"echo '@@{i}'; slapacl -F {facts.SLAPD_D} {who} "
+                          f"-b {shlex.quote(exp.dn)} {exp.attr}/{exp.access} 2>&1")
+        _, out, _ = self.sh("\n".join(script))
+        answers: dict[int, str] = {}
+        current = -1
+        for line in out.splitlines():
+            if line.startswith("@@"):
+                current = int(line[2:])
+            elif "ALLOWED" in line or "DENIED" in line:
+                answers[current] = "ALLOWED" if "ALLOWED" in line else "DENIED"
+        for i, exp in enumerate(rows):
+            got = answers.get(i)
+            if got is None or (got == "ALLOWED") != exp.expected:
+                failures.append(f"{exp.who or 'anonymous'} {exp.attr}/{exp.access} on {exp.dn}: "
+                                f"{got or 'no answer'}, expected "
+                                f"{'ALLOWED' if exp.expected else 'DENIED'} ({exp.why})")
+        self.verdict(f"slapacl: {len(rows)} expected accesses of the ACL matrix",
+                     not failures, "\n      ".join(failures[:8]))
+
+    def postfix(self) -> None:
+        self.step("postfix check (no warnings)", "postfix check", quiet=True)
+        self.step("postconf -n (no warnings)", "postconf -n >/dev/null", quiet=True)
+
+    def postmap(self) -> None:
+        aliases = dit.alias_targets(self.site)
+        account = self.site.accounts[0].mail if self.site.accounts else None
+        alias = next(iter(aliases), None)
+        domain = self.site.domains[0]
+        for lookup in dit.lookups(self.site):
+            if lookup.service != "postfix":
+                continue
+            key, want = {
+                "domain": (domain, {domain}),
+                "account": (account, {account}),
+                "alias": (alias, set(aliases.get(alias or "", ()))),
+            }[lookup.key]
+            if key is None:
+                continue
+            table = f"ldap:/etc/postfix/ldap/{lookup.name}.cf"
+            rc, out, err = self.sh(f"postmap -q {shlex.quote(key)} {table}")
+            got = {v.strip() for v in out.strip().split(",") if v.strip()}
+            self.verdict(f"postmap -q {key} {table}", rc == 0 and got == want and not err.strip(),
+                         f"exit {rc}, got {sorted(got)}, expected {sorted(want)} {_tail(err)}")
+            nobody = f"nobody-{lookup.key}@{domain}" if lookup.key != "domain" else \
+                f"not-{domain}"
+            rc, out, err = self.sh(f"postmap -q {shlex.quote(nobody)} {table}")
+            self.verdict(f"postmap -q {nobody} {table} finds nothing",
+                         rc == 1 and not out.strip() and not err.strip(),
+                         f"exit {rc}: {out.strip()} {_tail(err)}")
+
+    def dovecot(self) -> None:
+        if not self.step("doveconf -n (no warnings)", "doveconf -n >/dev/null", quiet=True):
+            return
+        if not self.step("dovecot starts with the rendered configuration",
+                         "systemctl restart dovecot && systemctl is-active dovecot"):
+            return
+        if not self.site.accounts:
+            return
+        account = self.site.accounts[0]
+        password = self.secrets[account.password_secret or facts.secret_account(account.mail)]
+        path = "/root/.mailstack-auth"
+        self.box.put_file(path, password, 0o600)
+        self.step(f"doveadm auth test {account.mail} (right password)",
+                  f'doveadm auth test {shlex.quote(account.mail)} "$(cat {path})"')
+        rc, out, err = self.sh(f"doveadm auth test {shlex.quote(account.mail)} wrong-password")
+        self.verdict(f"doveadm auth test {account.mail} (wrong password refused)", rc == 77,
+                     f"exit {rc}: {_tail(err or out)}")
+        rc, out, err = self.sh(f"doveadm user -f home {shlex.quote(account.mail)}")
+        home = dit.mail_home(account.mail)
+        self.verdict(f"doveadm user {account.mail}: home {home}",
+                     rc == 0 and out.strip() == home, f"exit {rc}: {out.strip()} {_tail(err)}")
+        self.sh(f"rm -f {path}")
+
+
+def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) -> list[Verdict]:
+    with Container.throwaway(f"mailstack-check-{host.name}", host.hostname) as box:
+        run = _HostRun(site, host, box, secrets)
+        if not run.place(tree):
+            return run.verdicts
+        ldap_ok = "ldap" in host.roles and run.ldap()
+        if "mta" in host.roles:
+            run.postfix()
+        if ldap_ok:
+            ldap_ok = run.set_passwords()
+            run.slapacl()
+        if ldap_ok and "mta" in host.roles:
+            run.postmap()
+        if ldap_ok and "imap" in host.roles:
+            run.dovecot()
+        elif "imap" in host.roles:
+            run.step("doveconf -n (no warnings)", "doveconf -n >/dev/null", quiet=True)
+        return run.verdicts
+
+
+def check_plan(site: Site, plan: SitePlan, rendered: dict[str, list[rendering.RenderedFile]],
+               secrets: dict[str, str]) -> list[Verdict]:
+    """Render to a temporary folder and run every host's checkers; one verdict per check."""
+    if not image_exists():
+        raise ToolError("the image localhost/mailstack-lab:bookworm is missing: "
+                        "run `make image` (scripts/build-image.sh)")
+    with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
+        tree = rendering.write_tree(plan, rendered, Path(tmp))
+        verdicts: list[Verdict] = []
+        for name, host in plan.hosts.items():
+            verdicts += check_host(site, host, tree / name, secrets)
+        return verdicts
