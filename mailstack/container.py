@@ -19,6 +19,7 @@ host.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -33,15 +34,15 @@ from types import TracebackType
 from mailstack.errors import ToolError
 
 __all__ = [
+    "DEFAULT_HOSTNAME",
     "IMAGE",
     "RUN_FLAGS",
-    "DEFAULT_HOSTNAME",
     "Container",
-    "podman_available",
-    "image_exists",
-    "run_flags",
     "commit",
+    "image_exists",
+    "podman_available",
     "remove_image",
+    "run_flags",
 ]
 
 IMAGE = "localhost/mailstack-lab:bookworm"
@@ -309,10 +310,8 @@ class Container:
         )
 
     def _remove_quietly(self) -> None:
-        try:
+        with contextlib.suppress(ToolError):
             self.remove()
-        except ToolError:
-            pass
 
     def exists(self) -> bool:
         """True while a container of this name exists (running or not)."""

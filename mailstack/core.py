@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack import checks, render as rendering, secrets
+from mailstack import checks, secrets
+from mailstack import render as rendering
 from mailstack.errors import InputError
 from mailstack.findings import Finding, raise_errors
 from mailstack.plan import SitePlan, plan_site

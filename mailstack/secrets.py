@@ -162,7 +162,7 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     made: list[str] = []
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     pem = serialization.Encoding.PEM
     pkcs8 = serialization.PrivateFormat.PKCS8
     if facts.SECRET_CA_CERT in todo:

@@ -1,7 +1,7 @@
 """Checks: each module's ``check(site, store)`` yields findings; ``run`` runs them all.
 
-Structural checks (names, DNs, relays, secrets) run first; checks that need a well-formed site
-(the ACL model) only run when those found no error.
+Structural checks (names, DNs, relays) run first; checks that need a well-formed site (the
+secrets it names, the ACL model) only run when those found no error.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ def run(site: Site, store: SecretStore | None) -> list[Finding]:
     findings: list[Finding] = []
     for module in (names, relay):
         findings += module.check(site)
-    if store is not None:
-        findings += secrets.check(site, store)
     if not any(f.severity == "error" for f in findings):
+        # only for a well-formed site: secret names derive from its addresses
+        if store is not None:
+            findings += secrets.check(site, store)
         findings += acl.check(site)
     return sort_findings(findings)

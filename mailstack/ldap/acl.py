@@ -218,7 +218,7 @@ def _parse_who(tok: str) -> Who:
         return Who(tok, text=tok)  # type: ignore[arg-type]
     key, _, value = tok.partition("=")
     if key == "dn" or key.startswith("dn."):
-        if value == "*" or key == "dn.regex" and value in (".*", ".+"):
+        if value == "*" or (key == "dn.regex" and value in (".*", ".+")):
             return Who("*" if value == "*" else "users", text=tok)
         return Who("dn", _dnmatch(key, value, who=True), text=tok)
     return Who("unknown", text=tok)

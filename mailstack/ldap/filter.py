@@ -15,7 +15,7 @@ def escape(value: str) -> str:
     out = []
     for ch in value:
         if ch in "*()\\\x00":
-            out.append("\\%02x" % ord(ch))
+            out.append(f"\\{ord(ch):02x}")
         else:
             out.append(ch)
     return "".join(out)

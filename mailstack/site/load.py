@@ -164,15 +164,18 @@ class _Builder:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
+        suggested: set[str] = set()
         for key in value:
             if key not in fields:
+                near = suggest(key, fields)
+                suggested.add(near.split("'")[1] if near else "")
                 if _SECRET_KEY.search(key) and not key.endswith("_secret"):
                     where = (f"name that file with '{key}_secret'" if f"{key}_secret" in fields
                              else "name that file here instead")
                     self.error((*path, key), "a plaintext secret does not belong in the site "
                                f"file: put it in a file of the secrets folder and {where}")
                 else:
-                    self.error((*path, key), "unknown key" + suggest(key, fields))
+                    self.error((*path, key), "unknown key" + near)
         failed = False
         for name, f in fields.items():
             if name in value:
@@ -185,7 +188,8 @@ class _Builder:
                 else:
                     kwargs[name] = built
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.error(path, f"missing required key '{name}'")
+                if name not in suggested:  # a misspelt key already says "did you mean"
+                    self.error(path, f"missing required key '{name}'")
                 failed = True
         if failed or len(self.findings):
             return MISSING

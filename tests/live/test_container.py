@@ -225,10 +225,9 @@ def test_context_manager_removes_the_container() -> None:
         assert c.exec(["hostname"], check=True).stdout.strip() == "cm.example.test"
     assert not Container(name).exists()
 
-    with pytest.raises(RuntimeError):
-        with Container.throwaway("mailstack-test-cm") as c:
-            name = c.name
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), Container.throwaway("mailstack-test-cm") as c:
+        name = c.name
+        raise RuntimeError("boom")
     assert not Container(name).exists()
     Container(name).remove()  # removing a missing container is fine
 

@@ -1,0 +1,321 @@
+"""Plan the local lab of a site: network, addresses and one container per machine. Pure.
+
+One podman network ``mailstack-<site>`` (``--internal``: nothing in it can reach anything
+outside) holds:
+
+* one container per site host, ``mailstack-<site>-<host>``, named by the host's FQDN (also its
+  network alias, so the other containers resolve it), at ``.10``, ``.11``, ...;
+* one container per relay in ``site.relays``, ``mailstack-<site>-relay-<name>``, at ``.200``,
+  ``.201``, ...: a relay named by host name gets that name as network alias (podman's DNS
+  answers A records); a relay named by IP address keeps that address *pinned*: the relay
+  container carries it as an extra /32 and every other container routes it to the relay's
+  MAC address (see :mod:`mailstack.lab.run`);
+* the client ``mailstack-<site>-client`` at ``.100``, where probes come from (an address
+  outside Postfix's ``mynetworks``).
+
+The lab subnet is a private /24 of ``10.89.128.0/17`` picked from the site name (different
+sites get different subnets; ``taken`` skips ones in use), gateway ``.254``. It is never the
+relays' own /24: on this project's machines 192.0.2.0/24 is the host's own LAN (its default
+gateway is 192.0.2.1, the example's relay) and 203.0.113.80 its package mirror, so a podman
+network on a documentation /24 is either refused by podman or hijacks the host's route.
+
+Safety: a relay the lab would stand in for must be an address or name that belongs to nobody
+(RFC 5737 documentation ranges, RFC 2606 reserved names), else :func:`plan_lab` refuses the
+site with an :class:`~mailstack.errors.InputError` naming the site file's line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailstack.errors import InputError, ToolError
+from mailstack.findings import Finding, raise_errors
+from mailstack.site.model import Site
+
+__all__ = [
+    "CLIENT_HOSTNAME",
+    "DOC_NETWORKS",
+    "LAB_POOL",
+    "RESERVED_SUFFIXES",
+    "LabContainer",
+    "LabPlan",
+    "Role",
+    "plan_lab",
+    "relay_name_ok",
+]
+
+Role = Literal["host", "relay", "client"]
+
+DOC_NETWORKS = tuple(
+    ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+"""RFC 5737: the only IP addresses a lab relay may have."""
+
+RESERVED_SUFFIXES = (".example", ".test", ".invalid", ".localhost")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+"""RFC 2606: a lab relay's host name ends in one of these (or is, or ends in, a domain)."""
+
+LAB_POOL = ipaddress.IPv4Network("10.89.128.0/17")
+"""Where lab subnets come from (podman numbers its own networks from 10.89.0.0/24 up)."""
+
+HOST_FIRST = 10
+CLIENT_OCTET = 100
+RELAY_FIRST = 200
+GATEWAY_OCTET = 254
+CLIENT_HOSTNAME = "client.lab.test"
+
+_CONTAINER_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+_DOC_TEXT = "192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24 (RFC 5737)"
+_NAME_TEXT = (
+    ".example, .test, .invalid, .localhost, example.com, example.net or example.org (RFC 2606)"
+)
+_WHY = "the lab only stands in for relays that cannot be a real server"
+
+
+@dataclass(frozen=True)
+class LabContainer:
+    """One container of the lab."""
+
+    name: str
+    role: Role
+    key: str
+    """The site host's key, the relay's name, or ``client``."""
+    hostname: str
+    ip: str
+    """Its address on the lab network."""
+    aliases: tuple[str, ...] = ()
+    """DNS names on the lab network (podman's aardvark answers A records only)."""
+    pinned: tuple[str, ...] = ()
+    """A relay's own addresses (outside the lab subnet) it answers on inside the lab."""
+    port: int | None = None
+    """A relay's SMTP port."""
+    tls: str | None = None
+    """A relay's tls mode (verify, encrypt, wrapper)."""
+    tls_names: tuple[str, ...] = ()
+    """Names (and IPs) a relay's self-signed certificate carries."""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "key": self.key,
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "aliases": list(self.aliases),
+            "pinned": list(self.pinned),
+            "port": self.port,
+            "tls": self.tls,
+            "tls_names": list(self.tls_names),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> LabContainer:
+        return cls(
+            name=str(data["name"]),
+            role=data["role"],  # type: ignore[arg-type]
+            key=str(data["key"]),
+            hostname=str(data["hostname"]),
+            ip=str(data["ip"]),
+            aliases=tuple(data.get("aliases") or ()),  # type: ignore[arg-type]
+            pinned=tuple(data.get("pinned") or ()),  # type: ignore[arg-type]
+            port=data.get("port"),  # type: ignore[arg-type]
+            tls=data.get("tls"),  # type: ignore[arg-type]
+            tls_names=tuple(data.get("tls_names") or ()),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """What the lab of one site consists of."""
+
+    site: str
+    network: str
+    subnet: str
+    gateway: str
+    containers: tuple[LabContainer, ...] = field(default=())
+
+    @property
+    def hosts(self) -> tuple[LabContainer, ...]:
+        return tuple(c for c in self.containers if c.role == "host")
+
+    @property
+    def relays(self) -> tuple[LabContainer, ...]:
+        return tuple(c for c in self.containers if c.role == "relay")
+
+    @property
+    def client(self) -> LabContainer:
+        return next(c for c in self.containers if c.role == "client")
+
+    def host(self, key: str) -> LabContainer:
+        for c in self.hosts:
+            if c.key == key:
+                return c
+        raise KeyError(f"no site host {key!r} in the lab of {self.site}")
+
+    def relay(self, name: str) -> LabContainer:
+        for c in self.relays:
+            if c.key == name:
+                return c
+        raise KeyError(f"no relay {name!r} in the lab of {self.site}")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "site": self.site,
+            "network": self.network,
+            "subnet": self.subnet,
+            "gateway": self.gateway,
+            "containers": [c.to_json() for c in self.containers],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> LabPlan:
+        return cls(
+            site=str(data["site"]),
+            network=str(data["network"]),
+            subnet=str(data["subnet"]),
+            gateway=str(data["gateway"]),
+            containers=tuple(
+                LabContainer.from_json(c)
+                for c in data["containers"]  # type: ignore[union-attr]
+            ),
+        )
+
+
+def relay_name_ok(name: str) -> bool:
+    """True for an RFC 2606 name: .example/.test/.invalid/.localhost or example.com/net/org."""
+    name = name.lower().rstrip(".")
+    if name.endswith(RESERVED_SUFFIXES) and not name.startswith("."):
+        return True
+    return any(name == d or name.endswith("." + d) for d in RESERVED_DOMAINS)
+
+
+def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _label(text: str) -> str:
+    """A DNS label from a relay's name: lowercase, other characters as '-'."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label[:63] or "relay"
+
+
+def _pick_subnet(site: str, taken: Iterable[str | ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    used = [ipaddress.ip_network(t, strict=False) for t in taken]
+    subnets = list(LAB_POOL.subnets(new_prefix=24))
+    start = int.from_bytes(hashlib.sha256(site.encode()).digest()[:4], "big") % len(subnets)
+    for i in range(len(subnets)):
+        candidate = subnets[(start + i) % len(subnets)]
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise ToolError(f"no free /24 left in {LAB_POOL} for the lab network of site {site}")
+
+
+def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -> LabPlan:
+    """The lab of ``site``; refuse (InputError) a site whose relays the lab must not stand in for.
+
+    ``taken``: subnets already in use (other podman networks, the host's routes); the lab
+    subnet avoids them. Without it the result depends on the site name alone.
+    """
+    findings: list[Finding] = []
+
+    def refuse(path: tuple[str | int, ...], message: str) -> None:
+        findings.append(Finding(site.marks.at(path), path, message))
+
+    prefix = f"mailstack-{site.site}"
+    for key in site.hosts:
+        if not _CONTAINER_PART.match(key):
+            refuse(("hosts", key), f"host name '{key}' cannot be part of a container name "
+                                   "(letters, digits, '_', '.', '-'; not first: '_', '.', '-')")
+
+    first_net: tuple[str, ipaddress.IPv4Network] | None = None
+    owners: dict[str, str] = {}
+    for name, relay in site.relays.items():
+        path = ("relays", name, "host")
+        host = relay.host.strip()
+        if not _CONTAINER_PART.match(name):
+            refuse(("relays", name), f"relay name '{name}' cannot be part of a container name "
+                                     "(letters, digits, '_', '.', '-'; not first: '_', '.', '-')")
+        ip = _as_ip(host)
+        if ip is not None:
+            if ip.version != 4 or not any(ip in n for n in DOC_NETWORKS):
+                refuse(path, f"relay '{name}' host {host} is not in a documentation range "
+                             f"{_DOC_TEXT}: {_WHY}")
+                continue
+            net = ipaddress.IPv4Network(f"{ip}/24", strict=False)
+            if first_net is None:
+                first_net = (name, net)
+            elif net != first_net[1]:
+                refuse(path, f"relay '{name}' host {host} is not in {first_net[1]}, the /24 of "
+                             f"relay '{first_net[0]}': the lab keeps all relays named by IP "
+                             "address in one /24")
+                continue
+        elif not relay_name_ok(host):
+            refuse(path, f"relay '{name}' host {host} is not a reserved example name "
+                         f"{_NAME_TEXT}: {_WHY}")
+            continue
+        norm = host.lower().rstrip(".")
+        if norm in owners:
+            refuse(path, f"relay '{name}' host {host} is also the host of relay "
+                         f"'{owners[norm]}': the lab gives each relay its own container")
+            continue
+        owners[norm] = name
+    raise_errors(findings)
+
+    subnet = _pick_subnet(site.site, taken)
+    base = subnet.network_address
+
+    def addr(octet: int) -> str:
+        return str(base + octet)
+
+    containers: list[LabContainer] = []
+    if len(site.hosts) > CLIENT_OCTET - HOST_FIRST:
+        path: tuple[str | int, ...] = ("hosts",)
+        raise InputError(str(Finding(site.marks.at(path), path, "the lab holds at most "
+                                     f"{CLIENT_OCTET - HOST_FIRST} hosts")))
+    for i, (key, host) in enumerate(site.hosts.items()):
+        fqdn = host.hostname.rstrip(".")
+        containers.append(LabContainer(
+            name=f"{prefix}-{key}", role="host", key=key, hostname=fqdn,
+            ip=addr(HOST_FIRST + i), aliases=(fqdn,),
+        ))
+    for i, (name, relay) in enumerate(site.relays.items()):
+        host = relay.host.strip().rstrip(".")
+        is_ip = _as_ip(host) is not None
+        hostname = f"{_label(name)}.relay.lab.test" if is_ip else host.lower()
+        names = [n for n in (relay.tls_name, hostname) if n]
+        tls_names = tuple(dict.fromkeys([*names, host]))
+        containers.append(LabContainer(
+            name=f"{prefix}-relay-{name}", role="relay", key=name, hostname=hostname,
+            ip=addr(RELAY_FIRST + i),
+            aliases=() if is_ip else (host.lower(),),
+            pinned=(host,) if is_ip else (),
+            port=relay.port, tls=relay.tls, tls_names=tls_names,
+        ))
+    containers.append(LabContainer(
+        name=f"{prefix}-client", role="client", key="client", hostname=CLIENT_HOSTNAME,
+        ip=addr(CLIENT_OCTET),
+    ))
+
+    seen: dict[str, str] = {}
+    for c in containers:
+        for taken_name in (c.name, *c.aliases):
+            other = seen.get(taken_name.lower())
+            if other is not None:
+                where = ("hosts", c.key) if c.role == "host" else ("relays", c.key)
+                raise InputError(str(Finding(site.marks.at(where), where, f"'{taken_name}' is "
+                                             f"already the name of the lab's {other}")))
+            seen[taken_name.lower()] = f"{c.role} '{c.key}'"
+
+    return LabPlan(
+        site=site.site, network=prefix, subnet=str(subnet),
+        gateway=addr(GATEWAY_OCTET), containers=tuple(containers),
+    )

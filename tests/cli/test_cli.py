@@ -1,0 +1,82 @@
+"""The CLI: exact texts on stderr, exit codes, no traceback, nothing written on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from mailstack.cli import main
+from tests.conftest import ROOT
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_ok(capsys, example) -> None:
+    code, out, err = run(capsys, "check", str(example))
+    assert (code, out, err) == (0, f"{example}: ok (2 accounts, 1 hosts)\n", "")
+
+
+def test_check_typo_exact_text(capsys, example) -> None:
+    example.write_text(example.read_text().replace("\nrelay:", "\nrelya:"))
+    code, out, err = run(capsys, "check", str(example))
+    assert (code, out) == (2, "")
+    assert err == f"{example}:18: relya: unknown key; did you mean 'relay'?\n"
+
+
+def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
+    text = example.read_text().replace("to: [ivan@krasnoyarsk.example.org, olga@",
+                                       "to: [ivn@krasnoyarsk.example.org, olga@")
+    example.write_text(text.replace("host: 192.0.2.1", "host: mail.krasnoyarsk.example.org"))
+    code, _, err = run(capsys, "check", str(example))
+    assert code == 1
+    assert err.splitlines() == [
+        f"{example}:22: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
+        "itself: mail sent there would loop",
+        f"{example}:36: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
+        "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?",
+    ]
+
+
+def test_render_bad_input_writes_nothing(capsys, example, tmp_path) -> None:
+    example.write_text(example.read_text().replace("schema: courier", "schema: courrier"))
+    code, out, err = run(capsys, "render", str(example), "-o", str(tmp_path / "out"))
+    assert code == 2 and out == ""
+    assert err == (f"{example}:14: ldap.schema: expected one of 'courier', 'inetorgperson', "
+                   "got 'courrier'; did you mean 'courier'?\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_and_secrets(capsys, tmp_path) -> None:
+    site = tmp_path / "site.yml"
+    site.write_text((ROOT / "inventories/branch-office/site.yml").read_text())
+    code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
+    assert code == 2 and out == ""
+    assert f"{site}:12: ldap: secret 'ldap/admin' is missing: expected the file " \
+           f"{tmp_path}/secrets/ldap/admin; `mailstack secrets SITE` creates it" in err.splitlines()
+    code, out, _ = run(capsys, "secrets", str(site))
+    assert code == 0 and f"created {tmp_path}/secrets/tls/mail.key\n" in out
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").rglob("*") if p.is_file()}
+    assert modes == {0o600}
+    before = (tmp_path / "secrets/ldap/admin").read_bytes()
+    code, out, _ = run(capsys, "secrets", str(site))
+    assert (code, out) == (0, f"{tmp_path}/secrets: nothing to create\n")
+    assert (tmp_path / "secrets/ldap/admin").read_bytes() == before
+    code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
+    assert (code, out, err) == (0, f"rendered {tmp_path}/out/krasnoyarsk\n", "")
+
+
+def test_missing_file_and_yaml_error_no_traceback(tmp_path) -> None:
+    bad = tmp_path / "site.yml"
+    bad.write_text("site: x\n  oops: [\n")
+    for target, expected in ((tmp_path / "nope.yml",
+                              f"{tmp_path}/nope.yml: cannot read the site file: No such file or "
+                              "directory\n"),
+                             (bad, f"{bad}:2: (top): YAML syntax error: mapping values are not "
+                                   "allowed here\n")):
+        proc = subprocess.run([sys.executable, "-m", "mailstack.cli", "check", str(target)],
+                              capture_output=True, text=True, cwd=ROOT, check=False)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)

@@ -1,0 +1,45 @@
+"""Shared fixtures: the bundled example, copies of it with fixed secrets, a site writer."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "inventories" / "branch-office" / "site.yml"
+FIXED_SECRETS = ROOT / "tests" / "fixtures" / "secrets"
+
+
+def copy_secrets(dest: Path) -> Path:
+    shutil.copytree(FIXED_SECRETS, dest, ignore=shutil.ignore_patterns("README.md"))
+    for path in dest.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return dest
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A copy of the bundled example with the fixed secrets beside it."""
+    site = tmp_path / "site.yml"
+    shutil.copy(EXAMPLE, site)
+    copy_secrets(tmp_path / "secrets")
+    return site
+
+
+@pytest.fixture
+def write_site(tmp_path: Path):
+    """Write a site file (with the fixed secrets beside it) and return its path."""
+    copy_secrets(tmp_path / "secrets")
+
+    def write(text: str, name: str = "site.yml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def example_text() -> str:
+    return EXAMPLE.read_text(encoding="utf-8")

@@ -1,0 +1,72 @@
+"""`check --with-daemons`: the daemons' own checkers pass the example and catch broken renders."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstack import container, core, daemons, render, secrets
+from mailstack.plan import plan_site
+from mailstack.site.load import load_site
+
+BASE = "dc=krasnoyarsk,dc=example,dc=org"
+HIDE_PEOPLE_FROM_POSTFIX = (
+    f'ldap:\n  base: {BASE}\n  acl:\n    - to dn.subtree="ou=people,{BASE}" '
+    f'by dn.exact="cn=postfix,ou=applications,{BASE}" none by * break\n')
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not (container.podman_available() and container.image_exists()),
+                       reason="needs podman and localhost/mailstack-lab:bookworm (make image)"),
+]
+
+
+def test_the_example_passes_every_checker(example) -> None:
+    report = core.check(example, with_daemons=True)
+    assert report.findings == []
+    failed = [str(v) for v in report.daemon_verdicts if not v.ok]
+    assert failed == []
+    names = {v.name.split(":")[0] for v in report.daemon_verdicts}
+    assert {"slapadd -n0", "slapadd -n1", "slaptest", "postfix check (no warnings)",
+            "postconf -n (no warnings)", "doveconf -n (no warnings)", "slapacl"} <= names
+    assert sum(v.name.startswith("postmap -q") for v in report.daemon_verdicts) == 10
+    assert report.ok
+
+
+def test_broken_renders_fail_the_matching_checkers(example) -> None:
+    """A typo only Postfix knows, an ACL that hides Postfix's lookups, a wrong mailbox home.
+
+    ``check`` finds the ACL mistake by itself; the daemons must find it too (no stand-in).
+    """
+    text = example.read_text()
+    text = text.replace(f"ldap:\n  base: {BASE}\n", HIDE_PEOPLE_FROM_POSTFIX)
+    text += "postfix:\n  main: {smtpd_tls_securty_level: may}\n"
+    example.write_text(text)
+    site = load_site(example)
+    assert [f.message for f in core.check(example).findings if f.severity == "error"] == [
+        f"cn=postfix,ou=applications,{BASE} cannot do what postfix's lookup {name} needs: "
+        f"search on entry of ou=people,{BASE} ('by dn.exact=cn=postfix,ou=applications,{BASE} "
+        "none' of this rule decides)" for name in ("sender_login_accounts", "virtual_mailbox_maps")]
+    store = secrets.SecretStore(example.parent / "secrets")
+    values = {r.name: store.read(r.name) for r in secrets.required(site)}
+    plan = plan_site(site, values)
+    rendered = render.render_plan(plan)
+    for f in rendered["mail"]:
+        if f.spec.path.endswith("dovecot-ldap-userdb.conf.ext"):
+            content = f.content.replace(b"user_attrs = homeDirectory=home",
+                                        b"user_attrs = =home=/var/mail/%u")
+            rendered["mail"][rendered["mail"].index(f)] = render.RenderedFile(f.spec, content)
+    verdicts = {v.name: v for v in daemons.check_plan(site, plan, rendered, values)}
+    failed = sorted(name for name, v in verdicts.items() if not v.ok)
+    assert "postconf -n (no warnings)" in failed
+    assert "unused parameter: smtpd_tls_securty_level=may" in verdicts[
+        "postconf -n (no warnings)"].detail
+    assert any(n.startswith("slapacl") for n in failed)
+    assert "postmap -q ivan@krasnoyarsk.example.org " \
+           "ldap:/etc/postfix/ldap/virtual_mailbox_maps.cf" in failed
+    home = "doveadm user ivan@krasnoyarsk.example.org: home " \
+           "/var/vmail/krasnoyarsk.example.org/ivan"
+    assert home in failed and "/var/mail/ivan@krasnoyarsk.example.org" in verdicts[home].detail
+    # what the broken parts do not touch still passes
+    for name in ("slapadd -n0: cn=config into an empty slapd.d", "slaptest",
+                 "doveadm auth test ivan@krasnoyarsk.example.org (right password)"):
+        assert verdicts[name].ok, verdicts[name]

@@ -1,0 +1,99 @@
+"""The slapd ACL model and the generated least-privilege ACL."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstack.ldap.acl import Acl, AclError, parse_rule
+from mailstack.ldap.dn import dn
+from mailstack.plan import acl as policy
+from mailstack.site.load import load_site
+
+BASE = "dc=krasnoyarsk,dc=example,dc=org"
+DOVECOT = dn(f"cn=dovecot,ou=applications,{BASE}")
+POSTFIX = dn(f"cn=postfix,ou=applications,{BASE}")
+IVAN = dn(f"mail=ivan@krasnoyarsk.example.org,ou=people,{BASE}")
+OLGA = dn(f"mail=olga@krasnoyarsk.example.org,ou=people,{BASE}")
+
+
+def test_first_matching_clause_decides_and_by_star_none_stops() -> None:
+    acl = Acl.parse([f'to * by dn="cn=admin,{BASE}" write by dn.exact="{DOVECOT}" read '
+                     "by * none by * read"])
+    assert acl.decide(DOVECOT, IVAN, "mail").allows("read")
+    assert not acl.decide(DOVECOT, IVAN, "mail").allows("write")
+    decision = acl.decide(POSTFIX, IVAN, "mail")
+    assert not decision.allows("search") and (decision.rule, decision.clause) == (0, 2)
+    assert acl.dead_clauses() == [(0, 3, 2)]
+
+
+def test_break_continue_and_privilege_sets() -> None:
+    acl = Acl.parse([
+        "to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage "
+        "by * break",
+        "to attrs=userPassword by self =xw by anonymous auth by * none",
+        f"to dn.subtree={BASE} by users +r continue by self +w",
+    ])
+    assert acl.decide(None, IVAN, "userPassword").allows("auth")
+    assert not acl.decide(None, IVAN, "userPassword").allows("read")
+    own = acl.decide(IVAN, IVAN, "userPassword")
+    assert own.allows("w") and own.allows("x") and not own.allows("read")
+    # continue: users get r, then self adds w to it; another user keeps only r -> implicit none
+    assert acl.decide(IVAN, IVAN, "cn").privs >= {"r", "w"}
+    assert acl.decide(OLGA, IVAN, "cn").privs == frozenset()
+    root = dn("gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth")
+    assert acl.decide(root, IVAN, "userPassword").allows("manage")
+
+
+def test_who_and_what_coverage() -> None:
+    acl = Acl.parse([
+        f"to dn.subtree=ou=people,{BASE} by users read by self write",
+        f"to dn.children=ou=people,{BASE} attrs=mail by * none",
+        f'to dn.subtree="{BASE}" by dn.subtree="ou=applications,{BASE}" read '
+        f'by dn.exact="{DOVECOT}" write',
+    ])
+    assert acl.dead_clauses() == [(0, 1, 0), (2, 1, 0)]
+    assert acl.shadowed_rules() == [(1, 0)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("by * read", "a rule starts with 'to'"),
+    ("to *", "a rule needs at least one 'by' clause"),
+    ("to * by * reed", "'reed' is not an access level"),
+    ('to dn.exact="cn=a,,dc=x" by * read', "'cn=a,,dc=x' is not a valid DN: ',dc' is not an "
+                                           "attribute type"),
+    ("to dn.fuzzy=x by * read", "unknown DN style 'fuzzy' in 'dn.fuzzy=x'"),
+    ('to * by dn="cn=a by * read', "an opening quote is never closed"),
+])
+def test_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(AclError) as err:
+        parse_rule(text)
+    assert str(err.value) == message
+
+
+def test_generated_acl_grants_lookups_and_nothing_more(example) -> None:
+    site = load_site(example)
+    acl = Acl.parse(policy.rules(site))
+    assert acl.dead_clauses() == [] and acl.shadowed_rules() == []
+    for need in policy.needs(site):
+        assert acl.decide(dn(need.who), dn(need.dn), need.attr).allows(need.access), need
+    for exp in policy.expectations(site):
+        got = acl.decide(dn(exp.who) if exp.who else None, dn(exp.dn), exp.attr).allows(exp.access)
+        assert got == exp.expected, exp
+    # dovecot never reads a password: it binds as the user
+    assert not acl.decide(DOVECOT, IVAN, "userPassword").allows("read")
+    # postfix reads no homes; dovecot reads no maildrop targets
+    assert not acl.decide(POSTFIX, IVAN, "homeDirectory").allows("read")
+    alias = dn(f"mail=office@krasnoyarsk.example.org,ou=aliases,{BASE}")
+    assert not acl.decide(DOVECOT, alias, "maildrop").allows("read")
+    assert acl.decide(POSTFIX, alias, "maildrop").allows("read")
+    # nobody writes but the root over ldapi and the user on his own password
+    assert not acl.decide(IVAN, IVAN, "mail").allows("write")
+
+
+def test_generated_rules_are_exact(example) -> None:
+    rules = policy.generated_rules(load_site(example))
+    assert rules[0] == "to attrs=userPassword by self write by anonymous auth by * none"
+    assert rules[-1] == "to * by * none"
+    assert (f'to dn.base="ou=domains,{BASE}" attrs=entry by dn.exact="{POSTFIX}" search '
+            "by * none") in rules
+    assert "=w" not in " ".join(rules)

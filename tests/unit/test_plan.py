@@ -1,0 +1,92 @@
+"""Plan decisions as data: merges, lookups, indices, homes, hashes, modes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from mailstack import core
+from mailstack.ldap import filter as lf
+from mailstack.plan import dit, dovecot, facts, postfix, slapd
+from mailstack.site.load import load_site
+
+
+def test_merge_later_layers_win_and_none_removes() -> None:
+    merged = postfix.merge({"a": "1", "b": "2", "c": "3"}, {"b": "20", "c": None, "d": "4"})
+    assert merged == {"a": "1", "b": "20", "d": "4"}
+    assert list(merged) == ["a", "b", "d"]
+
+
+def test_merge_services_replaces_by_name_and_type() -> None:
+    base = postfix.default_services()
+    custom = postfix.Service("smtp", "inet", "n", "-", "n", "-", "-", "smtpd",
+                             (("smtpd_tls_security_level", "encrypt"),))
+    merged = postfix.merge_services(base, [custom])
+    assert [s.key for s in merged] == [s.key for s in base]
+    assert merged[0] == custom
+    assert ("smtp", "unix") in [s.key for s in merged]
+
+
+def test_site_main_cf_overrides_are_merged_last(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    site = load_site(write_site(GOOD + "postfix:\n  main: {message_size_limit: '104857600'}\n"))
+    main = postfix.main_cf(site, "mail")
+    assert main["message_size_limit"] == "104857600"
+    assert main["mynetworks"] == "127.0.0.0/8 [::1]/128"
+    assert main["virtual_alias_domains"] == ""
+    assert main["relayhost"] == "[192.0.2.1]:25"
+    assert main["smtpd_sasl_auth_enable"] == "no"
+
+
+def test_lookups_filters_and_indices(example) -> None:
+    site = load_site(example)
+    by_name = {lk.name: lk for lk in dit.lookups(site)}
+    assert lf.render(by_name["passdb"].filter) == "(&(objectClass=CourierMailAccount)(mail=%u))"
+    assert lf.render(by_name["virtual_alias_maps"].filter) == \
+        "(&(objectClass=CourierMailAlias)(mail=%s))"
+    assert dit.index_attributes(site) == ("associatedDomain", "mail", "objectClass")
+    assert {lk.service for lk in by_name.values()} == {"dovecot", "postfix"}
+
+
+def test_one_home_for_imap_pop3_and_lmtp(example) -> None:
+    """The DIT's homeDirectory is what Dovecot's userdb returns for every service."""
+    site = load_site(example)
+    settings = dovecot.ldap_settings(site, "userdb", facts.LDAPI_URI, "pw")
+    assert settings["user_attrs"] == "homeDirectory=home"
+    data = dovecot.config(site, "mail")
+    assert dict(data["settings"])["mail_location"] == "maildir:~/Maildir"
+    ivan = next(e for e in dit.entries(site) if "ivan@" in str(e.dn))
+    assert ivan.values("homeDirectory") == [dit.mail_home("ivan@krasnoyarsk.example.org")]
+
+
+def test_dovecot_never_sends_passwords_in_clear(example) -> None:
+    settings = dict(dovecot.config(load_site(example), "mail")["settings"])
+    assert settings["disable_plaintext_auth"] == "yes"
+    assert settings["ssl"] == "required"
+    assert settings["ssl_min_protocol"] == "TLSv1.2"
+
+
+def test_root_password_hash_is_stable_and_verifiable() -> None:
+    h = slapd.ssha512("secret", "dc=x")
+    assert h == slapd.ssha512("secret", "dc=x") != slapd.ssha512("secret", "dc=y")
+    raw = base64.b64decode(h.removeprefix("{SSHA512}"))
+    digest, salt = raw[:64], raw[64:]
+    assert hashlib.sha512(b"secret" + salt).digest() == digest
+
+
+def test_secret_files_are_not_world_readable(example) -> None:
+    _, plan = core.plan(example)
+    files = {f.path: f for f in plan.hosts["mail"].files}
+    for path in ("/etc/postfix/ldap/virtual_mailbox_maps.cf",):
+        assert (files[path].mode, files[path].owner, files[path].group) == (0o640, "root",
+                                                                             "postfix")
+    assert files[dovecot.PASSDB_FILE].mode == 0o600
+    assert (files[facts.slapd_key("mail")].mode, files[facts.slapd_key("mail")].group) == \
+        (0o640, "openldap")
+    assert files[facts.host_key("mail")].mode == 0o600
+    assert files[facts.CONFIG_LDIF].mode == 0o600
+    for f in files.values():
+        holds_secret = "PRIVATE KEY" in str(f.data) or "bind_pw" in str(f.data) or \
+            "dnpass" in str(f.data) or "olcRootPW" in str(f.data)
+        assert not holds_secret or not f.mode & 0o004, f.path
