@@ -26,6 +26,22 @@ def _parser() -> argparse.ArgumentParser:
     r = verb("render", "write every file of every host to OUT/<site>/")
     r.add_argument("-o", "--output", default="build", metavar="OUT", help="default: build")
     verb("secrets", "create missing secrets (passwords, site CA, host certificates)")
+    lab = sub.add_parser("lab", help="run the site in local containers",
+                         description="run the site in local containers (podman, --internal)")
+    lab.add_argument("action", choices=["up", "down"])
+    lab.add_argument("site", metavar="SITE")
+    lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    a = verb("apply", "deploy the rendered site with Ansible over SSH")
+    target = a.add_mutually_exclusive_group(required=True)
+    target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
+    target.add_argument("--lab", action="store_true", help="the lab's inventory (lab up first)")
+    a.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
+    target = v.add_mutually_exclusive_group(required=True)
+    target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
+    target.add_argument("--lab", action="store_true", help="probe the lab from its client")
+    v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
@@ -56,6 +72,30 @@ def main(argv: list[str] | None = None) -> int:
             if not rep.created:
                 print(f"{rep.directory}: nothing to create")
             return 1 if rep.missing_external else 0
+        elif args.verb == "lab":
+            from mailstack import lab
+
+            if args.action == "up":
+                state = lab.up(args.site, build_dir=args.build)
+                for c in state.containers:
+                    print(f"{c.role:<7} {c.name:<40} {c.ip:<15} {c.hostname}")
+                print(f"inventory: {state.inventory}")
+            else:
+                lab.down(args.site, build_dir=args.build)
+                print("lab removed")
+        elif args.verb == "apply":
+            from mailstack import apply
+
+            report = apply.apply(args.site, inventory=args.inventory, lab=args.lab,
+                                 build_dir=args.build, secrets_dir=args.secrets)
+            print(report.summary())
+        elif args.verb == "verify":
+            from mailstack import verify
+
+            result = verify.verify(args.site, lab=args.lab, inventory=args.inventory,
+                                   build_dir=args.build, secrets_dir=args.secrets)
+            print(result.to_json() if args.json else result.table())
+            return 0 if result.ok else 1
     except MailstackError as err:
         print(err, file=sys.stderr)
         return err.exit_code

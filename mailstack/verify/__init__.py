@@ -1,0 +1,278 @@
+"""`mailstack verify`: prove the live site — mail flows, TLS holds, the ACL denies.
+
+Two kinds of checks, each a named PASS/FAIL with its evidence:
+
+* network probes (``probe.py``) from a client that is *not* the server: in the lab, the lab's
+  client container; against real servers, the machine verify runs on;
+* host checks (``testinfra/test_host.py``, pytest-testinfra over SSH): files, services, the
+  daemons' own checkers, the slapacl matrix, where Dovecot puts each mailbox.
+
+In the lab, mail the server relays out is looked for at the relay fixture it was sent to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailstack import core
+from mailstack.errors import InputError, ToolError
+from mailstack.ldap import filter as lf
+from mailstack.plan import SitePlan, dit, facts
+from mailstack.site.model import Site
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE / "probe.py"
+TESTINFRA = HERE / "testinfra"
+OUTSIDE_RCPT = "verify@relay-check.example.net"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    host: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    site: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_json(self) -> str:
+        return json.dumps({"site": self.site, "ok": self.ok,
+                           "checks": [asdict(c) for c in self.checks]}, indent=2)
+
+    def table(self) -> str:
+        width = max((len(c.name) for c in self.checks), default=10)
+        width = min(width, 90)
+        lines = [f"{'':4}  {'host':<8}  check"]
+        for c in self.checks:
+            lines.append(f"{'PASS' if c.ok else 'FAIL'}  {c.host:<8}  {c.name}")
+            if not c.ok and c.detail:
+                for part in c.detail.splitlines()[:6]:
+                    lines.append(f"{'':16}{part}")
+        passed = sum(c.ok for c in self.checks)
+        lines.append(f"{passed} passed, {len(self.checks) - passed} failed")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Target:
+    """How verify reaches one host: its address, and SSH for the host checks."""
+
+    key: str
+    hostname: str
+    address: str
+    ssh_user: str = "root"
+    ssh_key: str | None = None
+
+
+def _inventory_targets(plan: SitePlan, inventory: Path) -> dict[str, Target]:
+    try:
+        data = yaml.safe_load(inventory.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(f"{inventory}: cannot read the inventory: {err}") from None
+    hosts: dict[str, dict[str, Any]] = {}
+
+    def collect(group: dict[str, Any]) -> None:
+        for name, hv in (group.get("hosts") or {}).items():
+            hosts[name] = {**hosts.get(name, {}), **(hv or {})}
+        for child in (group.get("children") or {}).values():
+            collect(child or {})
+
+    for group in data.values():
+        collect(group or {})
+    out = {}
+    for key, host in plan.hosts.items():
+        hv = hosts.get(key) or hosts.get(host.hostname)
+        if hv is None:
+            raise InputError(f"{inventory}: no host '{key}' (or {host.hostname}) in the inventory")
+        out[key] = Target(key, host.hostname, str(hv.get("ansible_host", host.hostname)),
+                          str(hv.get("ansible_user", "root")),
+                          hv.get("ansible_ssh_private_key_file"))
+    return out
+
+
+def _secret(site: Site, values: dict[str, str], account_mail: str) -> str:
+    account = next(a for a in site.accounts if a.mail == account_mail)
+    return values[account.password_secret or facts.secret_account(account.mail)]
+
+
+def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str) -> dict:
+    """What the network probes need: accounts, the CA, the LDAP lookups as searches."""
+    entries = dit.entries(site)
+    aliases = dit.alias_targets(site)
+    accounts = [{"mail": a.mail, "password": _secret(site, values, a.mail),
+                 "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
+                                   k in {x for acc in site.accounts for x in acc.aliases})}
+                for a in site.accounts]
+    keys = {"account": site.accounts[0].mail if site.accounts else None,
+            "alias": next(iter(aliases), None), "domain": site.domains[0]}
+    services = []
+    for svc in facts.SERVICE_ACCOUNTS:
+        searches = []
+        for lookup in dit.lookups(site):
+            key = keys[lookup.key]
+            if lookup.service != svc or key is None:
+                continue
+            flt = lf.substitute(lookup.filter, key)
+            expect = sorted({v for e in entries if e.dn.is_below(lookup.base)
+                             and lf.matches(flt, e.as_dict())
+                             for a in lookup.returns for v in e.values(a)})
+            searches.append([str(lookup.base), lf.render(flt, percent=False),
+                             list(lookup.returns), expect])
+        services.append({"name": svc, "dn": str(dit.service_dn(site, svc)),
+                         "pw": values[facts.secret_service(svc)], "lookups": searches,
+                         "write_target": str(dit.account_dn(site, site.accounts[0].mail))
+                         if site.accounts else str(dit.base(site))})
+    return {
+        "hostname": plan.hosts[mail_host].hostname,
+        "ca": values[facts.SECRET_CA_CERT],
+        "accounts": accounts,
+        "outside_rcpt": OUTSIDE_RCPT,
+        "relay_token": uuid.uuid4().hex,
+        "ldap": {
+            "base": site.ldap.base,
+            "people": str(dit.ou(site, facts.OU_PEOPLE)),
+            "admin_dn": str(dit.admin_dn(site)),
+            "admin_pw": values[facts.SECRET_LDAP_ADMIN],
+            "services": services,
+            "users": [{"dn": str(dit.account_dn(site, a["mail"])), "pw": a["password"]}
+                      for a in accounts[:2]],
+        },
+    }
+
+
+def _run_probe(job: dict, client: str | None) -> list[dict]:
+    """Run the probe script in the lab's client container, or here."""
+    payload = json.dumps(job)
+    if client:
+        from mailstack.container import Container
+
+        box = Container(client)
+        box.put_file("/root/mailstack-probe.py", PROBE.read_text(encoding="utf-8"), 0o600)
+        proc = box.exec(["python3", "/root/mailstack-probe.py"], input=payload, timeout=600)
+    else:
+        proc = subprocess.run([sys.executable, str(PROBE)], input=payload, text=True,
+                              capture_output=True, timeout=600, check=False)
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise ToolError(f"the probe failed (exit {proc.returncode}): "
+                        f"{(proc.stderr or proc.stdout)[-2000:]}") from None
+
+
+def _host_checks(target: Target, manifest: Path) -> list[Check]:
+    """Run the testinfra tests against one host over SSH; one Check per test."""
+    with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
+        junit = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", str(TESTINFRA), "-q", "-p", "no:cacheprovider",
+               "-c", os.devnull, "--rootdir", str(TESTINFRA), f"--junitxml={junit}",
+               f"--hosts=ssh://{target.ssh_user}@{target.address}",
+               "--ssh-config", str(_ssh_config(Path(tmp), target))]
+        env = {**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": target.key}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
+                              check=False)
+        if not junit.exists():
+            raise ToolError(f"testinfra did not run against {target.key}: "
+                            f"{(proc.stdout + proc.stderr)[-2000:]}")
+        return _junit_checks(junit, target.key)
+
+
+def _ssh_config(where: Path, target: Target) -> Path:
+    lines = [f"Host {target.address}", "  StrictHostKeyChecking no",
+             "  UserKnownHostsFile /dev/null", "  LogLevel ERROR", "  BatchMode yes",
+             "  ConnectTimeout 10"]
+    if target.ssh_key:
+        lines.append(f"  IdentityFile {target.ssh_key}")
+    path = where / "ssh_config"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _junit_checks(junit: Path, host: str) -> list[Check]:
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "")
+        name = name.replace("test_", "", 1).replace("_", " ").split("[ssh:")[0]
+        param = case.get("name", "").split("-/", 1)
+        if len(param) == 2:
+            name = f"{name.split('[')[0]} /{param[1].rstrip(']')}"
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if case.find("skipped") is not None:
+            continue
+        detail = ""
+        if problem is not None:
+            message = problem.get("message", "") or (problem.text or "")
+            detail = message.split("\nassert")[0].strip()
+        out.append(Check(f"host: {name}", host, problem is None, detail))
+    return out
+
+
+def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | None = None,
+           build_dir: str | Path = "build", secrets_dir: str | Path | None = None,
+           host_checks: bool = True) -> VerifyReport:
+    """Prove the live site: network probes from a client, then each host's own checks."""
+    from mailstack import secrets as secrets_mod
+
+    site, plan = core.plan(site_file, secrets_dir=secrets_dir)
+    store = secrets_mod.SecretStore(secrets_dir or secrets_mod.default_dir(site_file))
+    values = {r.name: store.read(r.name) for r in secrets_mod.required(site)}
+    out = core.render(site_file, build_dir, secrets_dir=secrets_dir)
+    manifest = out / "manifest.json"
+    client = None
+    if lab:
+        from mailstack import lab as lab_mod
+
+        state = lab_mod.state(site_file, build_dir=build_dir)
+        targets = {h.key: Target(h.key, h.hostname, h.ip, "root", str(state.key))
+                   for h in state.hosts}
+        client = state.client.name
+    elif inventory:
+        targets = _inventory_targets(plan, Path(inventory))
+    else:
+        raise InputError("verify needs --lab or -i INVENTORY")
+    mail_host = next(k for k, h in plan.hosts.items() if "mta" in h.roles)
+    report = VerifyReport(site.site)
+    job = probe_job(site, plan, values, mail_host)
+    for r in _run_probe(job, client):
+        report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
+    if lab and site.relay.default != "direct":
+        report.checks.append(_relay_seen(site_file, build_dir, site.relay.default,
+                                         job["relay_token"], mail_host))
+    if host_checks:
+        for key in sorted(targets):
+            report.checks += _host_checks(targets[key], manifest)
+    return report
+
+
+def _relay_seen(site_file: str | Path, build_dir: str | Path, relay: str, token: str,
+                host: str) -> Check:
+    from mailstack import lab as lab_mod
+
+    name = f"non-local mail from an authenticated user reaches the relay '{relay}'"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(token in m for m in lab_mod.relay_messages(site_file, relay, build_dir=build_dir)):
+            return Check(name, host, True)
+        time.sleep(1)
+    return Check(name, host, False, f"no message with token {token} at the relay after 30 s")

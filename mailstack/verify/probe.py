@@ -1,0 +1,394 @@
+"""Network probes of a live mail site, run from a client outside the server's own address.
+
+Stand-alone (stdlib, plus ldap3 for the LDAP probes): ``verify`` copies this file into the lab's
+client container, or runs it where verify runs for real servers, feeds a JSON job on stdin and
+reads one JSON list of ``{"name", "ok", "detail"}`` from stdout. Each probe states what it saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import imaplib
+import json
+import poplib
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+TIMEOUT = 15
+
+
+class Probe:
+    def __init__(self, job: dict) -> None:
+        self.job = job
+        self.host = job["hostname"]
+        self.results: list[dict] = []
+        self.ctx = ssl.create_default_context(cadata=job["ca"])
+
+    def result(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.results.append({"name": name, "ok": bool(ok), "detail": "" if ok else detail})
+        return ok
+
+    def run(self, name: str, fn, *args) -> bool:
+        try:
+            ok, detail = fn(*args)
+        except Exception as err:  # a probe that crashes has failed, with the reason
+            ok, detail = False, f"{type(err).__name__}: {err}"
+        return self.result(name, ok, detail)
+
+    # -- SMTP ---------------------------------------------------------------------------
+
+    def smtp(self, port: int) -> smtplib.SMTP:
+        if port == 465:
+            return smtplib.SMTP_SSL(self.host, port, timeout=TIMEOUT, context=self.ctx)
+        return smtplib.SMTP(self.host, port, timeout=TIMEOUT)
+
+    def message(self, sender: str, rcpt: str, token: str) -> email.message.EmailMessage:
+        msg = email.message.EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, rcpt, f"mailstack verify {token}"
+        msg["Message-ID"] = f"<{token}@verify.mailstack.invalid>"
+        msg.set_content(f"verify token {token}\n")
+        return msg
+
+    def send(self, port: int, sender: str, rcpt: str, token: str,
+             login: tuple[str, str] | None = None) -> tuple[bool, str]:
+        with self.smtp(port) as s:
+            s.ehlo("client.verify.mailstack.invalid")
+            if port != 465:
+                s.starttls(context=self.ctx)
+                s.ehlo("client.verify.mailstack.invalid")
+            if login:
+                s.login(*login)
+            refused = s.send_message(self.message(sender, rcpt, token), sender, [rcpt])
+        return not refused, f"refused: {refused}"
+
+    def expect_refusal(self, port: int, sender: str, rcpt: str, want: str,
+                       login: tuple[str, str] | None = None, tls: bool = True) -> tuple[bool, str]:
+        with self.smtp(port) as s:
+            s.ehlo("client.verify.mailstack.invalid")
+            if tls and port != 465:
+                s.starttls(context=self.ctx)
+                s.ehlo("client.verify.mailstack.invalid")
+            if login:
+                s.login(*login)
+            code, text = s.mail(sender)
+            if code >= 400:
+                answer = f"{code} {text.decode(errors='replace')}"
+                return want in answer, f"MAIL FROM answered {answer}"
+            code, text = s.rcpt(rcpt)
+            answer = f"{code} {text.decode(errors='replace')}"
+            with contextlib.suppress(smtplib.SMTPException):
+                s.rset()
+            return code >= 500 and want in answer, f"RCPT TO <{rcpt}> answered {answer}"
+
+    def auth_offered(self, port: int, tls: bool) -> bool:
+        with self.smtp(port) as s:
+            s.ehlo("client.verify.mailstack.invalid")
+            if tls and port != 465:
+                s.starttls(context=self.ctx)
+                s.ehlo("client.verify.mailstack.invalid")
+            return s.has_extn("auth")
+
+    # -- IMAP / POP3 ----------------------------------------------------------------------
+
+    def imap_count(self, mode: str, user: str, password: str) -> int:
+        if mode == "imaps":
+            conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+        else:
+            conn = imaplib.IMAP4(self.host, 143, timeout=TIMEOUT)
+            conn.starttls(ssl_context=self.ctx)
+        try:
+            conn.login(user, password)
+            _, data = conn.select("INBOX", readonly=True)
+            return int(data[0])
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def imap_search(self, user: str, password: str, token: str) -> int:
+        conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+        try:
+            conn.login(user, password)
+            conn.select("INBOX", readonly=True)
+            _, data = conn.search(None, "SUBJECT", f'"{token}"')
+            return len(data[0].split())
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def pop3_count(self, mode: str, user: str, password: str) -> int:
+        if mode == "pop3s":
+            conn = poplib.POP3_SSL(self.host, 995, context=self.ctx, timeout=TIMEOUT)
+        else:
+            conn = poplib.POP3(self.host, 110, timeout=TIMEOUT)
+            conn.stls(context=self.ctx)
+        try:
+            conn.user(user)
+            conn.pass_(password)
+            return conn.stat()[0]
+        finally:
+            with contextlib.suppress(Exception):
+                conn.quit()
+
+    def wait_for(self, user: str, password: str, token: str, expect: int = 1) -> tuple[bool, str]:
+        deadline = time.monotonic() + 30
+        seen = 0
+        while time.monotonic() < deadline:
+            seen = self.imap_search(user, password, token)
+            if seen >= expect:
+                return True, ""
+            time.sleep(0.5)
+        return False, (f"{expect} message(s) with subject token {token} were accepted for "
+                       f"{user}, {seen} seen over IMAP after 30 s")
+
+    # -- the checks ---------------------------------------------------------------------
+
+    def delivery(self) -> None:
+        for acc in self.job["accounts"]:
+            user, pw = acc["mail"], acc["password"]
+            token = uuid.uuid4().hex
+            if not self.run(f"port 25: a message to {user} is accepted", self.send, 25,
+                            "sender@outside.example.net", user, token):
+                continue
+            if not self.run(f"{user}: the message lands and is seen over IMAP", self.wait_for,
+                            user, pw, token):
+                continue
+            counts: dict[str, int] = {}
+            for mode in ("imaps", "imap+starttls"):
+                counts[mode] = self.imap_count(mode, user, pw)
+            for mode in ("pop3s", "pop3+starttls"):
+                counts[mode] = self.pop3_count(mode, user, pw)
+            self.result(f"{user}: IMAP 993, IMAP 143+STARTTLS, POP3 995, POP3 110+STARTTLS "
+                        f"see the same messages", len(set(counts.values())) == 1,
+                        f"counts differ: {counts}")
+
+    def submission(self) -> None:
+        accounts = self.job["accounts"]
+        me = accounts[0]
+        login = (me["mail"], me["password"])
+        self.run("587: no AUTH before STARTTLS",
+                 lambda: (not self.auth_offered(587, False), "AUTH offered in clear"))
+        self.run("587: AUTH after STARTTLS",
+                 lambda: (self.auth_offered(587, True), "no AUTH after STARTTLS"))
+        self.run("465: TLS from the first byte, AUTH offered",
+                 lambda: (self.auth_offered(465, False), "no AUTH on 465"))
+        rcpt = accounts[-1]["mail"]
+        for sender in [me["mail"], *me["aliases"]]:
+            for port in (587, 465):
+                self.run(f"{port}: {me['mail']} may send as {sender}", self.send, port, sender,
+                         rcpt, uuid.uuid4().hex, login)
+        if len(accounts) > 1:
+            other = accounts[1]["mail"]
+            self.run(f"587: {me['mail']} may not send as {other}", self.expect_refusal, 587,
+                     other, rcpt, "Sender address rejected: not owned by user", login)
+        self.run("587: unauthenticated submission is refused with 'Authentication required'",
+                 self.expect_refusal, 587, me["mail"], rcpt, "Authentication required")
+        self.run("465: unauthenticated submission is refused with 'Authentication required'",
+                 self.expect_refusal, 465, me["mail"], rcpt, "Authentication required")
+
+        def wrong_password() -> tuple[bool, str]:
+            try:
+                with self.smtp(587) as s:
+                    s.ehlo("client.verify.mailstack.invalid")
+                    s.starttls(context=self.ctx)
+                    s.ehlo("client.verify.mailstack.invalid")
+                    s.login(me["mail"], me["password"] + "-wrong")
+            except smtplib.SMTPAuthenticationError as err:
+                return err.smtp_code == 535, f"answered {err.smtp_code}"
+            return False, "a wrong password was accepted"
+
+        self.run("587: a wrong password is refused", wrong_password)
+
+    def port25(self) -> None:
+        me = self.job["accounts"][0]["mail"]
+        outside = self.job["outside_rcpt"]
+        self.run("port 25: no AUTH offered before STARTTLS",
+                 lambda: (not self.auth_offered(25, False), "AUTH offered"))
+        self.run("port 25: no AUTH offered after STARTTLS",
+                 lambda: (not self.auth_offered(25, True), "AUTH offered"))
+        self.run(f"port 25: relaying to {outside} is refused (no open relay)",
+                 self.expect_refusal, 25, "sender@outside.example.net", outside,
+                 "Relay access denied", None, False)
+        self.run(f"port 25: relaying with a forged local sender {me} is refused",
+                 self.expect_refusal, 25, me, outside, "Relay access denied", None, False)
+
+    def relay_out(self) -> None:
+        me = self.job["accounts"][0]
+        token = self.job["relay_token"]
+        self.run(f"587: {me['mail']} sends to {self.job['outside_rcpt']} (for the relay)",
+                 self.send, 587, me["mail"], self.job["outside_rcpt"], token,
+                 (me["mail"], me["password"]))
+
+    def plaintext(self) -> None:
+        me = self.job["accounts"][0]
+
+        def imap_before_tls() -> tuple[bool, str]:
+            conn = imaplib.IMAP4(self.host, 143, timeout=TIMEOUT)
+            try:
+                caps = conn.capabilities
+                if "LOGINDISABLED" not in caps:
+                    return False, f"capabilities before STARTTLS: {' '.join(caps)}"
+                try:
+                    conn.login(me["mail"], me["password"])
+                except imaplib.IMAP4.error as err:
+                    return True, str(err)
+                return False, "LOGIN succeeded before STARTTLS"
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.shutdown()
+
+        def pop3_before_tls() -> tuple[bool, str]:
+            conn = poplib.POP3(self.host, 110, timeout=TIMEOUT)
+            try:
+                conn.user(me["mail"])
+                conn.pass_(me["password"])
+            except poplib.error_proto as err:
+                return "Plaintext authentication disallowed" in str(err), str(err)
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.quit()
+            return False, "USER/PASS succeeded before STLS"
+
+        self.run("IMAP 143: plaintext login refused before STARTTLS", imap_before_tls)
+        self.run("POP3 110: plaintext login refused before STLS", pop3_before_tls)
+        for port, label in ((993, "IMAP 993"), (995, "POP3 995"), (465, "SMTP 465")):
+            self.run(f"{label}: TLS 1.0 and 1.1 refused", self.old_tls_refused, port)
+
+    def old_tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        return ctx
+
+    def old_tls_refused(self, port: int) -> tuple[bool, str]:
+        try:
+            with socket.create_connection((self.host, port), timeout=TIMEOUT) as raw, \
+                    self.old_tls_context().wrap_socket(raw, server_hostname=self.host) as tls:
+                return False, f"handshake succeeded with {tls.version()}"
+        except (ssl.SSLError, ConnectionResetError) as err:
+            return True, str(err)
+
+    def old_tls_control(self) -> None:
+        """Show that this client can speak TLS 1.1 at all, or the refusals above prove nothing."""
+        cert, key = "/tmp/mailstack-control.crt", "/tmp/mailstack-control.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=control", "-keyout", key, "-out", cert],
+                       capture_output=True, check=True)
+        server = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:14433", "-cert",
+                                   cert, "-key", key, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0",
+                                   "-quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+
+            def handshake() -> tuple[bool, str]:
+                with socket.create_connection(("127.0.0.1", 14433), timeout=TIMEOUT) as raw, \
+                        self.old_tls_context().wrap_socket(raw) as tls:
+                    return tls.version() == "TLSv1.1", f"negotiated {tls.version()}"
+
+            self.run("control: this client does complete a TLS 1.1 handshake (with a local "
+                     "server), so the refusals are the server's", handshake)
+        finally:
+            server.kill()
+
+    def ldap(self) -> None:
+        import ldap3
+
+        job = self.job["ldap"]
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=self.job["ca"])
+        server = ldap3.Server(self.host, port=389, tls=tls, get_info=ldap3.NONE,
+                              connect_timeout=TIMEOUT)
+
+        def conn(dn: str | None = None, pw: str | None = None) -> ldap3.Connection:
+            c = ldap3.Connection(server, user=dn, password=pw, receive_timeout=TIMEOUT,
+                                 raise_exceptions=False)
+            c.open()
+            c.start_tls()
+            if dn and not c.bind():
+                raise RuntimeError(f"bind as {dn} failed: {c.result['description']}")
+            return c
+
+        def anonymous() -> tuple[bool, str]:
+            c = ldap3.Connection(server, receive_timeout=TIMEOUT, raise_exceptions=False)
+            c.open()  # no bind operation at all
+            c.search(job["base"], "(objectClass=*)", attributes=["*"])
+            return not c.entries, f"an unbound search returned {len(c.entries)} entries"
+
+        def anonymous_control() -> tuple[bool, str]:
+            c = conn(job["admin_dn"], job["admin_pw"])
+            c.search(job["base"], "(objectClass=*)", attributes=["objectClass"])
+            return len(c.entries) > 0, "the admin found no entries either: the probe is blind"
+
+        self.run("LDAP: a search sent without any bind returns nothing", anonymous)
+        self.run("LDAP: the same search as the admin finds entries (control)", anonymous_control)
+        for svc in job["services"]:
+            def reads(svc=svc) -> tuple[bool, str]:
+                c = conn(svc["dn"], svc["pw"])
+                missing = []
+                for base, flt, attrs, expect in svc["lookups"]:
+                    c.search(base, flt, attributes=attrs)
+                    got = {str(v) for e in c.entries for a in attrs for v in e[a].values}
+                    if not set(expect) <= got:
+                        missing.append(f"{flt} under {base}: got {sorted(got)}, want {expect}")
+                return not missing, "; ".join(missing)
+
+            def cannot_write(svc=svc) -> tuple[bool, str]:
+                c = conn(svc["dn"], svc["pw"])
+                target = svc["write_target"]
+                c.modify(target, {"description": [(ldap3.MODIFY_REPLACE, ["mailstack probe"])]})
+                return c.result["result"] != 0, f"modify of {target} answered {c.result}"
+
+            def no_passwords(svc=svc) -> tuple[bool, str]:
+                c = conn(svc["dn"], svc["pw"])
+                c.search(job["people"], "(objectClass=*)", attributes=["userPassword"])
+                leaked = [e.entry_dn for e in c.entries if e["userPassword"].values]
+                return not leaked, f"reads userPassword of {leaked}"
+
+            self.run(f"LDAP: {svc['name']} reads what its lookups use", reads)
+            self.run(f"LDAP: {svc['name']} cannot write", cannot_write)
+            self.run(f"LDAP: {svc['name']} cannot read userPassword", no_passwords)
+        users = job["users"]
+        if len(users) >= 2:
+            def other_password() -> tuple[bool, str]:
+                c = conn(users[0]["dn"], users[0]["pw"])
+                c.search(users[1]["dn"], "(objectClass=*)", search_scope=ldap3.BASE,
+                         attributes=["userPassword"])
+                leaked = [e for e in c.entries if e["userPassword"].values]
+                return not leaked, f"{users[0]['dn']} reads the userPassword of {users[1]['dn']}"
+
+            self.run("LDAP: a user cannot read another user's userPassword", other_password)
+
+        def admin_writes() -> tuple[bool, str]:
+            c = conn(job["admin_dn"], job["admin_pw"])
+            target = users[0]["dn"] if users else job["base"]
+            c.modify(target, {"description": [(ldap3.MODIFY_REPLACE, ["verified by mailstack"])]})
+            ok = c.result["result"] == 0
+            c.modify(target, {"description": [(ldap3.MODIFY_DELETE, [])]})
+            return ok, f"modify answered {c.result}"
+
+        self.run("LDAP: the admin can write", admin_writes)
+
+
+def main() -> int:
+    job = json.load(sys.stdin)
+    probe = Probe(job)
+    for part in job.get("parts", ["delivery", "submission", "port25", "relay_out", "plaintext",
+                                  "old_tls_control", "ldap"]):
+        try:
+            getattr(probe, part)()
+        except Exception as err:
+            probe.result(f"probe {part}", False, f"{type(err).__name__}: {err}")
+    json.dump(probe.results, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

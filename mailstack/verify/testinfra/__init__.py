@@ -1,0 +1,1 @@
+"""pytest-testinfra tests that `mailstack verify` runs on each host (usable from CI directly)."""

@@ -1,0 +1,92 @@
+"""What `mailstack verify` checks on each host itself (pytest-testinfra; run over SSH).
+
+Run by ``mailstack.verify`` with ``--hosts=ssh://root@HOST`` and the environment variables
+``MAILSTACK_MANIFEST`` (build/<site>/manifest.json) and ``MAILSTACK_HOST`` (the site's host key).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+
+def test_file_mode_owner_group_and_content(host, managed_file) -> None:
+    path, meta = managed_file
+    f = host.file(path)
+    assert f.exists, f"{path} is missing"
+    assert f"{f.mode:04o}" == meta["mode"], f"{path} has mode {f.mode:04o}, not {meta['mode']}"
+    assert (f.user, f.group) == (meta["owner"], meta["group"]), \
+        f"{path} is {f.user}:{f.group}, not {meta['owner']}:{meta['group']}"
+    assert f.sha256sum == meta["sha256"], f"{path} differs from the rendered file"
+
+
+def test_services_are_running(host, host_plan) -> None:
+    down = [s for s in host_plan["services"] if not host.service(s).is_running]
+    assert not down, f"not running: {', '.join(down)}"
+
+
+def test_postfix_check_is_clean(host, host_plan) -> None:
+    if "mta" not in host_plan["roles"]:
+        return
+    for cmd in ("postfix check", "postconf -n"):
+        out = host.run(cmd)
+        assert out.rc == 0 and not out.stderr.strip(), f"{cmd}: exit {out.rc}: {out.stderr}"
+
+
+def test_doveconf_is_clean(host, host_plan) -> None:
+    if "imap" not in host_plan["roles"]:
+        return
+    out = host.run("doveconf -n")
+    assert out.rc == 0 and not out.stderr.strip(), f"doveconf -n: exit {out.rc}: {out.stderr}"
+
+
+def test_slaptest_is_clean(host, host_plan) -> None:
+    if "ldap" not in host_plan["roles"]:
+        return
+    out = host.run("su -s /bin/sh openldap -c 'slaptest -F /etc/ldap/slapd.d'")
+    assert out.rc == 0, f"slaptest: exit {out.rc}: {out.stderr}"
+
+
+def test_slapacl_answers_the_acl_matrix(host, host_plan) -> None:
+    if "ldap" not in host_plan["roles"]:
+        return
+    rows = json.loads(host.file("/var/lib/mailstack/ldap/acl-expectations.json").content_string)
+    rows = rows["expectations"]
+    script = []
+    for i, row in enumerate(rows):
+        who = f"-D {shlex.quote(row['who'])}" if row["who"] else ""
+        script.append(f"echo @@{i}; slapacl -F /etc/ldap/slapd.d {who} -b {shlex.quote(row['dn'])}"
+                      f" {row['attr']}/{row['access']} 2>&1")
+    out = host.run("\n".join(script))
+    answers, current = {}, -1
+    for line in out.stdout.splitlines():
+        if line.startswith("@@"):
+            current = int(line[2:])
+        elif "ALLOWED" in line or "DENIED" in line:
+            answers[current] = "ALLOWED" in line
+    wrong = [f"{r['who'] or 'anonymous'} {r['attr']}/{r['access']} on {r['dn']}: "
+             f"{'ALLOWED' if answers.get(i) else 'DENIED' if i in answers else 'no answer'} "
+             f"({r['why']})" for i, r in enumerate(rows) if answers.get(i) is not r["expected"]]
+    assert not wrong, "slapacl disagrees with the matrix: " + "; ".join(wrong[:5])
+
+
+def test_mailbox_homes_resolve_to_one_place(host, host_plan) -> None:
+    if "imap" not in host_plan["roles"]:
+        return
+    for account in host_plan["facts"]["accounts"]:
+        out = host.run(f"doveadm user -f home {shlex.quote(account['mail'])}")
+        assert out.rc == 0 and out.stdout.strip() == account["home"], \
+            f"{account['mail']}: userdb home {out.stdout.strip()!r} (exit {out.rc}), " \
+            f"expected {account['home']}"
+        loc = host.run(f"doveadm user -f mail {shlex.quote(account['mail'])}")
+        assert loc.stdout.strip() in ("", "maildir:~/Maildir"), \
+            f"{account['mail']}: userdb overrides the mail location with {loc.stdout.strip()}"
+
+
+def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
+    """LMTP must write where IMAP and POP3 read (the "0 messages while 150 wait" bug)."""
+    if "imap" not in host_plan["roles"]:
+        return
+    locations = {p: host.run(f"doveconf -h -f protocol={p} mail_location").stdout.strip()
+                 for p in ("lmtp", "imap", "pop3")}
+    assert len(set(locations.values())) == 1, f"mail_location differs by protocol: {locations}"
