@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live host image venv schema clean
+.PHONY: demo test lint unit live host image venv schema bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -48,3 +48,6 @@ schema: venv
 
 clean:
 	rm -rf build .pytest_cache
+
+bench: venv
+	$(PY) bench/render_scale.py 10 100 1000 3000

@@ -54,7 +54,8 @@ def check(site: Site) -> Iterator[Finding]:
                                      "applies (add 'by * break' to let them)", "warning")
     entries = {e.dn: e.as_dict() for e in dit.entries(site)}
     reported: set[tuple[str, str, int | None]] = set()
-    for need in policy.needs(site):
+    needs = policy.needs(site)
+    for need in needs:
         target = dn(need.dn)
         decision = model.decide(dn(need.who) if need.who else None, target, need.attr,
                                 entries.get(target))
@@ -74,8 +75,9 @@ def check(site: Site) -> Iterator[Finding]:
         yield at(where(decision.rule or 0), f"{need.who} cannot do what {need.why} needs: "
                                             f"{need.access} on {need.attr} of {need.dn} "
                                             f"({cause})")
+    needed = set(needs)
     for exp in policy.expectations(site):
-        if exp.expected or exp in policy.needs(site):
+        if exp.expected or exp in needed:
             continue
         target = dn(exp.dn)
         decision = model.decide(dn(exp.who) if exp.who else None, target, exp.attr,

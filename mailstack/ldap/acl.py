@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from mailstack.ldap import filter as lf
@@ -34,10 +35,14 @@ class DnMatch:
     scope: Scope
     value: str              # a DN (normalised via DN) or a regex
 
+    @cached_property
+    def ref(self) -> DN:
+        return dn(self.value)
+
     def matches(self, target: DN) -> bool:
         if self.scope == "regex":
             return re.fullmatch(self.value, str(target), re.IGNORECASE) is not None
-        ref = dn(self.value)
+        ref = self.ref
         if self.scope == "base":
             return target == ref
         if self.scope == "one":

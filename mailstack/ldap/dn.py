@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 _DESCR = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
 _NUMERICOID = re.compile(r"[0-9]+(\.[0-9]+)+\Z")
@@ -43,6 +44,10 @@ class DN:
         return cls(tuple(_parse(text)))
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
         return ",".join("+".join(f"{t}={escape_value(v)}" for t, v in rdn) for rdn in self.rdns)
 
     def child(self, attr: str, value: str) -> DN:
@@ -60,6 +65,10 @@ class DN:
         return self.rdns[0][0][1]
 
     def key(self) -> tuple:
+        return self._key
+
+    @cached_property
+    def _key(self) -> tuple:
         return tuple(tuple(sorted((t.lower(), v.lower()) for t, v in rdn)) for rdn in self.rdns)
 
     def __eq__(self, other: object) -> bool:
@@ -71,14 +80,16 @@ class DN:
     def is_within(self, other: DN) -> bool:
         """True if this DN is ``other`` or below it."""
         n = len(other.rdns)
-        return len(self.rdns) >= n and DN(self.rdns[len(self.rdns) - n:]) == other if n else True
+        return n == 0 or (len(self.rdns) >= n and self._key[len(self.rdns) - n:] == other._key)
 
     def is_below(self, other: DN) -> bool:
         """True if this DN is strictly below ``other``."""
         return self.is_within(other) and len(self.rdns) > len(other.rdns)
 
 
+@lru_cache(maxsize=65536)
 def dn(text: str) -> DN:
+    """Parse a DN (cached: checks ask about the same DNs many times)."""
     return DN.parse(text)
 
 
