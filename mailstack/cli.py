@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     r = verb("render", "write every file of every host to OUT/<site>/")
     r.add_argument("-o", "--output", default="build", metavar="OUT", help="default: build")
     verb("secrets", "create missing secrets (passwords, site CA, host certificates)")
+    rt = verb("routes", "which relay (and which credentials) a message would take")
+    rt.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    rt.add_argument("--to", dest="rcpt", required=True, metavar="ADDR")
     lab = sub.add_parser("lab", help="run the site in local containers",
                          description="run the site in local containers (podman, --internal)")
     lab.add_argument("action", choices=["up", "down"])
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             if not rep.created:
                 print(f"{rep.directory}: nothing to create")
             return 1 if rep.missing_external else 0
+        elif args.verb == "routes":
+            print(f"{args.sender} -> {args.rcpt}: "
+                  f"{core.routes(args.site, args.sender, args.rcpt)}")
         elif args.verb == "lab":
             from mailstack import lab
 

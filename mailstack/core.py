@@ -82,3 +82,16 @@ def make_secrets(site_file: str | Path, *, secrets_dir: str | Path | None = None
     if not site.hosts:
         raise InputError(f"{site_file}: the site has no hosts")
     return SecretsReport(directory, created, external)
+
+
+def routes(site_file: str | Path, sender: str, rcpt: str) -> str:
+    """Which way a message from ``sender`` to ``rcpt`` goes, from the rendered tables' data."""
+    from mailstack.checks.names import valid_address
+    from mailstack.plan import relays
+
+    site = load_site(site_file)
+    raise_errors(f for f in checks.run(site, None) if f.severity == "error")
+    for label, address in (("--from", sender), ("--to", rcpt)):
+        if not valid_address(address):
+            raise InputError(f"{label} {address!r} is not a valid mail address")
+    return relays.decide(site, sender, rcpt).describe()

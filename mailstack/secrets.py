@@ -60,12 +60,19 @@ def required(site: Site) -> list[SecretRef]:
                                   ("relays", rname, "auth", "password_secret")))
         if relay.ca_secret:
             refs.append(SecretRef(relay.ca_secret, "external", ("relays", rname, "ca_secret")))
+    for i, fetch in enumerate(site.fetch):
+        refs.append(SecretRef(fetch.password_secret, "external", ("fetch", i, "password_secret")))
+        if fetch.ca_secret:
+            refs.append(SecretRef(fetch.ca_secret, "external", ("fetch", i, "ca_secret")))
     tls_kind: Kind = "tls" if site.tls.mode == "internal-ca" else "external"
     refs.append(SecretRef(facts.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
     for host in sorted(site.hosts):
         refs.append(SecretRef(facts.secret_host_cert(host), tls_kind, ("hosts", host)))
         refs.append(SecretRef(facts.secret_host_key(host), tls_kind, ("hosts", host)))
-    return refs
+    unique: dict[str, SecretRef] = {}
+    for ref in refs:
+        unique.setdefault(ref.name, ref)  # one secret may serve a relay and a remote mailbox
+    return list(unique.values())
 
 
 class SecretStore:
@@ -102,8 +109,9 @@ class SecretStore:
                 raise InputError(f"{path}: secret '{name}' has mode {mode:04o}; others can read "
                                  f"it: chmod 600 {path} (or encrypt it with ansible-vault)")
             value = raw
-        value = value[:-1] if value.endswith("\n") and not name.startswith("tls/") else value
-        if not name.startswith("tls/") and any(c in value for c in "\n\r\x00"):
+        pem = value.startswith("-----BEGIN ")  # certificates and keys keep their lines
+        value = value[:-1] if value.endswith("\n") and not pem else value
+        if not pem and any(c in value for c in "\n\r\x00"):
             raise InputError(f"{path}: secret '{name}' contains a line break or NUL, which "
                              "would break the configuration files it goes into")
         self._cache[name] = value

@@ -17,6 +17,7 @@ def run(site: Site, store: SecretStore | None) -> list[Finding]:
     findings: list[Finding] = []
     for module in (names, relay):
         findings += module.check(site)
+    findings += relay.check_routes(site)
     if not any(f.severity == "error" for f in findings):
         # only for a well-formed site: secret names derive from its addresses
         if store is not None:

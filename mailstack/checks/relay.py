@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 
-from mailstack.checks.names import valid_domain
+from mailstack.checks.names import valid_address, valid_domain
 from mailstack.findings import Finding, suggest
 from mailstack.site.marks import Path
 from mailstack.site.model import Site
@@ -51,3 +52,82 @@ def check(site: Site) -> Iterator[Finding]:
             yield Finding(site.marks.at((*path, "tls")), (*path, "tls"),
                           "credentials go to a relay whose certificate is not checked; "
                           "prefer tls: verify", "warning")
+
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+
+
+def check_routes(site: Site) -> Iterator[Finding]:
+    """Routes, send_as and remote mailboxes."""
+
+    def err(path: Path, message: str, severity: str = "error") -> Finding:
+        return Finding(site.marks.at(path), path, message, severity)  # type: ignore[arg-type]
+
+    local = {d.lower() for d in site.domains}
+    for name in site.relays:
+        if not _NAME.match(name):
+            yield err(("relays", name), f"relay name '{name}' must be lowercase letters, digits "
+                                        "and - (it names a Postfix transport)")
+    names = [*site.relays, "direct"]
+    send_as = {addr.lower() for a in site.accounts for addr in a.send_as}
+    for i, account in enumerate(site.accounts):
+        for j, addr in enumerate(account.send_as):
+            path = ("accounts", i, "send_as", j)
+            if not valid_address(addr):
+                yield err(path, f"'{addr}' is not a valid mail address")
+            elif addr.lower().rpartition("@")[2] in local:
+                yield err(path, f"'{addr}' is a local address: make it an alias of this account "
+                                "instead (send_as is for outside addresses)")
+    for section in ("recipients", "senders"):
+        table: dict[str, str] = getattr(site.routes, section)
+        seen: dict[str, str] = {}
+        for key, relay in table.items():
+            path = ("routes", section, key)
+            if relay not in names:
+                yield err(path, f"no relay named '{relay}' under relays:" +
+                          (suggest(relay, names) or " (use a relay's name, or 'direct')"))
+            domain_key = key.startswith("@")
+            target = key[1:] if domain_key else key
+            valid = valid_domain(target) if domain_key else valid_address(key)
+            if not valid:
+                yield err(path, f"'{key}' is neither an address nor @domain")
+                continue
+            domain = target.lower() if domain_key else key.lower().rpartition("@")[2]
+            if section == "recipients" and domain in local:
+                yield err(path, f"'{key}' is in the site's own domain {domain}: its mail is "
+                                "delivered here, a recipient route cannot send it away")
+            if section == "senders" and domain not in local:
+                allowed = send_as if not domain_key else {
+                    a for a in send_as if a.rpartition("@")[2] == domain}
+                if (key.lower() not in send_as) if not domain_key else not allowed:
+                    yield err(path, f"no account may send as '{key}': add it to an account's "
+                                    "send_as, or Postfix refuses the sender before routing")
+            norm = key.lower()
+            if norm in seen:
+                yield err(path, f"duplicate route for '{key}'")
+            seen[norm] = relay
+        for key, relay in table.items():
+            if key.startswith("@"):
+                continue
+            parent = "@" + key.lower().rpartition("@")[2]
+            if seen.get(parent) == relay:
+                yield err(("routes", section, key), f"this route never changes anything: "
+                                                    f"'{parent}' already sends it to '{relay}'",
+                          "warning")
+    accounts = {a.mail.lower() for a in site.accounts}
+    seen_fetch: set[tuple[str, str, str]] = set()
+    for i, fetch in enumerate(site.fetch):
+        path = ("fetch", i)
+        if fetch.account.lower() not in accounts:
+            yield err((*path, "account"), f"no account '{fetch.account}'" +
+                      suggest(fetch.account.lower(), accounts))
+        if not (_is_ip(fetch.host) or valid_domain(fetch.host)):
+            yield err((*path, "host"), f"'{fetch.host}' is neither an IP address nor a host name")
+        if fetch.port is not None and not 1 <= fetch.port <= 65535:
+            yield err((*path, "port"), f"{fetch.port} is not a TCP port")
+        if fetch.protocol == "pop3" and tuple(fetch.folders) != ("INBOX",):
+            yield err((*path, "folders"), "POP3 has only the INBOX; folders need imap")
+        key = (fetch.protocol, fetch.host.lower(), fetch.user.lower())
+        if key in seen_fetch:
+            yield err(path, f"{fetch.user} at {fetch.host} is collected twice")
+        seen_fetch.add(key)

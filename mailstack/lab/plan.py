@@ -268,6 +268,16 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
                          f"'{owners[norm]}': the lab gives each relay its own container")
             continue
         owners[norm] = name
+    # Direct delivery looks up MX records: podman's DNS forwards unknown names to the host's
+    # resolvers even on an --internal network, so a lab must never be asked to deliver direct.
+    if site.relay.default == "direct":
+        refuse(("relay", "default"), "the lab cannot stand in for direct delivery (it would look "
+                                     "up MX records outside the lab): name a relay")
+    for section in ("recipients", "senders"):
+        for key, relay_name in getattr(site.routes, section).items():
+            if relay_name == "direct":
+                refuse(("routes", section, key), "the lab cannot stand in for direct delivery "
+                                                 "(it would look up MX records outside the lab)")
     raise_errors(findings)
 
     subnet = _pick_subnet(site.site, taken)

@@ -4,7 +4,8 @@ Decisions: explicit ``mynetworks`` (loopback only) and ``mydestination``; mailbo
 aliases and sender logins from LDAP as ``proxy:ldap:`` tables binding as ``cn=postfix``;
 delivery to Dovecot over LMTP; port 25 offers no AUTH and relays nothing; 587 (STARTTLS) and
 465 (TLS) require SASL through Dovecot, TLS 1.2+, and refuse others' sender addresses; every
-non-local message goes to the site's relay. Non-LDAP tables are ``texthash:`` (no .db files).
+non-local message takes the route ``relays.py`` decides (one smtp transport per relay).
+Non-LDAP tables are ``texthash:`` (no .db files).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, facts
-from mailstack.site.model import Relay, Site
+from mailstack.plan import FileSpec, dit, facts, relays
+from mailstack.site.model import Site
 
 LDAP_DIR = "/etc/postfix/ldap"
 AUTH_REQUIRED = "REJECT 5.7.0 Authentication required"
@@ -67,14 +68,17 @@ def table(name: str) -> str:
     return f"proxy:ldap:{LDAP_DIR}/{name}.cf"
 
 
-def relay_target(relay: Relay) -> str:
-    """relayhost syntax: ``[host]:port`` (brackets: no MX lookup)."""
-    return f"[{relay.host}]:{relay.port}"
+SENDER_LOGIN_EXTRA = "/etc/postfix/sender_login_extra"
+TRANSPORT = "/etc/postfix/transport"
+SENDER_TRANSPORT = "/etc/postfix/sender_transport"
 
 
 def main_cf(site: Site, host: str) -> dict[str, str]:
     h = site.hosts[host]
-    relay = None if site.relay.default == "direct" else site.relays[site.relay.default]
+    sender_logins = [table(n) for n in ("sender_login_accounts", "sender_login_aliases")]
+    if any(a.send_as for a in site.accounts):
+        sender_logins.append(f"texthash:{SENDER_LOGIN_EXTRA}")
+    routes = relays.tables(site)
     base: Params = {
         "compatibility_level": "3.6",
         "myhostname": h.hostname,
@@ -99,16 +103,21 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "virtual_alias_maps": table("virtual_alias_maps"),
         "virtual_alias_domains": "",
         "virtual_transport": f"lmtp:unix:{facts.LMTP_SOCKET}",
-        "smtpd_sender_login_maps": ", ".join(
-            table(n) for n in ("sender_login_accounts", "sender_login_aliases")),
+        "smtpd_sender_login_maps": ", ".join(sender_logins),
         "proxy_read_maps": " ".join(
             ["$local_recipient_maps", "$mydestination", "$virtual_alias_maps",
              "$virtual_alias_domains", "$virtual_mailbox_maps", "$virtual_mailbox_domains",
              "$relay_recipient_maps", "$relay_domains", "$canonical_maps",
              "$sender_canonical_maps", "$recipient_canonical_maps", "$relocated_maps",
              "$transport_maps", "$mynetworks", "$smtpd_sender_login_maps"]),
-        # non-local mail
-        "relayhost": relay_target(relay) if relay else "",
+        # non-local mail: recipient routes, then sender routes, then the default (relays.py)
+        "relayhost": "",
+        "default_transport": routes.default,
+        "transport_maps": f"texthash:{TRANSPORT}" if routes.recipients else "",
+        "sender_dependent_default_transport_maps":
+            f"texthash:{SENDER_TRANSPORT}" if routes.senders else "",
+        "smtp_sasl_auth_enable": "no",
+        "smtp_fallback_relay": "",
         # port 25: TLS offered, no AUTH, only local recipients unless the client is local
         "smtpd_tls_cert_file": facts.host_cert(host),
         "smtpd_tls_key_file": facts.host_key(host),
@@ -134,34 +143,15 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
             f"permit_sasl_authenticated, check_client_access static:{{{AUTH_REQUIRED}}}",
         "mailstack_submission_sender_restrictions": "reject_sender_login_mismatch",
         "mailstack_submission_relay_restrictions": "permit_sasl_authenticated, reject",
-        # outgoing TLS
-        "smtp_tls_CAfile": facts.CA_CERT,
-        "smtp_tls_security_level": _smtp_tls_level(relay),
+        # outgoing TLS (each relay's transport sets its own level, CA and credentials)
+        "smtp_tls_CAfile": relays.SYSTEM_CA,
+        "smtp_tls_security_level": "may",
         "smtp_tls_loglevel": "1",
         "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
         "smtp_tls_mandatory_protocols": ">=TLSv1.2",
         "smtp_tls_protocols": ">=TLSv1.2",
     }
-    if relay and relay.tls == "wrapper":
-        base["smtp_tls_wrappermode"] = "yes"
-    if relay and relay.auth:
-        base.update({
-            "smtp_sasl_auth_enable": "yes",
-            "smtp_sasl_password_maps": "texthash:/etc/postfix/sasl_passwd",
-            "smtp_sasl_security_options": "noanonymous",
-            "smtp_sasl_tls_security_options": "noanonymous",
-        })
-    if relay and relay.ca_secret:
-        base["smtp_tls_CAfile"] = "/etc/postfix/relay-ca.crt"
-    if relay and relay.tls_name:
-        base["smtp_tls_policy_maps"] = "texthash:/etc/postfix/tls_policy"
     return merge(base, site.postfix.main)
-
-
-def _smtp_tls_level(relay: Relay | None) -> str:
-    if relay is None:
-        return "may"
-    return {"verify": "secure", "wrapper": "secure", "encrypt": "encrypt"}[relay.tls]
 
 
 def _submission(name: str, wrapper: bool) -> Service:
@@ -214,9 +204,16 @@ def default_services() -> list[Service]:
     ]
 
 
+def relay_services(site: Site) -> list[Service]:
+    return [Service(relays.transport_name(name), "unix", "-", "-", "y", "-", "-", "smtp",
+                    relays.transport_options(name, relay))
+            for name, relay in sorted(site.relays.items())]
+
+
 def master_cf(site: Site) -> list[Service]:
     return merge_services(default_services(),
-                          [_submission("submission", False), _submission("submissions", True)])
+                          [_submission("submission", False), _submission("submissions", True)],
+                          relay_services(site))
 
 
 def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, str]:
@@ -240,7 +237,6 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
 
 
 def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> list[FileSpec]:
-    relay = None if site.relay.default == "direct" else site.relays[site.relay.default]
     out = [
         FileSpec("/etc/postfix/main.cf", "etc/postfix/main.cf.j2",
                  {"params": list(main_cf(site, host).items())}),
@@ -256,16 +252,24 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                             {"settings": list(ldap_table(site, lookup.name, ldap_uri, pw).items()),
                              "header": f"Postfix LDAP table {lookup.name} (ldap_table(5))"},
                             0o640, "root", "postfix"))
-    if relay and relay.auth:
-        out.append(FileSpec("/etc/postfix/sasl_passwd", "_formats/table.j2",
-                            {"rows": [(relay_target(relay),
-                                       f"{relay.auth.user}:{secrets[relay.auth.password_secret]}")]},
-                            0o600))
-    if relay and relay.tls_name:
-        level = "secure" if relay.tls != "encrypt" else "encrypt"
-        out.append(FileSpec("/etc/postfix/tls_policy", "_formats/table.j2",
-                            {"rows": [(relay_target(relay), f"{level} match={relay.tls_name}")]}))
-    if relay and relay.ca_secret:
-        out.append(FileSpec("/etc/postfix/relay-ca.crt", "_formats/verbatim.j2",
-                            {"text": secrets[relay.ca_secret]}))
+    for name, relay in sorted(site.relays.items()):
+        if relay.auth:
+            out.append(FileSpec(relays.sasl_path(name), "_formats/table.j2",
+                                {"rows": [(relays.nexthop(relay), f"{relay.auth.user}:"
+                                           f"{secrets[relay.auth.password_secret]}")]}, 0o600))
+        if relay.ca_secret:
+            out.append(FileSpec(relays.ca_path(name), "_formats/verbatim.j2",
+                                {"text": secrets[relay.ca_secret]}))
+    routes = relays.tables(site)
+    if routes.recipients:
+        out.append(FileSpec(TRANSPORT, "_formats/table.j2", {"rows": list(routes.recipients)}))
+    if routes.senders:
+        out.append(FileSpec(SENDER_TRANSPORT, "_formats/table.j2", {"rows": list(routes.senders)}))
+    extra = sorted((addr.lower(), a.mail) for a in site.accounts for addr in a.send_as)
+    if extra:
+        rows: dict[str, list[str]] = {}
+        for addr, owner in extra:
+            rows.setdefault(addr, []).append(owner)
+        out.append(FileSpec(SENDER_LOGIN_EXTRA, "_formats/table.j2",
+                            {"rows": [(k, ", ".join(v)) for k, v in rows.items()]}))
     return out

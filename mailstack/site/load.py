@@ -114,6 +114,7 @@ class _Builder:
     def __init__(self, marks: Marks) -> None:
         self.marks = marks
         self.findings: list[Finding] = []
+        self.on_mapping: str | None = None  # a field's own message for a mapping value
 
     def error(self, path: Path, message: str) -> _Missing:
         self.findings.append(Finding(self.marks.at(path), path, message))
@@ -138,7 +139,7 @@ class _Builder:
             if not isinstance(value, dict):
                 return self.error(path, f"expected a mapping, got {_describe(value)}")
             _, item_tp = get_args(tp)
-            built = {k: self.build(item_tp, v, (*path, k)) for k, v in value.items()}
+            built = {str(k): self.build(item_tp, v, (*path, str(k))) for k, v in value.items()}
             return MISSING if any(v is MISSING for v in built.values()) else built
         if origin is Literal:
             allowed = get_args(tp)
@@ -150,7 +151,13 @@ class _Builder:
             if isinstance(value, bool) or not isinstance(value, int):
                 return self.error(path, f"expected an integer, got {_describe(value)}")
             return value
+        if tp is bool:
+            if not isinstance(value, bool):
+                return self.error(path, f"expected true or false, got {_describe(value)}")
+            return value
         if tp is str:
+            if isinstance(value, dict) and self.on_mapping:
+                return self.error(path, self.on_mapping)
             if isinstance(value, (dict, list)) or value is None:
                 return self.error(path, f"expected a string, got {_describe(value)}")
             if isinstance(value, bool):
@@ -179,7 +186,9 @@ class _Builder:
         failed = False
         for name, f in fields.items():
             if name in value:
+                self.on_mapping = f.metadata.get("on_mapping")
                 built = self.build(hints[name], value[name], (*path, name))
+                self.on_mapping = None
                 pattern = f.metadata.get("pattern")
                 if isinstance(built, str) and pattern and not re.search(pattern, built):
                     built = self.error((*path, name), f"{built!r} does not match {pattern}")

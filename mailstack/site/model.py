@@ -113,9 +113,56 @@ class Account:
     aliases: tuple[str, ...] = field(
         default=(), metadata=doc("More local addresses delivered to this mailbox.")
     )
+    send_as: tuple[str, ...] = field(
+        default=(),
+        metadata=doc("Outside addresses the account may send as (e.g. its provider mailbox); "
+                     "never delivered locally."),
+    )
     password_secret: str | None = field(
         default=None,
         metadata=doc("Secrets file with the initial password (default accounts/<mail>)."),
+    )
+
+
+ROUTE_BOTH = ("a rule on sender and recipient together cannot be expressed in Postfix's maps "
+              "(transport_maps looks at the recipient only, sender_dependent_default_transport_"
+              "maps at the sender only): write a recipient route or a sender route")
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Which relay takes a message, in Postfix's own precedence: recipients, senders, default."""
+
+    recipients: dict[str, str] = field(
+        default_factory=dict,
+        metadata=doc("Recipient address or @domain -> relay name (wins over everything).",
+                     on_mapping=ROUTE_BOTH),
+    )
+    senders: dict[str, str] = field(
+        default_factory=dict,
+        metadata=doc("Sender address or @domain -> relay name (wins over the default).",
+                     on_mapping=ROUTE_BOTH),
+    )
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A remote mailbox collected into a local account."""
+
+    account: str = field(metadata=doc("The local account that receives the messages."))
+    protocol: Literal["pop3", "imap"] = field(metadata=doc("pop3 or imap, always over TLS."))
+    host: str = field(metadata=doc("The provider's server."))
+    user: str = field(metadata=doc("Login name at the provider."))
+    password_secret: str = field(metadata=doc("Secrets file with the provider password."))
+    port: int | None = field(default=None, metadata=doc("Default 995 (pop3) or 993 (imap)."))
+    keep: bool = field(default=True, metadata=doc("Leave the messages at the provider."))
+    folders: tuple[str, ...] = field(default=("INBOX",), metadata=doc("IMAP folders to fetch."))
+    interval: str = field(default="5m", metadata=doc("Time between polls: 90s, 5m, 1h.",
+                                                     pattern="^[1-9][0-9]*[smh]$"))
+    ca_secret: str | None = field(
+        default=None,
+        metadata=doc("Secrets file with the CA that signs the server's certificate "
+                     "(default: the system's CAs)."),
     )
 
 
@@ -163,6 +210,8 @@ class Site:
     relays: dict[str, Relay] = field(default_factory=dict, metadata=doc("Relay servers by name."))
     accounts: tuple[Account, ...] = field(default=(), metadata=doc("Mailboxes."))
     aliases: tuple[Alias, ...] = field(default=(), metadata=doc("Forwarding addresses."))
+    routes: Routes = field(default_factory=Routes, metadata=doc("Relays by recipient and sender."))
+    fetch: tuple[Fetch, ...] = field(default=(), metadata=doc("Remote mailboxes to collect."))
     tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
     postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
     marks: Marks = field(

@@ -35,7 +35,8 @@ def test_site_main_cf_overrides_are_merged_last(write_site) -> None:
     assert main["message_size_limit"] == "104857600"
     assert main["mynetworks"] == "127.0.0.0/8 [::1]/128"
     assert main["virtual_alias_domains"] == ""
-    assert main["relayhost"] == "[192.0.2.1]:25"
+    assert main["relayhost"] == ""
+    assert main["default_transport"] == "relay-head-office:[192.0.2.1]:25"
     assert main["smtpd_sasl_auth_enable"] == "no"
 
 
