@@ -150,23 +150,31 @@ def test_reserved_names(name: str, ok: bool) -> None:
     assert relay_name_ok(name) is ok
 
 
-def test_no_relays_and_several_hosts(tmp_path: Path) -> None:
-    text = example_text()
-    text = text.replace("  default: head-office", "  default: direct")
-    text = text.replace("relays:\n  head-office:\n    host: 192.0.2.1\n    port: 25\n"
-                        "    tls: encrypt\n", "")
-    text = text.replace("    roles: [ldap, mta, imap]\n",
-                        "    roles: [mta, imap]\n  ldap:\n    hostname: ldap.krasnoyarsk.example.org\n"
-                        "    roles: [ldap]\n")
+def test_several_hosts(tmp_path: Path) -> None:
+    text = example_text().replace(
+        "    roles: [ldap, mta, imap]\n",
+        "    roles: [mta, imap]\n  ldap:\n    hostname: ldap.krasnoyarsk.example.org\n"
+        "    roles: [ldap]\n")
     path = tmp_path / "site.yml"
     path.write_text(text)
     plan = plan_lab(load_site(path))
     assert [(c.name, c.ip) for c in plan.containers] == [
         ("mailstack-krasnoyarsk-mail", "10.89.180.10"),
         ("mailstack-krasnoyarsk-ldap", "10.89.180.11"),
+        ("mailstack-krasnoyarsk-relay-head-office", "10.89.180.200"),
         ("mailstack-krasnoyarsk-client", "10.89.180.100"),
     ]
-    assert plan.relays == ()
+
+
+def test_direct_delivery_is_refused(tmp_path: Path) -> None:
+    """podman's DNS forwards unknown names outside even on --internal: no MX lookups."""
+    text = example_text().replace("  default: head-office", "  default: direct")
+    path = tmp_path / "site.yml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        plan_lab(load_site(path))
+    assert str(err.value) == (f"{path}:19: relay.default: the lab cannot stand in for direct "
+                              "delivery (it would look up MX records outside the lab): name a relay")
 
 
 def test_plan_json_round_trip_and_inventory() -> None:

@@ -29,27 +29,16 @@ report() {  # report LABEL: every non-empty line of stdin, paths named as in LIV
     sed -e "s#$check#$live#g" -e '/^[[:space:]]*$/d' -e "s#^#$1#" >>"$problems"
 }
 
-postfix -c "$check" check 2>&1 | report "postfix check: "
-postconf -c "$check" -n 2>&1 >/dev/null | report ""
-
-daemon_dir=$(postconf -c "$check" -h daemon_directory 2>/dev/null)
-tag="mailstack-check-$$"
-number=0
-postconf -c "$check" -F '*/inet/command' 2>/dev/null | while IFS= read -r line; do
-    service=${line%%/inet/command = *}
-    # shellcheck disable=SC2086  # the command's words, as master(8) splits them
-    set -- ${line#* = }
-    [ "${1:-}" = smtpd ] || continue
-    shift
-    number=$((number + 1))
-    name="$tag-$number"
+# smtpd logs through syslog only: read the journal. A failed smtpd has logged why; a clean one
+# gets a short wait for late warnings.
+check_smtpd() {  # check_smtpd SERVICE NAME ARGS...: one smtpd service in stand-alone mode
+    service=$1 name=$2
+    shift 2
     # SASL needs Dovecot's socket and wrapper mode a TLS client: both are left out of this test.
     out=$(printf 'QUIT\r\n' | MAIL_CONFIG="$check" timeout 20 "$daemon_dir/smtpd" -S -n "$service" \
         -t inet "$@" -o syslog_name="$name" -o smtpd_sasl_auth_enable=no \
         -o smtpd_tls_wrappermode=no 2>&1)
     status=$?
-    # smtpd logs through syslog only: read the journal (a failed smtpd has logged why; a clean
-    # one gets a short wait for late warnings)
     tries=0
     while :; do
         logged=$(journalctl --no-pager -q -o cat "SYSLOG_IDENTIFIER=$name/smtpd" 2>/dev/null \
@@ -61,13 +50,32 @@ postconf -c "$check" -F '*/inet/command' 2>/dev/null | while IFS= read -r line; 
         tries=$((tries + 1))
         sleep 0.2
     done
-    if [ "$status" -ne 0 ] || [ -n "$logged" ]; then
-        {
-            [ -n "$logged" ] && printf '%s\n' "$logged"
-            [ -z "$logged" ] && printf 'exited with %s: %s\n' "$status" "$(printf '%s' "$out" | tail -n 2)"
-        } | report "smtpd (service $service/inet, main.cf and master.cf): "
-    fi
-done
+    if [ -n "$logged" ]; then
+        printf '%s\n' "$logged"
+    elif [ "$status" -ne 0 ]; then
+        printf 'exited with %s: %s\n' "$status" "$(printf '%s' "$out" | tail -n 2)"
+    fi | report "smtpd (service $service/inet, main.cf and master.cf): "
+}
+
+# The checks run side by side (postfix check alone takes seconds).
+postfix -c "$check" check 2>&1 | report "postfix check: " &
+postconf -c "$check" -n 2>&1 >/dev/null | report ""
+daemon_dir=$(postconf -c "$check" -h daemon_directory 2>/dev/null)
+tag="mailstack-check-$$"
+postconf -c "$check" -F '*/inet/command' 2>/dev/null | {
+    number=0
+    while IFS= read -r line; do
+        service=${line%%/inet/command = *}
+        # shellcheck disable=SC2086  # the command's words, as master(8) splits them
+        set -- ${line#* = }
+        [ "${1:-}" = smtpd ] || continue
+        shift
+        number=$((number + 1))
+        check_smtpd "$service" "$tag-$number" "$@" &
+    done
+    wait
+}
+wait
 
 if [ -s "$problems" ]; then
     sort -u "$problems" >&2
