@@ -27,11 +27,12 @@ PACKAGES=(
     slapd ldap-utils
     postfix postfix-ldap libsasl2-modules
     dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap dovecot-sieve dovecot-managesieved
-    fetchmail swaks libnet-ssleay-perl
+    fetchmail getmail6 swaks libnet-ssleay-perl
     openssh-server python3-ldap3
     ca-certificates openssl tar
 )
 # libnet-ssleay-perl: only a Recommends of swaks, but swaks needs it for STARTTLS/TLS.
+# getmail6: collects remote mailboxes (plan/fetch.py says why not fetchmail).
 
 # Units that have no business in a mail-daemon container.
 MASK_UNITS=(

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mailstack.plan import FileSpec, HostPlan, SitePlan, dit, dovecot, facts, postfix, slapd, tls
+from mailstack.plan import (
+    FileSpec,
+    HostPlan,
+    SitePlan,
+    dit,
+    dovecot,
+    facts,
+    fetch,
+    postfix,
+    slapd,
+    tls,
+)
 from mailstack.site.model import Site
 
 PACKAGES = {
@@ -35,6 +46,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         files += slapd.files(site, name, secrets)
     if "mta" in roles:
         files += postfix.files(site, name, ldap_uri(site, name), secrets)
+        files += fetch.files(site, secrets)
     if "imap" in roles:
         files += dovecot.files(site, name, ldap_uri(site, name), secrets)
     files.sort(key=lambda f: f.path)
@@ -48,11 +60,15 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "aliases": {k: list(v) for k, v in dit.alias_targets(site).items()},
         "vmail": {"user": facts.VMAIL_USER, "uid": facts.VMAIL_UID, "gid": facts.VMAIL_GID,
                   "dir": facts.VMAIL_DIR},
+        # unprivileged system users the host needs before its files can be placed
+        "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
     }
+    fetching = "mta" in roles and bool(site.fetch)
     return HostPlan(
         name=name, hostname=host.hostname, roles=roles, files=tuple(files),
-        packages=tuple(p for r in roles for p in PACKAGES[r]),
-        services=tuple(s for r in roles for s in SERVICES[r]),
+        packages=tuple(p for r in roles for p in PACKAGES[r]) + (("getmail6",) if fetching else ()),
+        services=tuple(s for r in roles for s in SERVICES[r]) +
+        (fetch.services(site) if fetching else ()),
         facts=facts_out,
     )
 
