@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live host image venv schema bench clean
+.PHONY: demo test lint unit live host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -51,3 +51,8 @@ clean:
 
 bench: venv
 	$(PY) bench/render_scale.py 10 100 1000 3000
+
+# Role development only (not in CI): molecule drives lab up -> apply -> idempotence -> verify.
+molecule: venv image
+	$(PY) -m pip install -q 'molecule>=24'
+	MAILSTACK_SITE=$(SITE) $(VENV)/bin/molecule test
