@@ -3,7 +3,8 @@
 ``render_plan`` formats every :class:`FileSpec` with Jinja2 (``StrictUndefined``; templates
 only format) and ``write_tree`` writes ``<out>/<site>/<host>/<path>`` plus
 ``<out>/<site>/manifest.json`` into a temporary folder first, then renames it into place, so
-a failed render leaves an earlier one untouched. Secret files are 0600 in the build tree too.
+a failed render leaves an earlier one untouched. What others keep in ``<out>/<site>/`` (the
+lab's ``lab/``) is carried over. Secret files are 0600 in the build tree too.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def manifest(plan: SitePlan, rendered: dict[str, list[RenderedFile]]) -> dict:
     return {"site": plan.site, "format": 1, "hosts": hosts}
 
 
+def _rendered_hosts(tree: Path) -> list[str]:
+    """The host folders an earlier render wrote (from its manifest)."""
+    try:
+        return list(json.loads((tree / "manifest.json").read_text(encoding="utf-8"))["hosts"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def write_tree(plan: SitePlan, rendered: dict[str, list[RenderedFile]], out_dir: Path) -> Path:
     """Write the site's tree atomically; returns ``out_dir/<site>``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +113,11 @@ def write_tree(plan: SitePlan, rendered: dict[str, list[RenderedFile]], out_dir:
         (tmp / "manifest.json").write_text(text, encoding="utf-8")
         old = None
         if final.exists():
+            # carry over what others keep beside the render (the lab's lab/ folder)
+            owned = {*_rendered_hosts(final), *rendered, "manifest.json"}
+            for entry in sorted(final.iterdir()):
+                if entry.name not in owned:
+                    os.rename(entry, tmp / entry.name)
             old = Path(tempfile.mkdtemp(prefix=f".{plan.site}.old-", dir=out_dir))
             os.rename(final, old / "tree")
         os.rename(tmp, final)

@@ -43,6 +43,19 @@ def test_render_is_byte_identical_and_replaces_atomically(example, tmp_path) -> 
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["krasnoyarsk"]
 
 
+def test_render_keeps_what_others_put_beside_it(example, tmp_path) -> None:
+    out = core.render(example, tmp_path / "build")
+    (out / "lab").mkdir()
+    (out / "lab" / "lab.json").write_text("{}")
+    (out / "oldhost").mkdir()  # a host of an earlier render that is gone now
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["hosts"]["oldhost"] = {}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    out = core.render(example, tmp_path / "build")
+    assert (out / "lab" / "lab.json").read_text() == "{}"
+    assert not (out / "oldhost").exists()
+
+
 def test_bad_input_changes_nothing(example, tmp_path) -> None:
     out = core.render(example, tmp_path / "build")
     before = tree(out)
