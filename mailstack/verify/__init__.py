@@ -235,7 +235,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
            host_checks: bool = True, parts: list[str] | None = None) -> VerifyReport:
     """Prove the live site: network probes from a client, then each host's own checks.
 
-    ``parts`` limits the probes to some of PROBE_PARTS (tests of one feature use it).
+    ``parts`` limits the probes to some of PROBE_PARTS, plus "outside" for the lab-only checks
+    of relays, routes and remote mailboxes (tests of one feature use it).
     """
     from mailstack import secrets as secrets_mod
 
@@ -259,12 +260,18 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     mail_host = next(k for k, h in plan.hosts.items() if "mta" in h.roles)
     report = VerifyReport(site.site)
     job = probe_job(site, plan, values, mail_host)
-    job["parts"] = list(parts or PROBE_PARTS)
+    job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS]
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
     if lab and site.relay.default != "direct" and "relay_out" in job["parts"]:
         report.checks.append(_relay_seen(site_file, build_dir, site.relay.default,
                                          job["relay_token"], mail_host))
+    if lab and (parts is None or "outside" in parts):
+        from mailstack.verify import outside
+
+        outside.run(site, site_file, build_dir, values,
+                    lambda name, ok, detail: report.checks.append(
+                        Check(name, mail_host, ok, detail)))
     if host_checks:
         for key in sorted(targets):
             report.checks += _host_checks(targets[key], manifest)

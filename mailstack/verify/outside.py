@@ -1,0 +1,282 @@
+"""Lab-only proof of the outside hops: routes reach the relay named, credentials stay with their
+relay, faults defer instead of leaking, and remote mailboxes arrive exactly once.
+
+Each route case is computed by ``plan.relays.decide`` — the function whose tables Postfix
+reads — and then proven by where the message really arrives among the lab's stand-ins.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack.container import Container
+from mailstack.plan import facts, relays
+from mailstack.plan import fetch as fetch_plan
+from mailstack.site.model import Site
+
+WAIT = 40
+
+
+@dataclass(frozen=True)
+class Case:
+    """One message to send through the site and where it must arrive."""
+
+    what: str
+    login: str
+    sender: str
+    rcpt: str
+    relay: str
+    token: str
+
+
+def route_cases(site: Site) -> list[Case]:
+    """A message for the default, each recipient route and each sender route."""
+    owner = {a.lower(): acc.mail for acc in site.accounts for a in (acc.mail, *acc.aliases,
+                                                                     *acc.send_as)}
+    if not site.accounts:
+        return []
+    first = site.accounts[0].mail
+    outside = "verify@relay-check.example.net"
+    cases: list[tuple[str, str, str]] = [("the default", first, outside)]
+    senders = list(site.routes.senders)
+    for key in site.routes.recipients:
+        rcpt = f"verify@{key[1:]}" if key.startswith("@") else key
+        # send it as a routed sender when there is one: the recipient route must still win
+        sender = next((s for s in senders if not s.startswith("@")), first)
+        cases.append((f"recipient route {key}", sender, rcpt))
+    for key in senders:
+        if key.startswith("@"):
+            domain = key[1:].lower()
+            sender = next((a for a in owner if a.endswith("@" + domain)), None)
+            if sender is None:
+                continue
+        else:
+            sender = key
+        cases.append((f"sender route {key}", sender, outside))
+    out = []
+    for what, sender, rcpt in cases:
+        route = relays.decide(site, sender, rcpt)
+        if route.relay is None:
+            continue
+        out.append(Case(what, owner.get(sender.lower(), first), sender, rcpt, route.relay,
+                        uuid.uuid4().hex))
+    return out
+
+
+class OutsideChecks:
+    """Runs the lab-only checks; ``result(name, ok, detail)`` collects them."""
+
+    def __init__(self, site: Site, site_file: str | Path, build_dir: str | Path,
+                 values: dict[str, str], result: Callable[[str, bool, str], None]) -> None:
+        from mailstack import lab
+
+        self.lab = lab
+        self.site, self.site_file, self.build_dir = site, site_file, build_dir
+        self.values, self.result = values, result
+        self.state = lab.state(site_file, build_dir=build_dir)
+        mta = next(k for k, h in site.hosts.items() if "mta" in h.roles)
+        self.mail = Container(self.state.host(mta).name)
+        self.client = Container(self.state.client.name)
+        self.hostname = site.hosts[mta].hostname
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def password(self, mail: str) -> str:
+        account = next(a for a in self.site.accounts if a.mail == mail)
+        return self.values[account.password_secret or facts.secret_account(mail)]
+
+    def submit(self, case: Case) -> tuple[bool, str]:
+        """Submit on 587 from the lab's client (STARTTLS, AUTH as the sender's owner)."""
+        script = (
+            "import smtplib, ssl, sys, json\n"
+            "a = json.load(sys.stdin)\n"
+            "ctx = ssl.create_default_context(cadata=a['ca'])\n"
+            "s = smtplib.SMTP(a['host'], 587, timeout=20); s.ehlo('client.example.test')\n"
+            "s.starttls(context=ctx); s.ehlo('client.example.test'); s.login(a['login'], a['pw'])\n"
+            "msg = ('From: %s\\r\\nTo: %s\\r\\nSubject: mailstack verify %s\\r\\n\\r\\n%s\\r\\n'"
+            " % (a['from'], a['to'], a['token'], a['token']))\n"
+            "print(s.sendmail(a['from'], [a['to']], msg)); s.quit()\n")
+        job = {"ca": self.values[facts.SECRET_CA_CERT], "host": self.hostname,
+               "login": case.login, "pw": self.password(case.login), "from": case.sender,
+               "to": case.rcpt, "token": case.token}
+        proc = self.client.exec(["python3", "-c", script], input=json.dumps(job), timeout=60)
+        return proc.returncode == 0, (proc.stderr or proc.stdout).strip()[-500:]
+
+    def arrived(self, relay: str) -> list[str]:
+        if self.site.relays[relay].auth:
+            return self.lab.provider_messages(self.site_file, build_dir=self.build_dir)
+        return self.lab.relay_messages(self.site_file, relay, build_dir=self.build_dir)
+
+    def where(self, token: str) -> list[str]:
+        return sorted(name for name in self.site.relays
+                      if any(token in m for m in self.arrived(name)))
+
+    def wait_where(self, token: str, seconds: float = WAIT) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            seen = self.where(token)
+            if seen:
+                time.sleep(1)  # let a wrong second copy show up too
+                return self.where(token)
+            time.sleep(1)
+        return []
+
+    def queued(self, token: str) -> str:
+        """The deferral reason of a queued message with the token, or ''."""
+        proc = self.mail.exec(["sh", "-c", "postqueue -j"])
+        for line in proc.stdout.splitlines():
+            item = json.loads(line)
+            qid = item["queue_id"]
+            body = self.mail.exec(["postcat", "-bq", qid]).stdout
+            if token in body:
+                reasons = [r.get("delay_reason", "") for r in item.get("recipients", [])]
+                return "; ".join(reasons) or "queued"
+        return ""
+
+    def flush(self) -> None:
+        self.mail.exec(["postqueue", "-f"])
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def routes(self) -> None:
+        auth_relays = {n for n, r in self.site.relays.items() if r.auth}
+        for case in route_cases(self.site):
+            ok, detail = self.submit(case)
+            name = (f"{case.what}: {case.sender} -> {case.rcpt} arrives at relay "
+                    f"'{case.relay}' and nowhere else")
+            if not ok:
+                self.result(name, False, f"submission failed: {detail}")
+                continue
+            seen = self.wait_where(case.token)
+            self.result(name, seen == [case.relay],
+                        f"seen at {seen or 'no relay'} after {WAIT} s; queue: "
+                        f"{self.queued(case.token) or 'empty'}")
+            relay = self.site.relays[case.relay]
+            if relay.auth and seen == [case.relay]:
+                log = self.lab.provider_log(self.site_file, build_dir=self.build_dir)
+                self.result(f"{case.what}: authenticated at '{case.relay}' as {relay.auth.user}",
+                            f"sasl_username={relay.auth.user}" in log,
+                            f"no sasl_username={relay.auth.user} in the provider's log")
+        for name in sorted(self.site.relays):
+            if name in auth_relays:
+                continue
+            tried = self.lab.relay_auth_attempts(self.site_file, name, build_dir=self.build_dir)
+            self.result(f"no credentials were offered to relay '{name}'", not tried,
+                        f"login attempts seen there: {tried}")
+
+    def wrong_credentials(self) -> None:
+        for name, relay in sorted(self.site.relays.items()):
+            if not relay.auth:
+                continue
+            case = next((c for c in route_cases(self.site) if c.relay == name), None)
+            if case is None:
+                continue
+            check = (f"wrong credentials for relay '{name}': the message is deferred, not "
+                     "bounced, not sent elsewhere")
+            self.lab.set_provider_password(self.site_file, relay.auth.user, "wrong-" +
+                                           uuid.uuid4().hex, build_dir=self.build_dir)
+            try:
+                ok, detail = self.submit(case)
+                time.sleep(8)
+                reason = self.queued(case.token)
+                seen = self.where(case.token)
+                self.result(check, ok and bool(reason) and not seen,
+                            f"submitted: {ok} {detail}; queue: {reason or 'not queued'}; seen at "
+                            f"{seen or 'no relay'}")
+            finally:
+                self.lab.set_provider_password(self.site_file, relay.auth.user,
+                                               self.values[relay.auth.password_secret],
+                                               build_dir=self.build_dir)
+            self.flush()
+            seen = self.wait_where(case.token)
+            self.result(f"relay '{name}': with the right credentials again, the deferred message "
+                        "goes out", seen == [name], f"seen at {seen or 'no relay'}")
+
+    def bad_certificate(self) -> None:
+        for name, relay in sorted(self.site.relays.items()):
+            if relay.tls == "encrypt" or relay.auth:
+                continue
+            case = next((c for c in route_cases(self.site) if c.relay == name), None)
+            if case is None:
+                continue
+            check = (f"relay '{name}' with a certificate that does not verify is not used "
+                     "(deferred, nothing sent in clear)")
+            self.lab.break_relay_certificate(self.site_file, name, build_dir=self.build_dir)
+            try:
+                ok, detail = self.submit(case)
+                time.sleep(8)
+                reason = self.queued(case.token)
+                seen = self.where(case.token)
+                self.result(check, ok and bool(reason) and not seen,
+                            f"submitted: {ok} {detail}; queue: {reason or 'not queued'}; "
+                            f"seen at {seen or 'no relay'}")
+            finally:
+                self.lab.restore_relay_certificate(self.site_file, name, build_dir=self.build_dir)
+            self.flush()
+            seen = self.wait_where(case.token)
+            self.result(f"relay '{name}': with its certificate back, the deferred message goes "
+                        "out", seen == [name], f"seen at {seen or 'no relay'}")
+
+    def count_local(self, account: str, token: str) -> int:
+        proc = self.mail.exec(["doveadm", "search", "-u", account, "mailbox", "INBOX",
+                               "header", "subject", token])
+        return len([line for line in proc.stdout.splitlines() if line.strip()])
+
+    def fetch(self) -> None:
+        for f in self.site.fetch:
+            ident = fetch_plan.fetch_id(f)
+            unit = f"{fetch_plan.UNIT}{ident}.service"
+            tokens = [uuid.uuid4().hex, uuid.uuid4().hex]
+            for token, seen in zip(tokens, (False, True), strict=True):
+                raw = (f"From: someone@outside.example.net\r\nTo: {f.user}\r\n"
+                       f"Subject: mailstack verify {token}\r\nMessage-ID: <{token}@lab.test>\r\n"
+                       f"\r\n{token}\r\n")
+                self.lab.put_provider_message(self.site_file, f.user, raw, seen=seen,
+                                              build_dir=self.build_dir)
+            label = f"{f.protocol} {f.user} at {f.host} -> {f.account}"
+            counts = []
+            for _ in range(3):  # each run is a new getmail process: state lives on disk
+                run = self.mail.exec(["systemctl", "start", unit], timeout=120)
+                if run.returncode != 0:
+                    status = self.mail.exec(["journalctl", "-u", unit, "-n", "8", "--no-pager"])
+                    self.result(f"{label}: {unit} runs", False, status.stdout[-800:])
+                    break
+                deadline = time.monotonic() + WAIT
+                while time.monotonic() < deadline and not all(
+                        self.count_local(f.account, t) for t in tokens):
+                    time.sleep(1)
+                counts.append([self.count_local(f.account, t) for t in tokens])
+            else:
+                self.result(f"{label}: an unread and an already-read message arrive exactly once "
+                            "(three runs, each a new process)",
+                            all(c == [1, 1] for c in counts), f"copies per run: {counts}")
+                remote = self.lab.provider_mailbox(self.site_file, f.user,
+                                                   build_dir=self.build_dir)
+                left = [t for t in tokens if any(t in m for m in remote)]
+                want = tokens if f.keep else []
+                self.result(f"{label}: {'kept' if f.keep else 'removed'} at the provider",
+                            left == want, f"left at the provider: {len(left)} of 2")
+
+    def timers(self) -> None:
+        for f in self.site.fetch:
+            unit = f"{fetch_plan.UNIT}{fetch_plan.fetch_id(f)}.timer"
+            proc = self.mail.exec(["systemctl", "is-active", unit])
+            self.result(f"{unit} is active", proc.stdout.strip() == "active",
+                        proc.stdout.strip())
+
+
+def run(site: Site, site_file: str | Path, build_dir: str | Path, values: dict[str, str],
+        result: Callable[[str, bool, str], None]) -> None:
+    checks = OutsideChecks(site, site_file, build_dir, values, result)
+    for part in (checks.routes, checks.wrong_credentials, checks.bad_certificate, checks.timers,
+                 checks.fetch):
+        try:
+            part()
+        except Exception as err:  # a crashed check is a failed check, with its reason
+            result(f"outside checks: {part.__name__}", False, f"{type(err).__name__}: {err}")
+
