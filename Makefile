@@ -23,14 +23,19 @@ image: host
 	bash scripts/build-image.sh
 
 demo: venv image
+	$(MAILSTACK) lab secrets $(SITE)
 	$(MAILSTACK) secrets $(SITE)
 	$(MAILSTACK) check $(SITE)
 	$(MAILSTACK) render $(SITE) -o build
 	$(MAILSTACK) check $(SITE) --with-daemons
+	$(MAILSTACK) lab up $(SITE)
+	$(MAILSTACK) apply $(SITE) --lab
+	$(MAILSTACK) verify $(SITE) --lab
 
 lint: venv
 	$(VENV)/bin/ruff check mailstack tests bench
 	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/ansible-lint -q playbooks roles
 
 unit: venv
 	$(PY) -m pytest -q -m 'not live'

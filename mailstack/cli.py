@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--to", dest="rcpt", required=True, metavar="ADDR")
     lab = sub.add_parser("lab", help="run the site in local containers",
                          description="run the site in local containers (podman, --internal)")
-    lab.add_argument("action", choices=["up", "down"])
+    lab.add_argument("action", choices=["up", "down", "secrets"],
+                     help="secrets: make the outside world's missing secrets (lab stand-ins)")
     lab.add_argument("site", metavar="SITE")
     lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     a = verb("apply", "deploy the rendered site with Ansible over SSH")
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
     target.add_argument("--lab", action="store_true", help="the lab's inventory (lab up first)")
     a.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    a.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    a.add_argument("--check", action="store_true",
+                   help="check mode: stage and check everything, change nothing live")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     target = v.add_mutually_exclusive_group(required=True)
     target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
@@ -84,17 +88,24 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "up":
                 state = lab.up(args.site, build_dir=args.build)
                 for c in state.containers:
-                    print(f"{c.role:<7} {c.name:<40} {c.ip:<15} {c.hostname}")
+                    print(f"{c.role:<8} {c.name:<40} {c.ip:<15} {c.hostname}")
                 print(f"inventory: {state.inventory}")
+            elif args.action == "secrets":
+                for name in lab.ensure_outside_secrets(args.site, build_dir=args.build):
+                    print(f"created {name} (a lab stand-in)")
             else:
                 lab.down(args.site, build_dir=args.build)
                 print("lab removed")
         elif args.verb == "apply":
             from mailstack import apply
 
-            report = apply.apply(args.site, inventory=args.inventory, lab=args.lab,
-                                 build_dir=args.build, secrets_dir=args.secrets)
-            print(report.summary())
+            inventory = args.inventory
+            if args.lab:
+                from mailstack import lab
+
+                inventory = lab.state(args.site, build_dir=args.build).inventory
+            apply.apply(args.site, inventory=inventory, build_dir=args.build,
+                        secrets_dir=args.secrets, limit=args.limit, check_only=args.check)
         elif args.verb == "verify":
             from mailstack import verify
 

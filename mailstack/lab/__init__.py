@@ -3,22 +3,48 @@
     from mailstack import lab
     state = lab.up("inventories/branch-office/site.yml")   # network, containers, key, inventory
     state.inventory, state.key, state.client.ip, state.relay("head-office").pinned
+    state.secrets_created, state.warnings                   # outside secrets the lab made up
     lab.snapshot(site_file, "applied"); ...; lab.restore(site_file, "applied")
     lab.relay_messages(site_file, "head-office")            # raw messages the relay kept
+    lab.relay_auth_attempts(site_file, "head-office")       # nobody may log in there: []
+    lab.provider_messages(site_file)                        # what the provider took to send
+    lab.put_provider_message(site_file, "shop@provider.example", raw, seen=True)
     lab.down(site_file)
+
+The lab stands in for the outside world: a relay container per relay without ``auth`` (the
+head office's smarthost) and one provider container for every relay with ``auth`` and every
+``fetch`` host (:mod:`mailstack.lab.provider`), each with its own lab CA. Missing outside
+secrets of the site (CA certificates, provider passwords) are filled in by
+:func:`ensure_outside_secrets` (:mod:`mailstack.lab.outside`).
 
 :func:`plan_lab` is pure (no podman); the rest drives podman through
 :mod:`mailstack.container`. See :mod:`mailstack.lab.plan` for the layout and the safety rule.
 """
 
-from mailstack.lab.plan import LabContainer, LabPlan, plan_lab, relay_name_ok
+from mailstack.lab.outside import OutsideReport, OutsideSecret, outside_secrets
+from mailstack.lab.plan import LabContainer, LabPlan, fixture_id, plan_lab, relay_name_ok
 from mailstack.lab.run import (
+    CLIENT_CA_DIR,
     SNAPSHOT_REPO,
+    auth_usernames,
+    break_relay_certificate,
+    clear_provider_mailbox,
+    clear_provider_messages,
     clear_relay_messages,
     down,
+    ensure_outside_secrets,
+    prepare_outside_secrets,
+    provider_auth_attempts,
+    provider_log,
+    provider_mailbox,
+    provider_messages,
+    put_provider_message,
+    relay_auth_attempts,
     relay_log,
     relay_messages,
     restore,
+    restore_relay_certificate,
+    set_provider_password,
     snapshot,
     snapshot_image,
     ssh_argv,
@@ -28,18 +54,37 @@ from mailstack.lab.run import (
 from mailstack.lab.state import LabState, render_inventory
 
 __all__ = [
+    "CLIENT_CA_DIR",
     "SNAPSHOT_REPO",
     "LabContainer",
     "LabPlan",
     "LabState",
+    "OutsideReport",
+    "OutsideSecret",
+    "auth_usernames",
+    "break_relay_certificate",
+    "clear_provider_mailbox",
+    "clear_provider_messages",
     "clear_relay_messages",
     "down",
+    "ensure_outside_secrets",
+    "fixture_id",
+    "outside_secrets",
     "plan_lab",
+    "prepare_outside_secrets",
+    "provider_auth_attempts",
+    "provider_log",
+    "provider_mailbox",
+    "provider_messages",
+    "put_provider_message",
+    "relay_auth_attempts",
     "relay_log",
     "relay_messages",
     "relay_name_ok",
     "render_inventory",
     "restore",
+    "restore_relay_certificate",
+    "set_provider_password",
     "snapshot",
     "snapshot_image",
     "ssh_argv",

@@ -5,11 +5,18 @@ outside) holds:
 
 * one container per site host, ``mailstack-<site>-<host>``, named by the host's FQDN (also its
   network alias, so the other containers resolve it), at ``.10``, ``.11``, ...;
-* one container per relay in ``site.relays``, ``mailstack-<site>-relay-<name>``, at ``.200``,
-  ``.201``, ...: a relay named by host name gets that name as network alias (podman's DNS
-  answers A records); a relay named by IP address keeps that address *pinned*: the relay
-  container carries it as an extra /32 and every other container routes it to the relay's
-  MAC address (see :mod:`mailstack.lab.run`);
+* one container per relay in ``site.relays`` that logs nobody in (no ``auth``),
+  ``mailstack-<site>-relay-<name>``, at ``.200``, ``.201``, ...: the head office's smarthost.
+  A relay named by host name gets that name as network alias (podman's DNS answers A
+  records); a relay named by IP address keeps that address *pinned*: the relay container
+  carries it as an extra /32 and every other container routes it to the relay's MAC address
+  (see :mod:`mailstack.lab.run`);
+* the provider ``mailstack-<site>-provider`` at ``.150`` (only when the site has one): a
+  public mail provider that stands in for every relay with ``auth`` and every ``fetch`` host,
+  with all their names as aliases (or pinned addresses). It listens on 465 (TLS from the first
+  byte) and 587 (STARTTLS) plus whatever other port those relays name, and IMAP/POP3 over TLS
+  on 993/995 (or the fetch's port); one mailbox per relay login and per fetch user. A relay
+  without ``auth`` whose host is also a provider host is served by the provider too;
 * the client ``mailstack-<site>-client`` at ``.100``, where probes come from (an address
   outside Postfix's ``mynetworks``).
 
@@ -19,9 +26,10 @@ relays' own /24: on this project's machines 192.0.2.0/24 is the host's own LAN (
 gateway is 192.0.2.1, the example's relay) and 203.0.113.80 its package mirror, so a podman
 network on a documentation /24 is either refused by podman or hijacks the host's route.
 
-Safety: a relay the lab would stand in for must be an address or name that belongs to nobody
-(RFC 5737 documentation ranges, RFC 2606 reserved names), else :func:`plan_lab` refuses the
-site with an :class:`~mailstack.errors.InputError` naming the site file's line.
+Safety: a relay or fetch host the lab would stand in for must be an address or name that
+belongs to nobody (RFC 5737 documentation ranges, RFC 2606 reserved names), else
+:func:`plan_lab` refuses the site with an :class:`~mailstack.errors.InputError` naming the
+site file's line.
 """
 
 from __future__ import annotations
@@ -41,15 +49,18 @@ __all__ = [
     "CLIENT_HOSTNAME",
     "DOC_NETWORKS",
     "LAB_POOL",
+    "PROVIDER_HOSTNAME",
     "RESERVED_SUFFIXES",
     "LabContainer",
     "LabPlan",
     "Role",
+    "fixture_id",
     "plan_lab",
+    "provider_hosts",
     "relay_name_ok",
 ]
 
-Role = Literal["host", "relay", "client"]
+Role = Literal["host", "relay", "provider", "client"]
 
 DOC_NETWORKS = tuple(
     ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
@@ -65,9 +76,15 @@ LAB_POOL = ipaddress.IPv4Network("10.89.128.0/17")
 
 HOST_FIRST = 10
 CLIENT_OCTET = 100
+PROVIDER_OCTET = 150
 RELAY_FIRST = 200
 GATEWAY_OCTET = 254
 CLIENT_HOSTNAME = "client.lab.test"
+PROVIDER_HOSTNAME = "provider.lab.test"
+"""The provider's host name when none of its names is a host name (all are IP addresses)."""
+PROVIDER_SMTP_PORTS = ((465, "smtps"), (587, "smtp"))
+"""What the provider always listens on for mail: 465 TLS from the first byte, 587 STARTTLS
+(a relay of the site that names one of these ports with the other mode wins)."""
 
 _CONTAINER_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -85,7 +102,7 @@ class LabContainer:
     name: str
     role: Role
     key: str
-    """The site host's key, the relay's name, or ``client``."""
+    """The site host's key, the relay's name, ``provider`` or ``client``."""
     hostname: str
     ip: str
     """Its address on the lab network."""
@@ -98,7 +115,14 @@ class LabContainer:
     tls: str | None = None
     """A relay's tls mode (verify, encrypt, wrapper)."""
     tls_names: tuple[str, ...] = ()
-    """Names (and IPs) a relay's self-signed certificate carries."""
+    """Names (and IPs) the certificate of a relay or the provider carries."""
+    stands_for: tuple[str, ...] = ()
+    """Names of the site's relays this container answers for (a relay: its own name)."""
+    listens: tuple[str, ...] = ()
+    """``KIND:PORT`` it serves: ``smtp`` (STARTTLS offered; the provider requires it),
+    ``smtps`` (TLS from the first byte), ``imaps``, ``pop3s``."""
+    mailboxes: tuple[str, ...] = ()
+    """The provider's logins: every relay ``auth.user`` and ``fetch`` user it answers for."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -112,6 +136,9 @@ class LabContainer:
             "port": self.port,
             "tls": self.tls,
             "tls_names": list(self.tls_names),
+            "stands_for": list(self.stands_for),
+            "listens": list(self.listens),
+            "mailboxes": list(self.mailboxes),
         }
 
     @classmethod
@@ -127,7 +154,19 @@ class LabContainer:
             port=data.get("port"),  # type: ignore[arg-type]
             tls=data.get("tls"),  # type: ignore[arg-type]
             tls_names=tuple(data.get("tls_names") or ()),  # type: ignore[arg-type]
+            stands_for=tuple(data.get("stands_for") or ()),  # type: ignore[arg-type]
+            listens=tuple(data.get("listens") or ()),  # type: ignore[arg-type]
+            mailboxes=tuple(data.get("mailboxes") or ()),  # type: ignore[arg-type]
         )
+
+    def ports(self, *kinds: str) -> tuple[int, ...]:
+        """The ports of :attr:`listens` of these kinds (all kinds when none are given)."""
+        out = []
+        for item in self.listens:
+            kind, _, port = item.partition(":")
+            if not kinds or kind in kinds:
+                out.append(int(port))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -152,6 +191,16 @@ class LabPlan:
     def client(self) -> LabContainer:
         return next(c for c in self.containers if c.role == "client")
 
+    @property
+    def provider(self) -> LabContainer | None:
+        """The provider container, or None when the site needs none."""
+        return next((c for c in self.containers if c.role == "provider"), None)
+
+    @property
+    def stand_ins(self) -> tuple[LabContainer, ...]:
+        """The relay containers and the provider: what the lab puts in for the outside world."""
+        return tuple(c for c in self.containers if c.role in ("relay", "provider"))
+
     def host(self, key: str) -> LabContainer:
         for c in self.hosts:
             if c.key == key:
@@ -159,8 +208,10 @@ class LabPlan:
         raise KeyError(f"no site host {key!r} in the lab of {self.site}")
 
     def relay(self, name: str) -> LabContainer:
-        for c in self.relays:
-            if c.key == name:
+        """The container that answers for the site's relay ``name``: its relay container or
+        the provider."""
+        for c in self.stand_ins:
+            if name in c.stands_for or (c.role == "relay" and c.key == name):
                 return c
         raise KeyError(f"no relay {name!r} in the lab of {self.site}")
 
@@ -219,6 +270,27 @@ def _pick_subnet(site: str, taken: Iterable[str | ipaddress.IPv4Network]) -> ipa
     raise ToolError(f"no free /24 left in {LAB_POOL} for the lab network of site {site}")
 
 
+def provider_hosts(site: Site) -> tuple[str, ...]:
+    """Host names (lowercase, no trailing dot) the provider answers for: every relay with
+    ``auth`` and every ``fetch`` host, in site order."""
+    hosts = [_norm(r.host) for r in site.relays.values() if r.auth]
+    hosts += [_norm(f.host) for f in site.fetch]
+    return tuple(dict.fromkeys(hosts))
+
+
+def fixture_id(c: LabContainer) -> str:
+    """Short name of a stand-in for files about it: ``relay-<name>`` or ``provider``."""
+    return "provider" if c.role == "provider" else f"{c.role}-{c.key}"
+
+
+def _norm(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def _relay_kind(tls: str | None) -> str:
+    return "smtps" if tls == "wrapper" else "smtp"
+
+
 def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -> LabPlan:
     """The lab of ``site``; refuse (InputError) a site whose relays the lab must not stand in for.
 
@@ -236,38 +308,67 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
             refuse(("hosts", key), f"host name '{key}' cannot be part of a container name "
                                    "(letters, digits, '_', '.', '-'; not first: '_', '.', '-')")
 
+    at_provider = provider_hosts(site)  # ordered: the first name is the provider's own
     first_net: tuple[str, ipaddress.IPv4Network] | None = None
+
+    def safe(path: tuple[str | int, ...], what: str, host: str) -> bool:
+        """Refuse a host that could be a real server; keep IP hosts in one /24."""
+        nonlocal first_net
+        ip = _as_ip(host)
+        if ip is not None:
+            if ip.version != 4 or not any(ip in n for n in DOC_NETWORKS):
+                refuse(path, f"{what} host {host} is not in a documentation range "
+                             f"{_DOC_TEXT}: {_WHY}")
+                return False
+            net = ipaddress.IPv4Network(f"{ip}/24", strict=False)
+            if first_net is None:
+                first_net = (what, net)
+            elif net != first_net[1]:
+                refuse(path, f"{what} host {host} is not in {first_net[1]}, the /24 of "
+                             f"{first_net[0]}: the lab keeps all relays named by IP "
+                             "address in one /24")
+                return False
+        elif not relay_name_ok(host):
+            refuse(path, f"{what} host {host} is not a reserved example name "
+                         f"{_NAME_TEXT}: {_WHY}")
+            return False
+        return True
+
     owners: dict[str, str] = {}
+    provider_ports: dict[int, tuple[str, str]] = {}  # port -> (kind, who asked for it)
     for name, relay in site.relays.items():
         path = ("relays", name, "host")
         host = relay.host.strip()
         if not _CONTAINER_PART.match(name):
             refuse(("relays", name), f"relay name '{name}' cannot be part of a container name "
                                      "(letters, digits, '_', '.', '-'; not first: '_', '.', '-')")
-        ip = _as_ip(host)
-        if ip is not None:
-            if ip.version != 4 or not any(ip in n for n in DOC_NETWORKS):
-                refuse(path, f"relay '{name}' host {host} is not in a documentation range "
-                             f"{_DOC_TEXT}: {_WHY}")
-                continue
-            net = ipaddress.IPv4Network(f"{ip}/24", strict=False)
-            if first_net is None:
-                first_net = (name, net)
-            elif net != first_net[1]:
-                refuse(path, f"relay '{name}' host {host} is not in {first_net[1]}, the /24 of "
-                             f"relay '{first_net[0]}': the lab keeps all relays named by IP "
-                             "address in one /24")
-                continue
-        elif not relay_name_ok(host):
-            refuse(path, f"relay '{name}' host {host} is not a reserved example name "
-                         f"{_NAME_TEXT}: {_WHY}")
+        if not safe(path, f"relay '{name}'", host):
             continue
-        norm = host.lower().rstrip(".")
+        norm = _norm(host)
+        if norm in at_provider:
+            kind = _relay_kind(relay.tls)
+            had = provider_ports.setdefault(relay.port, (kind, f"relay '{name}'"))
+            if had[0] != kind:
+                refuse(("relays", name, "port"),
+                       f"relay '{name}' wants {'TLS from the first byte' if kind == 'smtps' else 'STARTTLS'} "
+                       f"on port {relay.port} of the lab's provider, where {had[1]} wants "
+                       f"{'TLS from the first byte' if had[0] == 'smtps' else 'STARTTLS'}")
+            continue
         if norm in owners:
             refuse(path, f"relay '{name}' host {host} is also the host of relay "
                          f"'{owners[norm]}': the lab gives each relay its own container")
             continue
         owners[norm] = name
+    for i, fetch in enumerate(site.fetch):
+        if not safe(("fetch", i, "host"), f"fetch[{i}]", fetch.host.strip()):
+            continue
+        kind = "pop3s" if fetch.protocol == "pop3" else "imaps"
+        port = fetch.port or (995 if fetch.protocol == "pop3" else 993)
+        had = provider_ports.setdefault(port, (kind, f"fetch[{i}]"))
+        if had[0] != kind:
+            refuse(("fetch", i, "port" if fetch.port else "protocol"),
+                   f"fetch[{i}] wants {kind} on port {port} of the lab's provider, where "
+                   f"{had[1]} wants {had[0]}")
     # Direct delivery looks up MX records: podman's DNS forwards unknown names to the host's
     # resolvers even on an --internal network, so a lab must never be asked to deliver direct.
     if site.relay.default == "direct":
@@ -297,7 +398,8 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
             name=f"{prefix}-{key}", role="host", key=key, hostname=fqdn,
             ip=addr(HOST_FIRST + i), aliases=(fqdn,),
         ))
-    for i, (name, relay) in enumerate(site.relays.items()):
+    own_relays = [(n, r) for n, r in site.relays.items() if _norm(r.host) not in at_provider]
+    for i, (name, relay) in enumerate(own_relays):
         host = relay.host.strip().rstrip(".")
         is_ip = _as_ip(host) is not None
         hostname = f"{_label(name)}.relay.lab.test" if is_ip else host.lower()
@@ -309,6 +411,27 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
             aliases=() if is_ip else (host.lower(),),
             pinned=(host,) if is_ip else (),
             port=relay.port, tls=relay.tls, tls_names=tls_names,
+            stands_for=(name,), listens=(f"{_relay_kind(relay.tls)}:{relay.port}",),
+        ))
+    if at_provider:
+        names = [h for h in at_provider if _as_ip(h) is None]
+        pinned = [h for h in at_provider if _as_ip(h) is not None]
+        served = tuple(n for n, r in site.relays.items() if _norm(r.host) in at_provider)
+        tls_names = [site.relays[n].tls_name.lower() for n in served
+                     if site.relays[n].tls_name]
+        ports = dict(PROVIDER_SMTP_PORTS)
+        ports.update({p: kind for p, (kind, _) in provider_ports.items()})
+        mailboxes = [r.auth.user for r in site.relays.values()
+                     if r.auth and _norm(r.host) in at_provider]
+        mailboxes += [f.user for f in site.fetch]
+        containers.append(LabContainer(
+            name=f"{prefix}-provider", role="provider", key="provider",
+            hostname=names[0] if names else PROVIDER_HOSTNAME, ip=addr(PROVIDER_OCTET),
+            aliases=tuple(names), pinned=tuple(pinned),
+            tls_names=tuple(dict.fromkeys([*names, *tls_names, *pinned])),
+            stands_for=served,
+            listens=tuple(f"{kind}:{port}" for port, kind in sorted(ports.items())),
+            mailboxes=tuple(dict.fromkeys(mailboxes)),
         ))
     containers.append(LabContainer(
         name=f"{prefix}-client", role="client", key="client", hostname=CLIENT_HOSTNAME,
@@ -320,7 +443,8 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
         for taken_name in (c.name, *c.aliases):
             other = seen.get(taken_name.lower())
             if other is not None:
-                where = ("hosts", c.key) if c.role == "host" else ("relays", c.key)
+                where = {"host": ("hosts", c.key), "relay": ("relays", c.key)}.get(
+                    c.role, ("fetch",))
                 raise InputError(str(Finding(site.marks.at(where), where, f"'{taken_name}' is "
                                              f"already the name of the lab's {other}")))
             seen[taken_name.lower()] = f"{c.role} '{c.key}'"

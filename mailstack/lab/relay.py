@@ -2,22 +2,30 @@
 
 ``fixtures/relay/main.cf`` (not produced by mailstack's renderer) accepts mail for any domain
 from the lab subnet and keeps every message in one Maildir, ``/var/mail/relay/sink/``.
-STARTTLS is offered with a self-signed certificate made in the container at the first
-``lab up``; its certificate is copied to ``build/<site>/lab/relay-<name>.crt`` (a site that
-wants ``tls: verify`` against the lab can use it as its ``ca_secret``).
+STARTTLS (or TLS from the first byte for ``tls: wrapper``) is offered with a certificate of
+the relay's own lab CA for all the relay's names, its ``tls_name`` among them (see
+:mod:`mailstack.lab.tls`); a site's ``ca_secret`` for the relay holds that CA.
+
+It also OFFERS AUTH (``fixtures/relay/dovecot.conf``: SASL through a Dovecot in the container
+whose user list is empty, ``auth_verbose = yes``). Nobody can log in, mail from the lab network
+is accepted without logging in, and any attempt is logged with its user name: in Postfix's log
+(``SASL PLAIN authentication failed: ..., sasl_username=USER``) and Dovecot's
+(``passwd-file(USER,IP): unknown user``). That is how the lab sees a site offering this relay
+credentials meant for another one.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from importlib import resources
 
 from mailstack.container import Container
-from mailstack.errors import ToolError
+from mailstack.lab import fixture
+from mailstack.lab.fixture import DOVECOT_LOG, MAIL_LOG, SINK_DIR, Put, Setup
 from mailstack.lab.plan import LabContainer, LabPlan
+from mailstack.lab.tls import KeyPair
 
 __all__ = [
+    "DOVECOT_LOG",
     "LOG_FILE",
     "SINK_DIR",
     "clear_messages",
@@ -25,17 +33,15 @@ __all__ = [
     "messages",
     "read_log",
     "render_main_cf",
+    "smtpd_listeners",
 ]
 
-SINK_DIR = "/var/mail/relay/sink"
-LOG_FILE = "/var/log/mail.log"
-CERT = "/etc/postfix/lab-relay.crt"
-KEY = "/etc/postfix/lab-relay.key"
-SINK_UID = 5000
+LOG_FILE = MAIL_LOG
+SINK_UID = fixture.MAIL_UID
 
 
-def fixture_text(name: str) -> str:
-    return resources.files("mailstack.lab").joinpath("fixtures", "relay", name).read_text(
+def fixture_text(kind: str, name: str) -> str:
+    return resources.files("mailstack.lab").joinpath("fixtures", kind, name).read_text(
         encoding="utf-8"
     )
 
@@ -43,111 +49,52 @@ def fixture_text(name: str) -> str:
 def render_main_cf(plan: LabPlan, relay: LabContainer) -> str:
     """The fixture main.cf with the lab's subnet and the relay's host name filled in."""
     return (
-        fixture_text("main.cf")
+        fixture_text("relay", "main.cf")
         .replace("@LAB_SUBNET@", plan.subnet)
         .replace("@RELAY_HOSTNAME@", relay.hostname)
     )
 
 
-# Runs in the relay container: $1 host name (certificate CN), $2 subjectAltName, $3 port,
-# $4 1 for TLS from the first byte. Installs main.cf.lab-new, makes the certificate once, adds
-# a listener for a port other than 25, and restarts Postfix only when something changed.
-_CONFIGURE = r"""
-set -eu
-cd /etc/postfix
-before=$(cat main.cf master.cf 2>/dev/null | md5sum)
-# Replace main.cf only when it differs: Postfix tools wait ~2 s after main.cf changes.
-if cmp -s main.cf.lab-new main.cf; then rm -f main.cf.lab-new; else mv -f main.cf.lab-new main.cf; fi
-install -d -o 5000 -g 5000 -m 0750 /var/mail/relay
-if [ ! -s lab-relay.key ] || [ ! -s lab-relay.crt ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -keyout lab-relay.key \
-        -out lab-relay.crt -subj "/CN=$1" -addext "subjectAltName=$2" 2>/dev/null
-    chmod 0600 lab-relay.key
-fi
-if [ "$3" = 25 ]; then service=smtp; else service=$3; fi
-if [ -z "$(postconf -M "$service/inet" 2>/dev/null)" ]; then
-    postconf -M "$service/inet=$service inet n - y - - smtpd"
-fi
-if [ "$4" = 1 ]; then
-    postconf -P "$service/inet/smtpd_tls_wrappermode=yes"
-else
-    postconf -PX "$service/inet/smtpd_tls_wrappermode" 2>/dev/null || true
-fi
-touch /var/log/mail.log
-after=$(cat main.cf master.cf | md5sum)
-if [ "$before" != "$after" ] || ! systemctl -q is-active postfix; then
-    out=$(postfix check 2>&1) || { echo "$out" >&2; exit 1; }
-    [ -z "$out" ] || { echo "postfix check: $out" >&2; exit 1; }
-    systemctl restart postfix
-    echo restarted
-fi
-"""
+def smtpd_listeners(c: LabContainer, *, starttls: str = "smtp") -> dict[int, str]:
+    """master.cf listeners from the container's ``smtp``/``smtps`` :attr:`~LabContainer.listens`
+    (``starttls`` is what ``smtp`` becomes)."""
+    out: dict[int, str] = {}
+    for item in c.listens:
+        kind, _, port = item.partition(":")
+        if kind in ("smtp", "smtps"):
+            out[int(port)] = starttls if kind == "smtp" else kind
+    return out
 
 
-def _san(relay: LabContainer) -> str:
-    parts = []
-    for name in relay.tls_names:
-        try:
-            ipaddress.ip_address(name)
-            parts.append(f"IP:{name}")
-        except ValueError:
-            parts.append(f"DNS:{name}")
-    return ",".join(dict.fromkeys(parts))
-
-
-def configure(plan: LabPlan, relay: LabContainer) -> str:
-    """Install the fixture in the relay container; return its certificate (PEM)."""
-    box = Container(relay.name)
-    box.put_file("/etc/postfix/main.cf.lab-new", render_main_cf(plan, relay))
-    wrapper = "1" if relay.tls == "wrapper" else "0"
-    box.exec(
-        ["sh", "-c", _CONFIGURE, "sh", relay.hostname, _san(relay), str(relay.port or 25),
-         wrapper],
-        check=True, timeout=120,
+def configure(plan: LabPlan, relay: LabContainer, cert: KeyPair) -> list[str]:
+    """Install the fixture in the relay container, serving ``cert``; return the daemons that
+    were (re)started (none when everything was already so)."""
+    setup = Setup(
+        files=[
+            Put("/etc/postfix/main.cf", render_main_cf(plan, relay), tag="postfix"),
+            Put(fixture.POSTFIX_KEY, cert.key, 0o600, tag="postfix"),
+            Put(fixture.POSTFIX_CERT, cert.cert, tag="postfix"),
+            Put("/etc/dovecot/dovecot.conf", fixture_text("relay", "dovecot.conf"),
+                tag="dovecot"),
+            Put("/etc/dovecot/lab-nobody", "", 0o640, "root:dovecot"),
+            fixture.dovecot_drop_in(),
+        ],
+        dirs=[("/var/mail/relay", f"{SINK_UID}:{SINK_UID}", 0o750)],
+        smtpd=smtpd_listeners(relay),
     )
-    return box.exec(["cat", CERT], check=True).stdout
-
-
-_READ_SINK = r"""
-import json, os, sys
-base = sys.argv[1]
-found = []
-for sub in ("new", "cur"):
-    folder = os.path.join(base, sub)
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        continue
-    for name in names:
-        path = os.path.join(folder, name)
-        with open(path, "rb") as handle:
-            data = handle.read().decode("utf-8", "surrogateescape")
-        found.append((os.stat(path).st_mtime_ns, name, data))
-found.sort()
-json.dump([data for _, _, data in found], sys.stdout)
-"""
+    return fixture.install(Container(relay.name), setup)
 
 
 def messages(relay: LabContainer) -> list[str]:
     """Raw messages in the relay's sink Maildir, oldest first."""
-    proc = Container(relay.name).exec(["python3", "-c", _READ_SINK, SINK_DIR], check=True)
-    try:
-        return list(json.loads(proc.stdout))
-    except ValueError:
-        raise ToolError(f"reading the sink of {relay.name}: unexpected output "
-                        f"{proc.stdout[:200]!r}") from None
+    return fixture.maildir_messages(relay, SINK_DIR)
 
 
 def clear_messages(relay: LabContainer) -> None:
-    """Empty the relay's sink Maildir and its mail log."""
-    Container(relay.name).exec(
-        ["sh", "-c", f"rm -f {SINK_DIR}/new/* {SINK_DIR}/cur/* {SINK_DIR}/tmp/*; "
-                     f": > {LOG_FILE}"],
-        check=True,
-    )
+    """Empty the relay's sink Maildir and its logs."""
+    fixture.clear_sink(relay)
 
 
 def read_log(relay: LabContainer) -> str:
     """The relay's Postfix log (``maillog_file``)."""
-    proc = Container(relay.name).exec(["cat", LOG_FILE])
-    return proc.stdout if proc.returncode == 0 else ""
+    return fixture.read_file(relay, LOG_FILE)

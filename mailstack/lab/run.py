@@ -4,9 +4,10 @@ Everything goes through :mod:`mailstack.container` (``Container.start``, ``exec`
 ``put_file``, ``commit``, ``remove_image``). The network is ``--internal``: containers reach
 each other and the host reaches them, but nothing in it reaches anything outside.
 
-A relay named by IP address (e.g. 192.0.2.1) is *pinned*: the relay container carries that
-address as an extra /32, and every other container routes it on-link to the relay's MAC address
-(a permanent neighbour entry), so the address is answered inside the lab only. Adding
+A relay named by IP address (e.g. 192.0.2.1) is *pinned*: the relay container (or the
+provider, for a relay it answers for) carries that address as an extra /32, and every other
+container routes it on-link to that container's MAC address (a permanent neighbour entry), so
+the address is answered inside the lab only. Adding
 addresses and routes needs CAP_NET_ADMIN, which ``podman exec --privileged`` grants to that one
 command; the containers themselves run with the usual capabilities.
 """
@@ -19,17 +20,22 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailstack import container as podman
+from mailstack import secrets as site_secrets
 from mailstack.container import IMAGE, Container, commit, image_exists, remove_image
 from mailstack.errors import InputError, ToolError
+from mailstack.lab import fixture, outside, tls
+from mailstack.lab import provider as provider_fixture
 from mailstack.lab import relay as relay_fixture
-from mailstack.lab.plan import LabContainer, LabPlan, plan_lab
+from mailstack.lab.plan import LabContainer, LabPlan, fixture_id, plan_lab
 from mailstack.lab.state import (
     INVENTORY,
     KEY,
@@ -43,12 +49,27 @@ from mailstack.site.load import load_site
 from mailstack.site.model import Site
 
 __all__ = [
+    "CLIENT_CA_DIR",
     "SNAPSHOT_REPO",
+    "auth_usernames",
+    "break_relay_certificate",
+    "clear_provider_mailbox",
+    "clear_provider_messages",
     "clear_relay_messages",
     "down",
+    "ensure_outside_secrets",
+    "prepare_outside_secrets",
+    "provider_auth_attempts",
+    "provider_log",
+    "provider_mailbox",
+    "provider_messages",
+    "put_provider_message",
+    "relay_auth_attempts",
     "relay_log",
     "relay_messages",
     "restore",
+    "restore_relay_certificate",
+    "set_provider_password",
     "snapshot",
     "snapshot_image",
     "state",
@@ -56,6 +77,9 @@ __all__ = [
 ]
 
 SNAPSHOT_REPO = "localhost/mailstack-snap"
+CLIENT_CA_DIR = "/etc/mailstack-lab/ca"
+"""Where the client container finds the stand-ins' CA certificates: ``<fixture id>.crt``
+(``relay-head-office.crt``, ``provider.crt``), for probes that verify them."""
 SSH_TIMEOUT = 30.0
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 T = TypeVar("T")
@@ -270,18 +294,18 @@ with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
 def _wire(plan: LabPlan, targets: Iterable[LabContainer]) -> None:
     """Pin the relays' own addresses inside the lab and announce each target's MAC address.
 
-    A relay container carries its pinned addresses as /32s; every other container routes
-    them on-link to the relay's MAC (a permanent neighbour entry), so they are answered by
-    the relay and never leave the lab. Needs CAP_NET_ADMIN, granted to this one command by
+    A relay container (or the provider) carries its pinned addresses as /32s; the site hosts
+    and the client route them on-link to its MAC (a permanent neighbour entry), so they are
+    answered by the stand-in and never leave the lab. Needs CAP_NET_ADMIN, granted to this one command by
     ``podman exec --privileged`` (Container.exec has no such option).
     """
-    routes = [[address, _mac(plan, r)] for r in plan.relays for address in r.pinned]
+    routes = [[address, _mac(plan, r)] for r in plan.stand_ins for address in r.pinned]
 
     def wire(c: LabContainer) -> None:
         want = {
             "ip": c.ip,
-            "pin": list(c.pinned) if c.role == "relay" else [],
-            "routes": routes if c.role != "relay" else [],
+            "pin": list(c.pinned),
+            "routes": routes if c.role not in ("relay", "provider") else [],
         }
         _podman(["exec", "--privileged", c.name, "python3", "-c", _WIRE, json.dumps(want)],
                 what=f"wiring relay addresses in container {c.name}")
@@ -348,12 +372,14 @@ def _wait_ssh(c: LabContainer, key: Path, timeout: float = SSH_TIMEOUT) -> None:
 
 # -- public API --------------------------------------------------------------------------
 
-def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build"
-       ) -> LabState:
+def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build",
+       secrets_dir: str | os.PathLike[str] | None = None) -> LabState:
     """Bring up the lab of ``site_file`` (idempotent); return its state.
 
     Creates the internal network, starts the containers that do not already run as planned,
-    installs the lab's SSH key in the site hosts, configures the relay fixtures, writes
+    installs the lab's SSH key in the site hosts, fills in the site's missing outside secrets
+    (:func:`ensure_outside_secrets`; ``state.secrets_created``, ``state.warnings``),
+    configures the relay and provider fixtures with certificates of their lab CAs, writes
     ``build/<site>/lab/{inventory.yml,lab.json,id_ed25519}`` and checks SSH to every site host.
     """
     site = _load(site_file)
@@ -363,6 +389,7 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     where = lab_dir(build_dir, site.site)
     previous = _safe_read_state(where)
     plan = _plan_for_up(site)
+    report = _prepare_outside(site, plan, site_file, build_dir, secrets_dir)
     known = [c.name for c in previous.containers] if previous else []
     # Containers of an older plan that this plan no longer has.
     stale = [n for n in known if n not in {c.name for c in plan.containers}]
@@ -371,26 +398,77 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     where.mkdir(parents=True, exist_ok=True)
     os.chmod(where, 0o700)
     key, public_key = _ensure_key(where, site.site)
+    certs = {fixture_id(c): tls.ensure_server_cert(where, fixture_id(c),
+                                                   report.cas[fixture_id(c)], _cert_names(c))
+             for c in plan.stand_ins}
 
     _ensure_network(plan, known)
     _parallel(lambda c: _ensure_container(plan, c), plan.containers)
     _wire(plan, plan.containers)
     _parallel(lambda c: _authorize(c, public_key), plan.hosts)
 
-    certs = _parallel(lambda r: relay_fixture.configure(plan, r), plan.relays)
-    relay_certs: dict[str, Path] = {}
-    for r, pem in zip(plan.relays, certs, strict=True):
-        path = where / f"relay-{r.key}.crt"
-        write_atomic(path, pem)
-        relay_certs[r.key] = path
+    def configure(c: LabContainer) -> None:
+        if c.role == "provider":
+            provider_fixture.configure(c, certs["provider"], report.passwords)
+        elif c.role == "relay":
+            relay_fixture.configure(plan, c, certs[fixture_id(c)])
+        else:  # the client: the stand-ins' CAs, for probes that verify them
+            with tempfile.TemporaryDirectory(prefix="mailstack-lab-") as tmp:
+                for ident, ca in report.cas.items():
+                    Path(tmp, f"{ident}.crt").write_text(ca.cert, encoding="utf-8")
+                Container(c.name).put_tree(tmp, CLIENT_CA_DIR)
 
+    _parallel(configure, [*plan.stand_ins, plan.client])
+
+    ca_root = tls.ca_dir(build_dir, site.site)
+    relay_certs: dict[str, Path] = {}
+    relay_cas: dict[str, Path] = {}
+    for name in site.relays:
+        ident = fixture_id(plan.relay(name))
+        relay_certs[name] = where / f"{ident}.crt"
+        relay_cas[name] = ca_root / f"{ident}-ca.crt"
     inventory = where / INVENTORY
     write_atomic(inventory, render_inventory(plan, key))
     lab = LabState(plan=plan, lab_dir=where, inventory=inventory, key=key,
-                   relay_certs=relay_certs)
+                   relay_certs=relay_certs, relay_cas=relay_cas,
+                   provider_ca=ca_root / "provider-ca.crt" if plan.provider else None,
+                   secrets_created=report.created, warnings=report.warnings)
     lab.write()
     _parallel(lambda c: _wait_ssh(c, key), plan.hosts)
     return lab
+
+
+def _cert_names(c: LabContainer) -> tuple[str, ...]:
+    return c.tls_names or (c.hostname,)
+
+
+def _prepare_outside(site: Site, plan: LabPlan, site_file: str | os.PathLike[str],
+                     build_dir: str | os.PathLike[str],
+                     secrets_dir: str | os.PathLike[str] | None) -> outside.OutsideReport:
+    root = Path(secrets_dir) if secrets_dir else site_secrets.default_dir(site_file)
+    return outside.prepare(site, plan, site_secrets.SecretStore(root),
+                           tls.ca_dir(build_dir, site.site))
+
+
+def prepare_outside_secrets(site_file: str | os.PathLike[str], *,
+                            build_dir: str | os.PathLike[str] = "build",
+                            secrets_dir: str | os.PathLike[str] | None = None
+                            ) -> outside.OutsideReport:
+    """:func:`ensure_outside_secrets` with the whole report: also ``warnings`` (secrets that
+    exist but do not fit the lab), the provider's passwords and the CAs."""
+    site = _load(site_file)
+    return _prepare_outside(site, plan_lab(site), site_file, build_dir, secrets_dir)
+
+
+def ensure_outside_secrets(site_file: str | os.PathLike[str],
+                           build_dir: str | os.PathLike[str] = "build", *,
+                           secrets_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Write the site's missing outside secrets with the lab's values (see
+    :mod:`mailstack.lab.outside`); return the names written. Needs no podman: run it before
+    ``mailstack check``/``render`` of a site that is meant for the lab. The stand-ins' CAs are
+    made (once) in ``BUILD_DIR/<site>/lab-ca``."""
+    return list(prepare_outside_secrets(site_file, build_dir=build_dir,
+                                        secrets_dir=secrets_dir).created)
 
 
 def _safe_read_state(where: Path) -> LabState | None:
@@ -415,7 +493,10 @@ def state(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str
 def down(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build",
          keep_snapshots: bool = False) -> list[str]:
     """Remove the lab's containers, its network, ``build/<site>/lab`` and (unless
-    ``keep_snapshots``) its snapshot images. Idempotent; returns the containers removed."""
+    ``keep_snapshots``) its snapshot images. Idempotent; returns the containers removed.
+
+    ``build/<site>/lab-ca`` stays, like the secrets the lab wrote from it: the next ``up``
+    uses the same CAs, so a ``ca_secret`` it wrote before still matches."""
     site = _load(site_file)
     where = lab_dir(build_dir, site.site)
     previous = _safe_read_state(where)
@@ -480,7 +561,8 @@ def restore(site_file: str | os.PathLike[str], tag: str, *,
             ) -> LabState:
     """Recreate every site host container from its snapshot ``tag`` (same name, host name,
     address, aliases), pin the relay addresses again, wait for SSH. With ``clear_relays`` the
-    relays' sink Maildirs and logs are emptied too."""
+    relays' and the provider's sink Maildirs and logs are emptied too (not the provider's
+    mailboxes: :func:`clear_provider_mailbox`)."""
     _check_tag(tag)
     lab = state(site_file, build_dir=build_dir)
     images = {c.key: snapshot_image(lab.site, c.key, tag) for c in lab.hosts}
@@ -496,35 +578,156 @@ def restore(site_file: str | os.PathLike[str], tag: str, *,
     _parallel(recreate, lab.hosts)
     _wire(lab.plan, lab.hosts)
     if clear_relays:
-        _parallel(relay_fixture.clear_messages, lab.relays)
+        _parallel(fixture.clear_sink, lab.stand_ins)
     _parallel(lambda c: _wait_ssh(c, lab.key), lab.hosts)
     return lab
 
 
 def _relay(site_file: str | os.PathLike[str], relay_name: str,
            build_dir: str | os.PathLike[str]) -> LabContainer:
-    lab = state(site_file, build_dir=build_dir)
+    return _relay_in(state(site_file, build_dir=build_dir), relay_name)
+
+
+def _relay_in(lab: LabState, relay_name: str) -> LabContainer:
     try:
         return lab.relay(relay_name)
     except KeyError:
-        names = ", ".join(r.key for r in lab.relays) or "none"
+        names = ", ".join(n for c in lab.stand_ins for n in c.stands_for) or "none"
         raise InputError(f"the lab of {lab.site} has no relay {relay_name!r} "
                          f"(relays: {names})") from None
 
 
+def _provider(site_file: str | os.PathLike[str], build_dir: str | os.PathLike[str]
+              ) -> LabContainer:
+    lab = state(site_file, build_dir=build_dir)
+    if lab.provider is None:
+        raise InputError(f"the lab of {lab.site} has no provider: the site names no relay "
+                         "with auth and no fetch")
+    return lab.provider
+
+
+# -- relays: what they kept, what they saw ------------------------------------------------
+# A relay the provider answers for (relay with auth) is the provider here: its sink, its log.
+
 def relay_messages(site_file: str | os.PathLike[str], relay_name: str, *,
                    build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """Raw messages kept by the relay fixture ``relay_name`` (its sink Maildir), oldest first."""
-    return relay_fixture.messages(_relay(site_file, relay_name, build_dir))
+    """Raw messages kept by the stand-in of relay ``relay_name`` (its sink Maildir), oldest
+    first."""
+    return fixture.maildir_messages(_relay(site_file, relay_name, build_dir), fixture.SINK_DIR)
 
 
 def clear_relay_messages(site_file: str | os.PathLike[str], relay_name: str, *,
                          build_dir: str | os.PathLike[str] = "build") -> None:
-    """Empty the relay fixture's sink Maildir and its mail log."""
-    relay_fixture.clear_messages(_relay(site_file, relay_name, build_dir))
+    """Empty the sink Maildir and the Postfix and Dovecot logs of relay ``relay_name``'s
+    stand-in."""
+    fixture.clear_sink(_relay(site_file, relay_name, build_dir))
 
 
 def relay_log(site_file: str | os.PathLike[str], relay_name: str, *,
               build_dir: str | os.PathLike[str] = "build") -> str:
-    """The relay fixture's Postfix log (/var/log/mail.log: ``from=``, ``status=`` lines)."""
-    return relay_fixture.read_log(_relay(site_file, relay_name, build_dir))
+    """The Postfix log of relay ``relay_name``'s stand-in (/var/log/mail.log: ``from=``,
+    ``status=``, ``sasl_username=`` lines)."""
+    return fixture.read_file(_relay(site_file, relay_name, build_dir), fixture.MAIL_LOG)
+
+
+_SASL_USER = re.compile(r"\bsasl_username=([^,\s]+)")
+
+
+def auth_usernames(log: str) -> list[str]:
+    """User names of the SMTP AUTH attempts in a Postfix log, first appearance first: the
+    ``sasl_username=`` of accepted messages (``client=..., sasl_username=U``) and of failed
+    attempts (``SASL PLAIN authentication failed: ..., sasl_username=U``)."""
+    return list(dict.fromkeys(_SASL_USER.findall(log)))
+
+
+def relay_auth_attempts(site_file: str | os.PathLike[str], relay_name: str, *,
+                        build_dir: str | os.PathLike[str] = "build") -> list[str]:
+    """User names anyone tried SMTP AUTH with at relay ``relay_name``'s stand-in since its log
+    was last cleared. A relay container lets nobody log in: any name here is a site offering it
+    credentials (meant for another relay). For a relay the provider answers for, these are the
+    provider's logins, failed or not."""
+    return auth_usernames(relay_log(site_file, relay_name, build_dir=build_dir))
+
+
+def break_relay_certificate(site_file: str | os.PathLike[str], relay_name: str, *,
+                            build_dir: str | os.PathLike[str] = "build") -> None:
+    """Make relay ``relay_name``'s stand-in present a certificate of a CA nobody knows (same
+    names), reload its Postfix and wait until every listener presents it: a site that verifies
+    the relay must not use it now. For the provider only its Postfix changes (IMAP/POP3 keep
+    theirs). Undo with :func:`restore_relay_certificate` (or ``lab up``)."""
+    c = _relay(site_file, relay_name, build_dir)
+    unknown = tls.new_ca(f"mailstack lab: a CA nobody trusts ({uuid.uuid4().hex[:8]})")
+    bogus = tls.issue(unknown, _cert_names(c))
+    fixture.serve_certificate(c, bogus.cert, bogus.key)
+
+
+def restore_relay_certificate(site_file: str | os.PathLike[str], relay_name: str, *,
+                              build_dir: str | os.PathLike[str] = "build") -> None:
+    """Put the lab CA's certificate back on relay ``relay_name``'s stand-in (after
+    :func:`break_relay_certificate`)."""
+    lab = state(site_file, build_dir=build_dir)
+    c = _relay_in(lab, relay_name)
+    ident = fixture_id(c)
+    crt, key = lab.lab_dir / f"{ident}.crt", lab.lab_dir / f"{ident}.key"
+    try:
+        pair = tls.KeyPair(crt.read_text(encoding="utf-8"), key.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolError(f"{crt} or its key is missing: run `mailstack lab up` again") from None
+    fixture.serve_certificate(c, pair.cert, pair.key)
+
+
+# -- the provider --------------------------------------------------------------------------
+
+def provider_messages(site_file: str | os.PathLike[str], *,
+                      build_dir: str | os.PathLike[str] = "build") -> list[str]:
+    """Raw messages the provider accepted from logged-in users (its sink Maildir), oldest
+    first."""
+    return provider_fixture.messages(_provider(site_file, build_dir))
+
+
+def clear_provider_messages(site_file: str | os.PathLike[str], *,
+                            build_dir: str | os.PathLike[str] = "build") -> None:
+    """Empty the provider's sink Maildir and its Postfix and Dovecot logs."""
+    fixture.clear_sink(_provider(site_file, build_dir))
+
+
+def provider_mailbox(site_file: str | os.PathLike[str], user: str, *,
+                     build_dir: str | os.PathLike[str] = "build") -> list[str]:
+    """Raw messages in the provider mailbox of login ``user``, oldest first."""
+    return provider_fixture.mailbox(_provider(site_file, build_dir), user)
+
+
+def put_provider_message(site_file: str | os.PathLike[str], user: str, raw: str,
+                         seen: bool = False, *,
+                         build_dir: str | os.PathLike[str] = "build") -> str:
+    """Drop message ``raw`` into the provider mailbox of ``user`` (Maildir ``new/``; with
+    ``seen``: ``cur/NAME:2,S``, as if read at the provider); return its path there."""
+    return provider_fixture.put_message(_provider(site_file, build_dir), user, raw, seen=seen)
+
+
+def clear_provider_mailbox(site_file: str | os.PathLike[str], user: str, *,
+                           build_dir: str | os.PathLike[str] = "build") -> None:
+    """Delete every message in the provider mailbox of ``user``."""
+    provider_fixture.clear_mailbox(_provider(site_file, build_dir), user)
+
+
+def provider_log(site_file: str | os.PathLike[str], daemon: str = "postfix", *,
+                 build_dir: str | os.PathLike[str] = "build") -> str:
+    """The provider's Postfix log (``sasl_username=``, ``Sender address rejected``) or, with
+    ``daemon="dovecot"``, its Dovecot log (``pop3-login: Login: user=<...>``, ``Password
+    mismatch``)."""
+    return provider_fixture.read_log(_provider(site_file, build_dir), daemon)
+
+
+def provider_auth_attempts(site_file: str | os.PathLike[str], *,
+                           build_dir: str | os.PathLike[str] = "build") -> list[str]:
+    """User names anyone tried SMTP AUTH with at the provider (failed or not), first
+    appearance first, since its log was last cleared."""
+    return auth_usernames(provider_log(site_file, build_dir=build_dir))
+
+
+def set_provider_password(site_file: str | os.PathLike[str], user: str, password: str, *,
+                          build_dir: str | os.PathLike[str] = "build") -> None:
+    """Give the provider mailbox ``user`` another password (for SMTP AUTH, IMAP and POP3) so
+    the site's credentials are wrong; the next ``lab up`` puts the site's back."""
+    provider_fixture.set_password(_provider(site_file, build_dir), user, password)

@@ -4,9 +4,13 @@ inventory and the SSH key.
 ``lab.json`` is what ``verify`` reads to find the client and the relays::
 
     {"version": 1, "site": ..., "network": ..., "subnet": ..., "gateway": ...,
-     "containers": [{"name", "role": host|relay|client, "key", "hostname", "ip",
-                     "aliases", "pinned", "port", "tls", "tls_names"}, ...],
-     "inventory": ABS PATH, "key": ABS PATH, "relay_certs": {relay name: ABS PATH}}
+     "containers": [{"name", "role": host|relay|provider|client, "key", "hostname", "ip",
+                     "aliases", "pinned", "port", "tls", "tls_names", "stands_for",
+                     "listens", "mailboxes"}, ...],
+     "inventory": ABS PATH, "key": ABS PATH,
+     "relay_certs": {relay name: ABS PATH of the certificate its stand-in presents},
+     "relay_cas": {relay name: ABS PATH of the lab CA that signed it},
+     "provider_ca": ABS PATH or null}
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ class LabState:
     inventory: Path
     key: Path
     relay_certs: dict[str, Path] = field(default_factory=dict)
+    """Relay name -> the certificate its stand-in (relay container or provider) presents."""
+    relay_cas: dict[str, Path] = field(default_factory=dict)
+    """Relay name -> the lab CA certificate that signed it (what its ca_secret should hold)."""
+    provider_ca: Path | None = None
+    """The provider's CA certificate (what a fetch's ca_secret should hold), if any."""
+    secrets_created: tuple[str, ...] = field(default=(), compare=False)
+    """Outside secrets this ``up`` wrote into the site's secrets folder (not kept in lab.json)."""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """Secrets that exist but do not fit the lab (not kept in lab.json)."""
 
     # -- shortcuts into the plan ---------------------------------------------------------
     @property
@@ -94,6 +107,14 @@ class LabState:
         return self.plan.relay(name)
 
     @property
+    def provider(self) -> LabContainer | None:
+        return self.plan.provider
+
+    @property
+    def stand_ins(self) -> tuple[LabContainer, ...]:
+        return self.plan.stand_ins
+
+    @property
     def names(self) -> dict[str, str]:
         """Container name -> role."""
         return {c.name: c.role for c in self.containers}
@@ -114,6 +135,8 @@ class LabState:
             "inventory": str(self.inventory),
             "key": str(self.key),
             "relay_certs": {k: str(v) for k, v in self.relay_certs.items()},
+            "relay_cas": {k: str(v) for k, v in self.relay_cas.items()},
+            "provider_ca": str(self.provider_ca) if self.provider_ca else None,
         }
 
     @classmethod
@@ -122,12 +145,16 @@ class LabState:
             raise ToolError(f"{where / LAB_JSON}: unknown format version {data.get('version')!r}"
                             "; run `mailstack lab down` and `lab up` again")
         certs = data.get("relay_certs") or {}
+        cas = data.get("relay_cas") or {}
+        provider_ca = data.get("provider_ca")
         return cls(
             plan=LabPlan.from_json(data),
             lab_dir=where,
             inventory=Path(str(data["inventory"])),
             key=Path(str(data["key"])),
             relay_certs={str(k): Path(str(v)) for k, v in certs.items()},  # type: ignore[union-attr]
+            relay_cas={str(k): Path(str(v)) for k, v in cas.items()},  # type: ignore[union-attr]
+            provider_ca=Path(str(provider_ca)) if provider_ca else None,
         )
 
     def write(self) -> None:

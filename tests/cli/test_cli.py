@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def test_check_typo_exact_text(capsys, example) -> None:
     example.write_text(example.read_text().replace("\nrelay:", "\nrelya:"))
     code, out, err = run(capsys, "check", str(example))
     assert (code, out) == (2, "")
-    assert err == f"{example}:18: relya: unknown key; did you mean 'relay'?\n"
+    assert err == f"{example}:22: relya: unknown key; did you mean 'relay'?\n"
 
 
 def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
@@ -34,9 +35,9 @@ def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
     code, _, err = run(capsys, "check", str(example))
     assert code == 1
     assert err.splitlines() == [
-        f"{example}:22: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
+        f"{example}:26: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
         "itself: mail sent there would loop",
-        f"{example}:36: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
+        f"{example}:52: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
         "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?",
     ]
 
@@ -57,8 +58,16 @@ def test_render_and_secrets(capsys, tmp_path) -> None:
     assert code == 2 and out == ""
     assert f"{site}:12: ldap: secret 'ldap/admin' is missing: expected the file " \
            f"{tmp_path}/secrets/ldap/admin; `mailstack secrets SITE` creates it" in err.splitlines()
-    code, out, _ = run(capsys, "secrets", str(site))
-    assert code == 0 and f"created {tmp_path}/secrets/tls/mail.key\n" in out
+    code, out, err = run(capsys, "secrets", str(site))
+    assert code == 1 and f"created {tmp_path}/secrets/tls/mail.key\n" in out
+    # the outside world's secrets cannot be generated (in the lab, `lab up` stands in for them)
+    assert err.splitlines() == [
+        f"{tmp_path}/secrets/{name}: missing; put it there yourself (it cannot be generated)"
+        for name in ("lab/head-office-ca", "provider/shop", "lab/provider-ca", "provider/olga")]
+    for name in ("provider/shop", "lab/head-office-ca", "lab/provider-ca", "provider/olga"):
+        (tmp_path / "secrets" / name).parent.mkdir(exist_ok=True, mode=0o700)
+        shutil.copy(ROOT / "tests/fixtures/secrets" / name, tmp_path / "secrets" / name)
+        (tmp_path / "secrets" / name).chmod(0o600)
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").rglob("*") if p.is_file()}
     assert modes == {0o600}
     before = (tmp_path / "secrets/ldap/admin").read_bytes()

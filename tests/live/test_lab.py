@@ -91,11 +91,14 @@ def test_up_writes_key_inventory_and_state(lab_up: Lab) -> None:
     assert mail["ansible_ssh_private_key_file"] == str(st.key)
     assert mail["ansible_python_interpreter"] == "/usr/bin/python3"
     recorded = json.loads((st.lab_dir / "lab.json").read_text())
-    assert {c["role"] for c in recorded["containers"]} == {"host", "relay", "client"}
+    roles = {c["role"] for c in recorded["containers"]}
+    assert roles == {c.role for c in st.containers} and roles >= {"host", "relay", "client"}
     assert lab.state(lab_up.site_file, build_dir=lab_up.build_dir) == st
     running = set(_podman_lines("ps", "--format", "{{.Names}}"))
     assert {c.name for c in st.containers} <= running
     assert st.relay_certs[RELAY].read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert st.relay_cas[RELAY].read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert st.relay_cas[RELAY].parent == lab_up.build_dir.absolute() / SITE / "lab-ca"
 
 
 def test_ssh_reaches_every_site_host(lab_up: Lab) -> None:
@@ -199,6 +202,8 @@ def test_down_removes_everything(lab_up: Lab) -> None:
     assert st.network not in _podman_lines("network", "ls", "--format", "{{.Name}}")
     assert not image_exists(f"localhost/mailstack-snap:{SITE}-mail-t1")
     assert not st.lab_dir.exists()
+    # The stand-ins' CAs stay: secrets the lab wrote from them must still match next time.
+    assert (lab_up.build_dir / SITE / "lab-ca" / "relay-head-office-ca.crt").is_file()
     assert lab.down(lab_up.site_file, build_dir=lab_up.build_dir) == []  # idempotent
     with pytest.raises(ToolError, match="no lab is up"):
         lab.state(lab_up.site_file, build_dir=lab_up.build_dir)

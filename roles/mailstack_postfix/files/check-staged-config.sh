@@ -10,13 +10,15 @@
 #   postfix check, postconf -n, and for every smtpd service of master.cf (with its -o options)
 #   smtpd itself in stand-alone mode (-S) answering a QUIT: smtpd refuses values that postconf
 #   accepts, such as an unknown TLS security level.
-# Exit 0 when all pass; otherwise exit 1 with the problems on stderr, paths named as in LIVE.
+# Exit 0 when all pass; otherwise exit 1 with the problems on stdout (Ansible's script module
+# merges stderr into it over SSH anyway), paths named as in LIVE.
 set -u
 stage=${1:?usage: check-staged-config.sh STAGE LIVE}
 live=${2:?usage: check-staged-config.sh STAGE LIVE}
 check="$stage-check"
 problems=$(mktemp)
-trap 'rm -rf "$check" "$problems"' EXIT
+smtpd_problems=$(mktemp)
+trap 'rm -rf "$check" "$problems" "$smtpd_problems"' EXIT
 set -f  # master.cf values are passed on as words, never globbed
 
 rm -rf "$check"
@@ -50,11 +52,14 @@ check_smtpd() {  # check_smtpd SERVICE NAME ARGS...: one smtpd service in stand-
         tries=$((tries + 1))
         sleep 0.2
     done
+    # OpenSSL's own "TLS library problem" lines only repeat what smtpd says after them
+    specific=$(printf '%s\n' "$logged" | grep -v 'TLS library problem')
+    [ -n "$specific" ] && logged=$specific
     if [ -n "$logged" ]; then
         printf '%s\n' "$logged"
     elif [ "$status" -ne 0 ]; then
         printf 'exited with %s: %s\n' "$status" "$(printf '%s' "$out" | tail -n 2)"
-    fi | report "smtpd (service $service/inet, main.cf and master.cf): "
+    fi | sed -e "s#$check#$live#g" -e '/^[[:space:]]*$/d' -e "s#^#$service/inet\t#" >>"$smtpd_problems"
 }
 
 # The checks run side by side (postfix check alone takes seconds).
@@ -76,9 +81,15 @@ postconf -c "$check" -F '*/inet/command' 2>/dev/null | {
     wait
 }
 wait
+# one line per message, naming every smtpd service that said it
+sort -s -t "$(printf '\t')" -k1,1 "$smtpd_problems" | awk -F '\t' '
+    !($2 in services) { order[++n] = $2; services[$2] = $1; next }
+    { services[$2] = services[$2] ", " $1 }
+    END { for (i = 1; i <= n; i++)
+        print "smtpd (" services[order[i]] ", main.cf and master.cf): " order[i] }' >>"$problems"
 
 if [ -s "$problems" ]; then
-    sort -u "$problems" >&2
+    awk '!seen[$0]++' "$problems"
     exit 1
 fi
 exit 0

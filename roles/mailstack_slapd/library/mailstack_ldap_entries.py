@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Ansible module: bring a running slapd's cn=config or directory tree in line with an LDIF."""
 
 from __future__ import annotations
@@ -84,13 +83,13 @@ unmanaged:
   returned: always
 """
 
-import os
-import shutil
-import subprocess
-import tempfile
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.mailstack_ldap import (
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.mailstack_ldap import (  # noqa: E402
     HAS_LDAP3,
     OPERATIONAL,
     LdapError,
@@ -109,13 +108,16 @@ from ansible.module_utils.mailstack_ldap import (
 
 try:
     import ldap3
-except ImportError:  # pragma: no cover
-    pass
+except ImportError:  # pragma: no cover - reported through HAS_LDAP3
+    ldap3 = None
 
 SCHEMA_PARENT = "cn=schema,cn=config"
 SCHEMA_ATTRS = ("olcattributetypes", "olcobjectclasses", "olcobjectidentifier",
                 "olcldapsyntaxes", "olcditcontentrules")
 NO_UNLOAD = ("olcmoduleload",)
+REBUILD = ("To rebuild the directory offline: back it up (slapcat -n1 -l backup.ldif), stop "
+           "slapd, move /etc/ldap/slapd.d and /var/lib/ldap aside and apply again; accounts then "
+           "get their initial passwords from the secrets again")
 
 
 class Refused(Exception):
@@ -134,8 +136,9 @@ def canonical_config(module, path):
             proc = subprocess.run(argv, capture_output=True, check=False)
             if proc.returncode != 0:
                 tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()
-                raise Refused("%s: %s refused it (exit %d): %s" % (
-                    path, os.path.basename(argv[0]), proc.returncode, tail[-800:]))
+                program = os.path.basename(argv[0])
+                raise Refused(f"{path}: {program} refused it (exit {proc.returncode}): "
+                              f"{tail[-800:]}")
         return parse_ldif(proc.stdout)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -169,8 +172,9 @@ def attribute_changes(dn, want, have, ordered, manage_all, protected):
         elif is_ordered(values) and current == values[:len(current)]:
             changes[name] = [(ldap3.MODIFY_ADD, values[len(current):])]  # append in order
         elif key in NO_UNLOAD:
-            raise Refused("%s: %s differs from the rendered %s, and slapd cannot unload a module "
-                          "online" % (dn, name, [v.decode() for v in values]))
+            wanted = [v.decode() for v in values]
+            raise Refused(f"{dn}: {name} differs from the rendered {wanted}, and slapd cannot "
+                          "unload a module online")
         else:
             changes[name] = [(ldap3.MODIFY_REPLACE, values)]
     return changes
@@ -194,18 +198,14 @@ def plan_config(conn, wanted, ordered):
             for k in SCHEMA_ATTRS)
         if not same:
             raise Refused(
-                "schema %s (%s) differs from the rendered schema %s (%s): slapd 2.5 cannot "
-                "change or delete a loaded schema online; rebuild cn=config offline (stop slapd, "
-                "slapcat -n1 > backup.ldif, move /etc/ldap/slapd.d and the database aside, "
-                "apply again, then load the entries of backup.ldif)" % (
-                    schema_name(have_dn), have_dn, schema_name(dn), dn))
+                f"slapd has schema {schema_name(have_dn)} loaded as {have_dn}, where the rendered "
+                f"configuration has {schema_name(dn)} ({dn}): slapd 2.5 cannot change or delete "
+                f"a loaded schema online. {REBUILD}")
     if len(have_schemas) > len(want_schemas):
         extra = [schema_name(dn) for dn, _ in have_schemas[len(want_schemas):]]
         raise Refused(
-            "slapd has schema %s loaded, which the rendered configuration no longer has: "
-            "slapd 2.5 cannot delete a schema online; rebuild cn=config offline (stop slapd, "
-            "slapcat -n1 > backup.ldif, move /etc/ldap/slapd.d and the database aside, apply "
-            "again, then load the entries of backup.ldif)" % ", ".join(extra))
+            f"slapd has schema {', '.join(extra)} loaded, which the rendered configuration no "
+            f"longer has: slapd 2.5 cannot delete a schema online. {REBUILD}")
     wanted_keys = set()
     for dn, attrs in wanted:
         key = norm_dn(dn)
@@ -256,11 +256,11 @@ def apply_changes(conn, adds, modifies):
         classes = [v.decode() for v in body.pop(attrs["objectclass"][0], [])] \
             if "objectclass" in attrs else []
         if not conn.add(dn, classes, body):
-            raise LdapError("slapd refused to add %s: %s" % (dn, describe(conn)))
+            raise LdapError(f"slapd refused to add {dn}: {describe(conn)}")
     for dn, changes in modifies:
         if not conn.modify(dn, changes):
-            raise LdapError("slapd refused to change %s of %s: %s" % (
-                ", ".join(changes), dn, describe(conn)))
+            raise LdapError(f"slapd refused to change {', '.join(changes)} of {dn}: "
+                            f"{describe(conn)}")
 
 
 def main():
@@ -301,16 +301,15 @@ def main():
         finally:
             conn.unbind()
     except (OSError, LdifError) as err:
-        module.fail_json(msg="%s: %s" % (path, err))
+        module.fail_json(msg=f"{path}: {err}")
     except (Refused, LdapError) as err:
         module.fail_json(msg=str(err))
     modified = {dn: sorted(changes) for dn, changes in modifies}
     summary = []
     if adds:
-        summary.append("added %d entries" % len(adds))
-    if modified:
-        summary.append("changed %d entries (%s)" % (len(modified), "; ".join(
-            "%s: %s" % (dn, ", ".join(attrs)) for dn, attrs in modified.items())))
+        summary.append("added " + ", ".join(dn for dn, _ in adds))
+    for dn, attrs in modified.items():
+        summary.append(f"changed {', '.join(attrs)} of {dn}")
     module.exit_json(changed=bool(adds or modifies), added=[dn for dn, _ in adds],
                      modified=modified, unmanaged=unmanaged,
                      msg=", ".join(summary) or "nothing to change")

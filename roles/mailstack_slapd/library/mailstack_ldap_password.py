@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Ansible module: set LDAP passwords with RFC 3062 only where a bind shows they are not set."""
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ description:
   - When it fails with invalidCredentials, the password is set as root over ldapi (SASL EXTERNAL)
     with the Password Modify extended operation; slapd hashes it (olcPasswordHash).
   - For an account marked O(accounts[].initial) the password is only set while the entry still
-    holds O(placeholder): a password its user has changed since is left alone.
+    holds O(placeholder): once set, the password is its user's, who may change it. No bind is
+    tried for these: none can succeed against the placeholder, and a bind costs a hash
+    verification (Argon2) per account and run, where reading userPassword as root costs none.
 options:
   uri:
     description: ldapi URI of the local slapd.
@@ -67,13 +68,13 @@ unchanged:
   type: list
   returned: always
 left_alone:
-  description: Initial-only DNs whose password was changed since (not the placeholder).
+  description: Initial-only DNs that no longer hold the placeholder (their users' passwords).
   type: list
   returned: always
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.mailstack_ldap import (
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.mailstack_ldap import (  # noqa: E402
     HAS_LDAP3,
     INVALID_CREDENTIALS,
     LdapError,
@@ -106,41 +107,41 @@ def main():
     try:
         for account in module.params["accounts"]:
             dn, password = account["dn"], account["password"]
-            code = simple_bind(uri, dn, password)
-            if code == 0:
-                done["unchanged"].append(dn)
-                continue
-            if code != INVALID_CREDENTIALS:
-                raise LdapError("%s: a simple bind over %s failed with result %s, not with "
-                                "invalidCredentials; not setting its password" % (dn, uri, code))
+            if not account["initial"]:
+                code = simple_bind(uri, dn, password)
+                if code == 0:
+                    done["unchanged"].append(dn)
+                    continue
+                if code != INVALID_CREDENTIALS:
+                    raise LdapError(f"{dn}: a simple bind over {uri} failed with result {code}, "
+                                    "not with invalidCredentials; not setting its password")
             if root is None:
                 root = connect_root(uri)
             entry = read_entry(root, dn, ["userPassword"])
+            if entry is None and module.check_mode:
+                done["set"].append(dn)  # the tree module would have added it, placeholder and all
+                continue
             if entry is None:
-                raise LdapError("%s: no such entry; its password cannot be set" % dn)
+                raise LdapError(f"{dn}: no such entry; its password cannot be set")
             if account["initial"] and entry.get("userpassword", ("", []))[1] != [placeholder]:
+                # set before, by mailstack or since by its user: the user's now
                 done["left_alone"].append(dn)
                 continue
             if not module.check_mode:
                 result = root.extend.standard.modify_password(dn, None, password)
                 if result is False or (root.result or {}).get("result") not in (0, None):
-                    raise LdapError("%s: the Password Modify operation failed: %s"
-                                    % (dn, describe(root)))
+                    raise LdapError(f"{dn}: the Password Modify operation failed: "
+                                    f"{describe(root)}")
                 if simple_bind(uri, dn, password) != 0:
-                    raise LdapError("%s: the password was set, but a bind with it still fails"
-                                    % dn)
+                    raise LdapError(f"{dn}: the password was set, but a bind with it still fails")
             done["set"].append(dn)
     except LdapError as err:
         module.fail_json(msg=str(err), **done)
     finally:
         if root is not None:
             root.unbind()
-    parts = ["set %d" % len(done["set"])] if done["set"] else []
-    if done["left_alone"]:
-        parts.append("left %d changed by their users alone" % len(done["left_alone"]))
-    module.exit_json(changed=bool(done["set"]), msg=", ".join(parts) or "every password works",
-                     **done)
-
+    msg = f"set the password of {', '.join(done['set'])}" if done["set"] else "nothing to set"
+    module.exit_json(changed=bool(done["set"]), msg=msg, **done)
 
 if __name__ == "__main__":
     main()

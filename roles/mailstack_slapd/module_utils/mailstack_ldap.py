@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Shared by mailstack's LDAP modules: a small LDIF reader and ldapi connections.
 
 Runs on the managed host with Debian's python3-ldap3. Values are kept as bytes everywhere, so
@@ -8,6 +7,7 @@ what is compared is exactly what slapd stores.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 
 try:
@@ -52,7 +52,7 @@ def parse_ldif(text):
             if in_comment:
                 continue
             if not lines or lines[-1][1] is None:
-                raise LdifError("line %d: continuation line without a line to continue" % number)
+                raise LdifError(f"line {number}: continuation line without a line to continue")
             lines[-1] = (lines[-1][0], lines[-1][1] + raw[1:])
             continue
         in_comment = raw.startswith("#")
@@ -68,14 +68,14 @@ def parse_ldif(text):
             continue
         attr, sep, rest = line.partition(":")
         if not sep:
-            raise LdifError("line %d: expected 'attribute: value': %r" % (number, line[:60]))
+            raise LdifError(f"line {number}: expected 'attribute: value': {line[:60]!r}")
         if rest.startswith(":"):
             try:
                 value = base64.b64decode(rest[1:].strip(), validate=True)
             except ValueError:
-                raise LdifError("line %d: invalid base64 value of %s" % (number, attr))
+                raise LdifError(f"line {number}: invalid base64 value of {attr}") from None
         elif rest.startswith("<"):
-            raise LdifError("line %d: URL values (%s:<) are not supported" % (number, attr))
+            raise LdifError(f"line {number}: URL values ({attr}:<) are not supported")
         else:
             value = rest.lstrip(" ").encode("utf-8")
         attr = attr.strip()
@@ -83,10 +83,10 @@ def parse_ldif(text):
             if attr.lower() == "version":
                 continue
             if attr.lower() != "dn":
-                raise LdifError("line %d: an entry must start with dn:, not %s:" % (number, attr))
+                raise LdifError(f"line {number}: an entry must start with dn:, not {attr}:")
             current = (value.decode("utf-8"), [])
         elif attr.lower() in ("changetype", "control"):
-            raise LdifError("line %d: change records are not supported" % number)
+            raise LdifError(f"line {number}: change records are not supported")
         else:
             current[1].append((attr, value))
     if current is not None:
@@ -96,10 +96,8 @@ def parse_ldif(text):
 
 def norm_dn(dn):
     """A DN as a comparison key: RFC 4514 form, no spaces around separators, lower case."""
-    try:
+    with contextlib.suppress(Exception):
         dn = safe_dn(dn)
-    except Exception:  # noqa: BLE001 - fall back to the text itself
-        pass
     return ",".join(part.strip() for part in dn.split(",")).lower()
 
 
@@ -142,7 +140,7 @@ def connect_root(uri):
                             sasl_mechanism=ldap3.EXTERNAL, sasl_credentials=b"",
                             raise_exceptions=False, read_only=False)
     if not conn.bind():
-        raise LdapError("cannot bind to %s as root with SASL EXTERNAL: %s" % (uri, describe(conn)))
+        raise LdapError(f"cannot bind to {uri} as root with SASL EXTERNAL: {describe(conn)}")
     return conn
 
 
@@ -165,7 +163,7 @@ def read_entry(conn, dn, attributes=("*",)):
             return None
         if code == 0:  # no entry returned (not visible)
             return None
-        raise LdapError("cannot read %s: %s" % (dn, describe(conn)))
+        raise LdapError(f"cannot read {dn}: {describe(conn)}")
     for item in conn.response or ():
         if item.get("type") == "searchResEntry":
             return group_attrs((name, v) for name, values in item["raw_attributes"].items()
@@ -180,7 +178,7 @@ def search_subtree(conn, base):
         if code == NO_SUCH_OBJECT:
             return []
         if code != 0:
-            raise LdapError("cannot search %s: %s" % (base, describe(conn)))
+            raise LdapError(f"cannot search {base}: {describe(conn)}")
     out = []
     for item in conn.response or ():
         if item.get("type") == "searchResEntry":
@@ -192,7 +190,7 @@ def search_subtree(conn, base):
 
 def describe(conn):
     result = conn.result or {}
-    text = "%s (%s)" % (result.get("description", "no answer"), result.get("result", "?"))
+    text = f"{result.get('description', 'no answer')} ({result.get('result', '?')})"
     if result.get("message"):
         text += ": " + result["message"].strip()
     return text
