@@ -1,0 +1,167 @@
+"""The whole chain in the lab: lab up -> apply -> verify, idempotence, and broken deployments.
+
+One lab for the module: the example site (under its own site name) is applied once and
+snapshotted; every negative case restores the snapshot, breaks one thing the way an admin
+would (edit a file, reload), and shows that the matching verify check FAILs and says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mailstack import apply, container, lab, secrets, verify
+from mailstack.container import Container
+from mailstack.site.load import load_site
+from tests.conftest import EXAMPLE
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not (container.podman_available() and container.image_exists()),
+                       reason="needs podman and localhost/mailstack-lab:bookworm (make image)"),
+]
+
+
+class Lab:
+    def __init__(self, site: Path, build: Path) -> None:
+        self.site, self.build = site, build
+        self.state = lab.state(site, build_dir=build)
+        self.mail = Container(self.state.host("mail").name)
+
+    def sh(self, script: str) -> str:
+        proc = self.mail.exec(["sh", "-c", script], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def verify(self, *parts: str, host_checks: bool = False) -> dict[str, verify.Check]:
+        report = verify.verify(self.site, lab=True, build_dir=self.build,
+                               host_checks=host_checks, parts=list(parts))
+        return {c.name: c for c in report.checks}
+
+    def restore(self) -> None:
+        self.state = lab.restore(self.site, "applied", build_dir=self.build)
+        self.mail = Container(self.state.host("mail").name)
+
+
+@pytest.fixture(scope="module")
+def site_lab(tmp_path_factory) -> Lab:
+    root = tmp_path_factory.mktemp("e2e")
+    name = f"e2e{uuid.uuid4().hex[:6]}"
+    site = root / "site.yml"
+    site.write_text(EXAMPLE.read_text().replace("site: krasnoyarsk", f"site: {name}", 1))
+    build = root / "build"
+    lab.ensure_outside_secrets(site, build_dir=build)
+    secrets.generate(load_site(site), root / "secrets")
+    try:
+        lab.up(site, build_dir=build)
+        report = apply.apply(site, inventory=lab.state(site, build_dir=build).inventory,
+                             build_dir=build, out=lambda line: None)
+        assert report.ok and report.changed > 0
+        lab.snapshot(site, "applied", build_dir=build)
+        yield Lab(site, build)
+    finally:
+        lab.down(site, build_dir=build)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def failed(checks: dict[str, verify.Check]) -> dict[str, str]:
+    return {name: c.detail for name, c in checks.items() if not c.ok}
+
+
+def test_everything_passes_and_a_second_apply_changes_nothing(site_lab: Lab) -> None:
+    report = verify.verify(site_lab.site, lab=True, build_dir=site_lab.build)
+    assert failed({c.name: c for c in report.checks}) == {}
+    names = {c.name for c in report.checks}
+    assert "ivan@krasnoyarsk.example.org: IMAP 993, IMAP 143+STARTTLS, POP3 995, POP3 " \
+           "110+STARTTLS see the same messages" in names
+    assert "host: slapacl answers the acl matrix" in names
+    assert len(report.checks) > 60
+    again = apply.apply(site_lab.site, inventory=site_lab.state.inventory,
+                        build_dir=site_lab.build, out=lambda line: None)
+    assert again.changed == 0, again.lines()
+
+
+def test_delivery_that_writes_where_imap_does_not_read_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("printf 'protocol lmtp {\\n  mail_location = maildir:~/Elsewhere\\n}\\n' "
+                ">> /etc/dovecot/dovecot.conf && doveadm reload")
+    bad = failed(site_lab.verify("delivery", host_checks=True))
+    assert "1 message(s) with subject token" in bad[
+        "ivan@krasnoyarsk.example.org: the message lands and is seen over IMAP"]
+    assert "'lmtp': 'maildir:~/Elsewhere'" in bad[
+        "host: delivery and reading use one mail location"]
+
+
+def test_an_acl_that_hides_the_directory_from_postfix_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    base = "dc=krasnoyarsk,dc=example,dc=org"
+    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n"
+            f'olcAccess: {{1}}to dn.subtree="ou=people,{base}" by dn.exact="cn=postfix,'
+            f'ou=applications,{base}" none by * break\n')
+    proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
+                              input=ldif)
+    assert proc.returncode == 0, proc.stderr
+    bad = failed(site_lab.verify("ldap", host_checks=True))
+    assert "got [], want ['ivan@krasnoyarsk.example.org']" in bad[
+        "LDAP: postfix reads what its lookups use"]
+    assert "slapacl disagrees with the matrix" in bad["host: slapacl answers the acl matrix"]
+
+
+def test_an_open_relay_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("postconf -e 'mynetworks = 0.0.0.0/0' && postfix reload")
+    bad = failed(site_lab.verify("port25"))
+    assert "answered 250" in bad[
+        "port 25: relaying to verify@relay-check.example.net is refused (no open relay)"]
+
+
+def test_a_lost_sender_route_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("postconf -e 'sender_dependent_default_transport_maps =' && postfix reload")
+    bad = failed(site_lab.verify("routes"))
+    name = ("sender route shop@provider.example: shop@provider.example -> "
+            "verify@relay-check.example.net arrives at relay 'provider' and nowhere else")
+    assert "seen at ['head-office']" in bad[name]
+
+
+def test_credentials_offered_to_the_wrong_relay_fail(site_lab: Lab) -> None:
+    site_lab.restore()
+    # the classic: one global password map, so the provider's password goes to every relay
+    site_lab.sh("sed -i 's/^\\(  -o smtp_sasl_auth_enable=\\)no$/\\1yes/' /etc/postfix/master.cf"
+                " && sed 's/^\\[smtp.provider.example\\]:465/[192.0.2.1]:25/' "
+                "/etc/postfix/relay/provider.sasl > /etc/postfix/leak.sasl"
+                " && postconf -e 'smtp_sasl_password_maps = texthash:/etc/postfix/leak.sasl'"
+                " && postfix reload")
+    bad = failed(site_lab.verify("routes"))
+    assert "shop@provider.example" in bad["no credentials were offered to relay 'head-office'"]
+
+
+def test_a_relay_whose_certificate_is_not_checked_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("sed -i 's/^\\(  -o smtp_tls_security_level=\\)secure$/\\1may/' "
+                "/etc/postfix/master.cf && postfix reload")
+    bad = failed(site_lab.verify("bad_certificate"))
+    assert "seen at ['head-office']" in bad[
+        "relay 'head-office' with a certificate that does not verify is not used (deferred, "
+        "nothing sent in clear)"]
+
+
+def test_wrong_credentials_that_bounce_fail(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("postconf -e 'smtp_sasl_auth_soft_bounce = no' && postfix reload")
+    bad = failed(site_lab.verify("wrong_credentials"))
+    assert "queue: not queued" in bad[
+        "wrong credentials for relay 'provider': the message is deferred, not bounced, not sent "
+        "elsewhere"]
+
+
+def test_collecting_everything_again_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("sed -i 's/^read_all = false$/read_all = true/' /etc/mailstack/fetch/*.getmailrc")
+    bad = failed(site_lab.verify("fetch"))
+    assert "copies per run: [[1, 1], [2, 2], [3, 3]]" in bad[
+        "pop3 shop@provider.example at pop.provider.example -> ivan@krasnoyarsk.example.org: an "
+        "unread and an already-read message arrive exactly once (three runs, each a new process)"]
