@@ -51,8 +51,10 @@ test: venv image
 schema: venv
 	$(PY) -m mailstack.site.schema > mailstack/site/schema.json
 
+# Keeps build/<site>/lab-ca: the lab's CAs that the example's secrets/lab/*-ca were made from.
 clean:
-	rm -rf build .pytest_cache
+	rm -rf .pytest_cache
+	find build -mindepth 2 -maxdepth 2 ! -name lab-ca -exec rm -rf {} + 2>/dev/null || true
 
 bench: venv
 	$(PY) bench/render_scale.py 10 100 1000 3000

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="secrets: make the outside world's missing secrets (lab stand-ins)")
     lab.add_argument("site", metavar="SITE")
     lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    lab.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
     a = verb("apply", "deploy the rendered site with Ansible over SSH")
     target = a.add_mutually_exclusive_group(required=True)
     target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--lab", action="store_true", help="probe the lab from its client")
     v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.add_argument("--only", action="append", metavar="PART",
+                   help="only these checks (delivery, submission, port25, relay_out, plaintext, "
+                        "old_tls_control, ldap, routes, wrong_credentials, bad_certificate, "
+                        "timers, fetch); repeatable")
+    v.add_argument("--no-host-checks", action="store_true", help="skip the testinfra checks")
     return p
 
 
@@ -87,12 +93,22 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.action == "up":
                 state = lab.up(args.site, build_dir=args.build)
+                for name in state.secrets_created:
+                    print(f"created secret {name} (a lab stand-in)")
+                for warning in state.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
                 for c in state.containers:
                     print(f"{c.role:<8} {c.name:<40} {c.ip:<15} {c.hostname}")
                 print(f"inventory: {state.inventory}")
             elif args.action == "secrets":
-                for name in lab.ensure_outside_secrets(args.site, build_dir=args.build):
-                    print(f"created {name} (a lab stand-in)")
+                made = lab.prepare_outside_secrets(args.site, build_dir=args.build,
+                                                   secrets_dir=args.secrets)
+                for name in made.created:
+                    print(f"created secret {name} (a lab stand-in)")
+                for warning in made.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
+                if not made.created:
+                    print("the lab's outside secrets are all there")
             else:
                 lab.down(args.site, build_dir=args.build)
                 print("lab removed")
@@ -110,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             from mailstack import verify
 
             result = verify.verify(args.site, lab=args.lab, inventory=args.inventory,
-                                   build_dir=args.build, secrets_dir=args.secrets)
+                                   build_dir=args.build, secrets_dir=args.secrets,
+                                   parts=args.only, host_checks=not args.no_host_checks)
             print(result.to_json() if args.json else result.table())
             return 0 if result.ok else 1
     except MailstackError as err:

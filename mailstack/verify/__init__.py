@@ -215,7 +215,8 @@ def _junit_checks(junit: Path, host: str) -> list[Check]:
         raw = case.get("name", "")
         base, _, param = raw.partition("[")
         name = base.removeprefix("test_").replace("_", " ")
-        param = param.rstrip("]").rsplit("-ssh://", 1)[0]
+        param = param.rstrip("]")
+        param = "" if param.startswith("ssh://") else param.rsplit("-ssh://", 1)[0]
         if param:
             name = f"{name}: {param}"
         problem = case.find("failure")
