@@ -21,6 +21,7 @@ from pathlib import Path
 from mailstack import render as rendering
 from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
+from mailstack.ldap import slapacl
 from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
 from mailstack.site.model import Site
 
@@ -105,29 +106,11 @@ class _HostRun:
                          "\n".join(lines))
 
     def slapacl(self) -> None:
-        failures = []
-        rows = acl.expectations(self.site)
-        script = []
-        for i, exp in enumerate(rows):
-            who = f"-D {shlex.quote(exp.who)}" if exp.who else ""
-            script.append(f"echo '@@{i}'; slapacl -F {facts.SLAPD_D} {who} "
-                          f"-b {shlex.quote(exp.dn)} {exp.attr}/{exp.access} 2>&1")
-        _, out, _ = self.sh("\n".join(script))
-        answers: dict[int, str] = {}
-        current = -1
-        for line in out.splitlines():
-            if line.startswith("@@"):
-                current = int(line[2:])
-            elif "ALLOWED" in line or "DENIED" in line:
-                answers[current] = "ALLOWED" if "ALLOWED" in line else "DENIED"
-        for i, exp in enumerate(rows):
-            got = answers.get(i)
-            if got is None or (got == "ALLOWED") != exp.expected:
-                failures.append(f"{exp.who or 'anonymous'} {exp.attr}/{exp.access} on {exp.dn}: "
-                                f"{got or 'no answer'}, expected "
-                                f"{'ALLOWED' if exp.expected else 'DENIED'} ({exp.why})")
+        rows = [e.__dict__ for e in acl.expectations(self.site)]
+        _, out, _ = self.sh(slapacl.script(rows))
+        wrong = slapacl.disagreements(rows, out)
         self.verdict(f"slapacl: {len(rows)} expected accesses of the ACL matrix",
-                     not failures, "\n      ".join(failures[:8]))
+                     not wrong, "\n      ".join(wrong[:8]))
 
     def postfix(self) -> None:
         self.step("postfix check (no warnings)", "postfix check", quiet=True)

@@ -264,6 +264,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     report = VerifyReport(site.site)
     job = probe_job(site, plan, values, mail_host)
     job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS]
+    if not lab:
+        job["address"] = targets[mail_host].address  # the inventory's address for the name
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
     if lab and site.relay.default != "direct" and "relay_out" in job["parts"]:

@@ -129,11 +129,13 @@ def test_a_lost_sender_route_fails(site_lab: Lab) -> None:
 
 def test_credentials_offered_to_the_wrong_relay_fail(site_lab: Lab) -> None:
     site_lab.restore()
-    # the classic: one global password map, so the provider's password goes to every relay
+    # the forum config: one global password map (and plaintext mechanisms allowed), so the
+    # provider's password goes to every relay
     site_lab.sh("sed -i 's/^\\(  -o smtp_sasl_auth_enable=\\)no$/\\1yes/' /etc/postfix/master.cf"
                 " && sed 's/^\\[smtp.provider.example\\]:465/[192.0.2.1]:25/' "
                 "/etc/postfix/relay/provider.sasl > /etc/postfix/leak.sasl"
                 " && postconf -e 'smtp_sasl_password_maps = texthash:/etc/postfix/leak.sasl'"
+                " 'smtp_sasl_security_options = noanonymous'"
                 " && postfix reload")
     bad = failed(site_lab.verify("routes"))
     assert "shop@provider.example" in bad["no credentials were offered to relay 'head-office'"]
@@ -165,3 +167,15 @@ def test_collecting_everything_again_fails(site_lab: Lab) -> None:
     assert "copies per run: [[1, 1], [2, 2], [3, 3]]" in bad[
         "pop3 shop@provider.example at pop.provider.example -> ivan@krasnoyarsk.example.org: an "
         "unread and an already-read message arrive exactly once (three runs, each a new process)"]
+
+
+def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
+    """-i INVENTORY: probes run on this machine (outside mynetworks), host checks over SSH."""
+    site_lab.restore()
+    report = verify.verify(site_lab.site, inventory=site_lab.state.inventory,
+                           build_dir=site_lab.build, parts=["submission", "port25", "ldap"])
+    assert failed({c.name: c for c in report.checks}) == {}
+    names = {c.name for c in report.checks}
+    assert "port 25: relaying to verify@relay-check.example.net is refused (no open relay)" in names
+    assert "host: services are running" in names
+    assert not any(n.startswith("wrong credentials") for n in names)  # lab-only checks

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shlex
 
+from mailstack.ldap import slapacl
+
 
 def test_file_mode_owner_group_and_content(host, managed_file) -> None:
     path, meta = managed_file
@@ -52,21 +54,7 @@ def test_slapacl_answers_the_acl_matrix(host, host_plan) -> None:
         return
     rows = json.loads(host.file("/var/lib/mailstack/ldap/acl-expectations.json").content_string)
     rows = rows["expectations"]
-    script = []
-    for i, row in enumerate(rows):
-        who = f"-D {shlex.quote(row['who'])}" if row["who"] else ""
-        script.append(f"echo @@{i}; slapacl -F /etc/ldap/slapd.d {who} -b {shlex.quote(row['dn'])}"
-                      f" {row['attr']}/{row['access']} 2>&1")
-    out = host.run("\n".join(script))
-    answers, current = {}, -1
-    for line in out.stdout.splitlines():
-        if line.startswith("@@"):
-            current = int(line[2:])
-        elif "ALLOWED" in line or "DENIED" in line:
-            answers[current] = "ALLOWED" in line
-    wrong = [f"{r['who'] or 'anonymous'} {r['attr']}/{r['access']} on {r['dn']}: "
-             f"{'ALLOWED' if answers.get(i) else 'DENIED' if i in answers else 'no answer'} "
-             f"({r['why']})" for i, r in enumerate(rows) if answers.get(i) is not r["expected"]]
+    wrong = slapacl.disagreements(rows, host.run(slapacl.script(rows)).stdout)
     assert not wrong, "slapacl disagrees with the matrix: " + "; ".join(wrong[:5])
 
 
