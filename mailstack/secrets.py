@@ -7,7 +7,6 @@ file named by ``ANSIBLE_VAULT_PASSWORD_FILE``). Nothing here ever overwrites a s
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import secrets as random
@@ -164,39 +163,19 @@ def generate(site: Site, root: str | Path) -> list[str]:
 
 
 def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from mailstack import certs
 
     made: list[str] = []
-    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    pem = serialization.Encoding.PEM
-    pkcs8 = serialization.PrivateFormat.PKCS8
     if facts.SECRET_CA_CERT in todo:
         if store.exists(facts.SECRET_CA_KEY):
             raise InputError(f"{store.path(facts.SECRET_CA_KEY)}: a CA key exists without its "
                              "certificate; restore tls/ca.crt or remove the key to start over")
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack {site.site} CA")])
-        ca_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                                crl_sign=True, content_commitment=False,
-                                                key_encipherment=False, data_encipherment=False,
-                                                key_agreement=False, encipher_only=False,
-                                                decipher_only=False), critical=True)
-                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                                  critical=False)
-                   .sign(ca_key, hashes.SHA256()))
-        _write_new(store.path(facts.SECRET_CA_KEY),
-                   ca_key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
-        _write_new(store.path(facts.SECRET_CA_CERT), ca_cert.public_bytes(pem))
+        pair = certs.new_ca(f"mailstack {site.site} CA")
+        _write_new(store.path(facts.SECRET_CA_KEY), pair.key.encode())
+        _write_new(store.path(facts.SECRET_CA_CERT), pair.cert.encode())
         made += [facts.SECRET_CA_KEY, facts.SECRET_CA_CERT]
-    ca_cert = x509.load_pem_x509_certificate(store.path(facts.SECRET_CA_CERT).read_bytes())
-    ca_key = serialization.load_pem_private_key(store.path(facts.SECRET_CA_KEY).read_bytes(), None)
+    ca = certs.KeyPair(store.path(facts.SECRET_CA_CERT).read_text(encoding="utf-8"),
+                       store.path(facts.SECRET_CA_KEY).read_text(encoding="utf-8"))
     for host_name, host in sorted(site.hosts.items()):
         cert_name, key_name = facts.secret_host_cert(host_name), facts.secret_host_key(host_name)
         if cert_name not in todo and key_name not in todo:
@@ -204,23 +183,9 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
         if store.exists(key_name) or store.exists(cert_name):
             raise InputError(f"{store.root}: only one of {cert_name} and {key_name} exists; "
                              "restore the other or remove both to make a new pair")
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host.hostname)]))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=825))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host.hostname)]),
-                               critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
-                               critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    ca_key.public_key()), critical=False)  # type: ignore[arg-type]
-                .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-        _write_new(store.path(key_name), key.private_bytes(pem, pkcs8, serialization.NoEncryption()))
-        _write_new(store.path(cert_name), cert.public_bytes(pem))
+        pair = certs.issue(ca, [host.hostname], client=True)
+        _write_new(store.path(key_name), pair.key.encode())
+        _write_new(store.path(cert_name), pair.cert.encode())
         made += [key_name, cert_name]
     return made
 

@@ -169,58 +169,53 @@ class OutsideChecks:
             self.result(f"no credentials were offered to relay '{name}'", not tried,
                         f"login attempts seen there: {tried}")
 
+    def _fault(self, name: str, check: str, breaks: Callable[[], object],
+               mends: Callable[[], object]) -> None:
+        """Break relay ``name``, send through it: deferred, not bounced, nowhere else; mend it,
+        flush: the deferred message goes out."""
+        case = next((c for c in route_cases(self.site) if c.relay == name), None)
+        if case is None:
+            return
+        breaks()
+        try:
+            ok, detail = self.submit(case)
+            time.sleep(8)
+            reason = self.queued(case.token)
+            seen = self.where(case.token)
+            self.result(check, ok and bool(reason) and not seen,
+                        f"submitted: {ok} {detail}; queue: {reason or 'not queued'}; seen at "
+                        f"{seen or 'no relay'}")
+        finally:
+            mends()
+        self.flush()
+        seen = self.wait_where(case.token)
+        self.result(f"relay '{name}' mended: the deferred message goes out", seen == [name],
+                    f"seen at {seen or 'no relay'}")
+
     def wrong_credentials(self) -> None:
         for name, relay in sorted(self.site.relays.items()):
             if not relay.auth:
                 continue
-            case = next((c for c in route_cases(self.site) if c.relay == name), None)
-            if case is None:
-                continue
-            check = (f"wrong credentials for relay '{name}': the message is deferred, not "
-                     "bounced, not sent elsewhere")
-            self.lab.set_provider_password(self.site_file, relay.auth.user, "wrong-" +
-                                           uuid.uuid4().hex, build_dir=self.build_dir)
-            try:
-                ok, detail = self.submit(case)
-                time.sleep(8)
-                reason = self.queued(case.token)
-                seen = self.where(case.token)
-                self.result(check, ok and bool(reason) and not seen,
-                            f"submitted: {ok} {detail}; queue: {reason or 'not queued'}; seen at "
-                            f"{seen or 'no relay'}")
-            finally:
-                self.lab.set_provider_password(self.site_file, relay.auth.user,
-                                               self.values[relay.auth.password_secret],
-                                               build_dir=self.build_dir)
-            self.flush()
-            seen = self.wait_where(case.token)
-            self.result(f"relay '{name}': with the right credentials again, the deferred message "
-                        "goes out", seen == [name], f"seen at {seen or 'no relay'}")
+            user, right = relay.auth.user, self.values[relay.auth.password_secret]
+            self._fault(
+                name, f"wrong credentials for relay '{name}': the message is deferred, not "
+                      "bounced, not sent elsewhere",
+                lambda user=user: self.lab.set_provider_password(
+                    self.site_file, user, "wrong-" + uuid.uuid4().hex, build_dir=self.build_dir),
+                lambda user=user, right=right: self.lab.set_provider_password(
+                    self.site_file, user, right, build_dir=self.build_dir))
 
     def bad_certificate(self) -> None:
         for name, relay in sorted(self.site.relays.items()):
             if relay.tls == "encrypt" or relay.auth:
                 continue
-            case = next((c for c in route_cases(self.site) if c.relay == name), None)
-            if case is None:
-                continue
-            check = (f"relay '{name}' with a certificate that does not verify is not used "
-                     "(deferred, nothing sent in clear)")
-            self.lab.break_relay_certificate(self.site_file, name, build_dir=self.build_dir)
-            try:
-                ok, detail = self.submit(case)
-                time.sleep(8)
-                reason = self.queued(case.token)
-                seen = self.where(case.token)
-                self.result(check, ok and bool(reason) and not seen,
-                            f"submitted: {ok} {detail}; queue: {reason or 'not queued'}; "
-                            f"seen at {seen or 'no relay'}")
-            finally:
-                self.lab.restore_relay_certificate(self.site_file, name, build_dir=self.build_dir)
-            self.flush()
-            seen = self.wait_where(case.token)
-            self.result(f"relay '{name}': with its certificate back, the deferred message goes "
-                        "out", seen == [name], f"seen at {seen or 'no relay'}")
+            self._fault(
+                name, f"relay '{name}' with a certificate that does not verify is not used "
+                      "(deferred, nothing sent in clear)",
+                lambda name=name: self.lab.break_relay_certificate(
+                    self.site_file, name, build_dir=self.build_dir),
+                lambda name=name: self.lab.restore_relay_certificate(
+                    self.site_file, name, build_dir=self.build_dir))
 
     def count_local(self, account: str, token: str) -> int:
         proc = self.mail.exec(["doveadm", "search", "-u", account, "mailbox", "INBOX",
