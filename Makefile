@@ -62,4 +62,4 @@ bench: venv
 # Role development only (not in CI): molecule drives lab up -> apply -> idempotence -> verify.
 molecule: venv image
 	$(PY) -m pip install -q 'molecule>=24'
-	MAILSTACK_SITE=$(SITE) $(VENV)/bin/molecule test
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MAILSTACK_SITE=$(SITE) molecule test

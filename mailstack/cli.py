@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.add_argument("--only", action="append", metavar="PART",
-                   help="only these checks (delivery, submission, port25, relay_out, plaintext, "
+                   help="only these checks (delivery, submission, port25, plaintext, "
                         "old_tls_control, ldap, routes, wrong_credentials, bad_certificate, "
                         "timers, fetch); repeatable")
     v.add_argument("--no-host-checks", action="store_true", help="skip the testinfra checks")

@@ -217,13 +217,6 @@ class Probe:
         self.run(f"port 25: relaying with a forged local sender {me} is refused",
                  self.expect_refusal, 25, me, outside, "Relay access denied", None, False)
 
-    def relay_out(self) -> None:
-        me = self.job["accounts"][0]
-        token = self.job["relay_token"]
-        self.run(f"587: {me['mail']} sends to {self.job['outside_rcpt']} (for the relay)",
-                 self.send, 587, me["mail"], self.job["outside_rcpt"], token,
-                 (me["mail"], me["password"]))
-
     def plaintext(self) -> None:
         me = self.job["accounts"][0]
 
@@ -392,7 +385,7 @@ def main() -> int:
     if job.get("address"):
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
-    for part in job.get("parts", ["delivery", "submission", "port25", "relay_out", "plaintext",
+    for part in job.get("parts", ["delivery", "submission", "port25", "plaintext",
                                   "old_tls_control", "ldap"]):
         try:
             getattr(probe, part)()
