@@ -43,3 +43,26 @@ def write_site(tmp_path: Path):
 
 def example_text() -> str:
     return EXAMPLE.read_text(encoding="utf-8")
+
+
+def live(*, ssh: bool = False, ansible: bool = False) -> list[pytest.MarkDecorator]:
+    """A live module's marks: ``live``, and a skip saying what is missing (podman, the image,
+    ssh, Ansible). `make test` installs all of them first, so in CI nothing is skipped."""
+    from mailstack.container import IMAGE, image_exists, podman_available
+
+    reason = None
+    if not podman_available():
+        reason = "podman is not available: run scripts/install-host-deps.sh"
+    elif not image_exists(IMAGE):
+        reason = f"image {IMAGE} is missing: run scripts/build-image.sh"
+    elif ssh and (shutil.which("ssh") is None or shutil.which("ssh-keygen") is None):
+        reason = "ssh and ssh-keygen are needed: apt-get install openssh-client"
+    elif ansible:
+        from mailstack import apply
+        from mailstack.errors import ToolError
+
+        try:
+            apply.ansible_playbook()
+        except ToolError as err:
+            reason = str(err)
+    return [pytest.mark.live, *([pytest.mark.skip(reason=reason)] if reason else [])]

@@ -27,11 +27,10 @@ from pathlib import Path
 import pytest
 
 from mailstack import apply as applying
-from mailstack.container import IMAGE, Container, image_exists, podman_available
-from mailstack.errors import ToolError
-from tests.conftest import EXAMPLE, copy_secrets
+from mailstack.container import Container
+from tests.conftest import EXAMPLE, copy_secrets, live
 
-pytestmark = [pytest.mark.live]
+pytestmark = live(ssh=True, ansible=True)
 
 HOSTNAME = "mail.krasnoyarsk.example.org"
 IVAN = "ivan@krasnoyarsk.example.org"
@@ -39,22 +38,6 @@ IVAN_DN = "mail=ivan@krasnoyarsk.example.org,ou=people,dc=krasnoyarsk,dc=example
 PETR_DN = "mail=petr@krasnoyarsk.example.org,ou=people,dc=krasnoyarsk,dc=example,dc=org"
 
 
-def _why_not() -> str | None:
-    if not podman_available():
-        return "podman is not available: run scripts/install-host-deps.sh"
-    if not image_exists(IMAGE):
-        return f"image {IMAGE} is missing: run scripts/build-image.sh"
-    try:
-        applying.ansible_playbook()
-    except ToolError as err:
-        return str(err)
-    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        return "ssh and ssh-keygen are needed"
-    return None
-
-
-if (_reason := _why_not()) is not None:
-    pytestmark.append(pytest.mark.skip(reason=_reason))
 
 
 @dataclass

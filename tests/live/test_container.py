@@ -14,26 +14,16 @@ from pathlib import Path
 import pytest
 
 from mailstack.container import (
-    IMAGE,
     RUN_FLAGS,
     Container,
     commit,
     image_exists,
-    podman_available,
     remove_image,
 )
 from mailstack.errors import ToolError
+from tests.conftest import live
 
-pytestmark = [pytest.mark.live]
-
-if not podman_available():
-    pytestmark.append(
-        pytest.mark.skip(reason="podman is not available: run scripts/install-host-deps.sh")
-    )
-elif not image_exists(IMAGE):
-    pytestmark.append(
-        pytest.mark.skip(reason=f"image {IMAGE} is missing: run scripts/build-image.sh")
-    )
+pytestmark = live()
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
-from mailstack import container, core, daemons, render, secrets
+from mailstack import core, daemons, render, secrets
 from mailstack.plan import plan_site
 from mailstack.site.load import load_site
+from tests.conftest import live
 
 BASE = "dc=krasnoyarsk,dc=example,dc=org"
 HIDE_PEOPLE_FROM_POSTFIX = (
     f'ldap:\n  base: {BASE}\n  acl:\n    - to dn.subtree="ou=people,{BASE}" '
     f'by dn.exact="cn=postfix,ou=applications,{BASE}" none by * break\n')
 
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(not (container.podman_available() and container.image_exists()),
-                       reason="needs podman and localhost/mailstack-lab:bookworm (make image)"),
-]
+pytestmark = live()
 
 
 def test_the_example_passes_every_checker(example) -> None:

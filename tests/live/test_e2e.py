@@ -13,16 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import apply, container, lab, secrets, verify
+from mailstack import apply, lab, secrets, verify
 from mailstack.container import Container
 from mailstack.site.load import load_site
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, live
 
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(not (container.podman_available() and container.image_exists()),
-                       reason="needs podman and localhost/mailstack-lab:bookworm (make image)"),
-]
+pytestmark = live(ssh=True, ansible=True)
 
 
 class Lab:

@@ -7,7 +7,6 @@ SSH client; skipped with the reason otherwise.
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import subprocess
 import time
@@ -19,22 +18,11 @@ import pytest
 import yaml
 
 from mailstack import lab
-from mailstack.container import IMAGE, Container, image_exists, podman_available
+from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
-from tests.conftest import example_text
+from tests.conftest import example_text, live
 
-pytestmark = [pytest.mark.live]
-
-if not podman_available():
-    pytestmark.append(
-        pytest.mark.skip(reason="podman is not available: run scripts/install-host-deps.sh")
-    )
-elif not image_exists(IMAGE):
-    pytestmark.append(
-        pytest.mark.skip(reason=f"image {IMAGE} is missing: run scripts/build-image.sh")
-    )
-elif shutil.which("ssh") is None:
-    pytestmark.append(pytest.mark.skip(reason="ssh is missing: apt-get install openssh-client"))
+pytestmark = live(ssh=True)
 
 SITE = f"labtest-{uuid.uuid4().hex[:6]}"
 RELAY = "head-office"

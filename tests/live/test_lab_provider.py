@@ -10,7 +10,6 @@ Needs root, podman, the image and an SSH client; skipped with the reason otherwi
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,21 +19,11 @@ from pathlib import Path
 import pytest
 
 from mailstack import lab
-from mailstack.container import IMAGE, Container, image_exists, podman_available
+from mailstack.container import Container
+from tests.conftest import live
 from tests.unit.test_lab_plan import site_text
 
-pytestmark = [pytest.mark.live]
-
-if not podman_available():
-    pytestmark.append(
-        pytest.mark.skip(reason="podman is not available: run scripts/install-host-deps.sh")
-    )
-elif not image_exists(IMAGE):
-    pytestmark.append(
-        pytest.mark.skip(reason=f"image {IMAGE} is missing: run scripts/build-image.sh")
-    )
-elif shutil.which("ssh") is None:
-    pytestmark.append(pytest.mark.skip(reason="ssh is missing: apt-get install openssh-client"))
+pytestmark = live(ssh=True)
 
 SITE = f"labprov-{uuid.uuid4().hex[:6]}"
 SHOP = "shop@provider.example"
