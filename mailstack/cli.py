@@ -8,6 +8,10 @@ import sys
 from mailstack import __version__, core
 from mailstack.errors import MailstackError
 
+# verify's parts, named here so that --help needs no import of verify's dependencies
+VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap",
+                "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailstack", description="A mail site from one YAML file.")
@@ -50,10 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--lab", action="store_true", help="probe the lab from its client")
     v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    v.add_argument("--only", action="append", metavar="PART",
-                   help="only these checks (delivery, submission, port25, plaintext, "
-                        "old_tls_control, ldap, routes, wrong_credentials, bad_certificate, "
-                        "timers, fetch); repeatable")
+    v.add_argument("--only", action="append", metavar="PART", choices=VERIFY_PARTS,
+                   help=f"only these checks ({', '.join(VERIFY_PARTS)}); repeatable")
     v.add_argument("--no-host-checks", action="store_true", help="skip the testinfra checks")
     return p
 

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from mailstack.cli import main
 from tests.conftest import ROOT
 
@@ -89,3 +91,15 @@ def test_missing_file_and_yaml_error_no_traceback(tmp_path) -> None:
         proc = subprocess.run([sys.executable, "-m", "mailstack.cli", "check", str(target)],
                               capture_output=True, text=True, cwd=ROOT, check=False)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)
+
+
+def test_verify_parts_are_the_ones_verify_knows(capsys, example) -> None:
+    from mailstack import cli
+    from mailstack.verify import PROBE_PARTS, outside
+
+    assert (*PROBE_PARTS, *outside.PARTS) == cli.VERIFY_PARTS
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", str(example), "--lab", "--only", "bogus"])
+    assert exit_.value.code == 2
+    _, err = capsys.readouterr()
+    assert "argument --only: invalid choice: 'bogus'" in err
