@@ -40,19 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("site", metavar="SITE")
     lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     lab.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
+    def targets(v: argparse.ArgumentParser, lab_help: str) -> None:
+        group = v.add_mutually_exclusive_group(required=True)
+        group.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
+        group.add_argument("--lab", action="store_true", help=lab_help)
+        v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+
     a = verb("apply", "deploy the rendered site with Ansible over SSH")
-    target = a.add_mutually_exclusive_group(required=True)
-    target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
-    target.add_argument("--lab", action="store_true", help="the lab's inventory (lab up first)")
-    a.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    targets(a, "the lab's inventory (lab up first)")
     a.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
     a.add_argument("--check", action="store_true",
                    help="check mode: stage and check everything, change nothing live")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
-    target = v.add_mutually_exclusive_group(required=True)
-    target.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
-    target.add_argument("--lab", action="store_true", help="probe the lab from its client")
-    v.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
+    targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.add_argument("--only", action="append", metavar="PART", choices=VERIFY_PARTS,
                    help=f"only these checks ({', '.join(VERIFY_PARTS)}); repeatable")

@@ -15,27 +15,15 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import render as rendering
 from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
+from mailstack.findings import Check
 from mailstack.ldap import slapacl
 from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
 from mailstack.site.model import Site
-
-
-@dataclass(frozen=True)
-class Verdict:
-    host: str
-    name: str
-    ok: bool
-    detail: str = ""
-
-    def __str__(self) -> str:
-        head = f"{'PASS' if self.ok else 'FAIL'}  {self.host}: {self.name}"
-        return head if self.ok or not self.detail else f"{head}\n      {self.detail}"
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -46,14 +34,14 @@ class _HostRun:
     def __init__(self, site: Site, host: HostPlan, box: Container,
                  secrets: dict[str, str]) -> None:
         self.site, self.host, self.box, self.secrets = site, host, box, secrets
-        self.verdicts: list[Verdict] = []
+        self.verdicts: list[Check] = []
 
     def sh(self, script: str, *, user: str | None = None) -> tuple[int, str, str]:
         proc = self.box.exec(["sh", "-c", script], user=user, timeout=120)
         return proc.returncode, proc.stdout, proc.stderr
 
     def verdict(self, name: str, ok: bool, detail: str = "") -> bool:
-        self.verdicts.append(Verdict(self.host.name, name, ok, "" if ok else detail))
+        self.verdicts.append(Check(name, self.host.name, ok, "" if ok else detail))
         return ok
 
     def step(self, name: str, script: str, *, quiet: bool = False, user: str | None = None) -> bool:
@@ -167,7 +155,7 @@ class _HostRun:
         self.sh(f"rm -f {path}")
 
 
-def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) -> list[Verdict]:
+def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) -> list[Check]:
     with Container.throwaway(f"mailstack-check-{host.name}", host.hostname) as box:
         run = _HostRun(site, host, box, secrets)
         if not run.place(tree):
@@ -188,14 +176,14 @@ def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) 
 
 
 def check_plan(site: Site, plan: SitePlan, rendered: dict[str, list[rendering.RenderedFile]],
-               secrets: dict[str, str]) -> list[Verdict]:
+               secrets: dict[str, str]) -> list[Check]:
     """Render to a temporary folder and run every host's checkers; one verdict per check."""
     if not image_exists():
         raise ToolError("the image localhost/mailstack-lab:bookworm is missing: "
                         "run `make image` (scripts/build-image.sh)")
     with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
         tree = rendering.write_tree(plan, rendered, Path(tmp))
-        verdicts: list[Verdict] = []
+        verdicts: list[Check] = []
         for name, host in plan.hosts.items():
             verdicts += check_host(site, host, tree / name, secrets)
         return verdicts

@@ -25,6 +25,20 @@ class Finding:
         return f"{self.mark}: {format_path(self.path)}: {prefix}{self.message}"
 
 
+@dataclass(frozen=True)
+class Check:
+    """One named PASS/FAIL of a live check (the daemons' checkers, verify), with its evidence."""
+
+    name: str
+    host: str
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        head = f"{'PASS' if self.ok else 'FAIL'}  {self.host}: {self.name}"
+        return head if self.ok or not self.detail else f"{head}\n      {self.detail}"
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`; did you mean 'x'?` for the nearest choice, or nothing."""
     near = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)

@@ -26,6 +26,7 @@ import yaml
 
 from mailstack import core
 from mailstack.errors import InputError, ToolError
+from mailstack.findings import Check
 from mailstack.ldap import filter as lf
 from mailstack.plan import SitePlan, dit, facts
 from mailstack.site.model import Site
@@ -35,14 +36,6 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    host: str
-    ok: bool
-    detail: str = ""
 
 
 @dataclass
