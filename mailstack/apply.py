@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,11 @@ class HostResult:
     changes: list[str] = field(default_factory=list)
     """Tasks that changed something, as ``role: task (items)``, in the order they ran."""
     failure: str | None = None
-    """The last failure on this host (a rescued one is kept too, for context)."""
+    """What really failed on this host: the first failure no ``rescue:`` handled, as
+    ``role: task: first meaningful line`` (later ones, such as handlers forced to run after it,
+    do not replace it)."""
+    failure_detail: str | None = None
+    """That failure's whole text."""
 
     @property
     def recap(self) -> str:
@@ -173,16 +178,40 @@ class _Events:
         if kind == "failed" and event.get("ignored"):
             self.out(f"{name}: ignored  {step}: {message}")
             return
-        host.failure = f"{step}: {message}"
+        if kind == "failed" and event.get("rescued"):
+            self.out(f"{name}: rescued  {step}: {message}")
+            return
+        if host.failure is None:
+            host.failure = f"{step}: {_headline(message)}"
+            host.failure_detail = f"{step}: {message}"
         label = "UNREACHABLE" if kind == "unreachable" else "FAILED"
         self.out(f"{name}: {label:<8} {step}: {message}")
 
 
+_NOISE = re.compile(
+    r"^(Shared connection to \S+ closed\.?|Connection to \S+ closed\.?"
+    r"|Warning: Permanently added .* to the list of known hosts\.?)$")
+
+
+def _clean(text: str) -> str:
+    """Output without SSH's own lines and blank lines."""
+    lines = text.replace("\r", "").splitlines()
+    return "\n".join(line for line in lines if line.strip() and not _NOISE.match(line.strip()))
+
+
+def _headline(message: str) -> str:
+    """The first meaningful line of a failure text (its parts are joined by ' | ' and '; ')."""
+    for part in message.split(" | "):
+        for line in part.split("; "):
+            if line.strip() and not line.strip().startswith("non-zero return code"):
+                return line.strip()
+    return message.strip()
+
+
 def _failure_text(event: dict) -> str:
     """One line for a failed result: its message, and what the command printed."""
-    msg = (event.get("msg") or "").strip()
-    output = " ".join(
-        (event.get(key) or "").replace("\r", "").strip() for key in ("stdout", "stderr")).strip()
+    msg = _clean(event.get("msg") or "").strip()
+    output = " ".join(_clean(event.get(key) or "") for key in ("stdout", "stderr")).strip()
     parts = []
     if msg and not (msg.startswith("non-zero return code") and output):
         parts.append(msg)
@@ -191,7 +220,7 @@ def _failure_text(event: dict) -> str:
     for item in event.get("failed_items") or ():
         parts.append(f"[{item.get('item')}] {item.get('msg')}".strip())
     if not parts and event.get("module_stderr"):
-        parts.append(event["module_stderr"].strip())
+        parts.append(_clean(event["module_stderr"]).strip())
     return " | ".join(p.replace("\n", "; ") for p in parts) or "failed (no message)"
 
 
@@ -290,7 +319,7 @@ def _stream(argv: list[str], env: dict[str, str], out: Out
 
 def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path = "build",
           secrets_dir: str | Path | None = None, limit: str | None = None,
-          check_only: bool = False, out: Out = print) -> ApplyReport:
+          check_only: bool = False, take_over: bool = False, out: Out = print) -> ApplyReport:
     """Render the site, then apply it to the hosts of ``inventory`` with Ansible.
 
     ``check_only`` runs the playbook in check mode: nothing live changes, but staged Postfix
@@ -298,6 +327,11 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
     directory that is removed) and the LDAP modules report what they would change. Raises
     InputError for a missing inventory or a bad site, ApplyFailed when a host fails, ToolError
     when Ansible cannot run.
+
+    A host mailstack has not applied before is surveyed first (``mailstack_survey``): when it
+    already runs mail that someone else set up, the apply stops on it before anything changed
+    and names what it found; ``take_over`` keeps a dated copy of those configurations on the
+    host and goes on (mail stays where it is).
     """
     inventory = Path(inventory)
     if not inventory.exists():
@@ -313,7 +347,8 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
         + (" (check mode)" if check_only else ""))
     try:
         report = run_playbook(inventory.resolve(), build,
-                              {"mailstack__ldap_passwords": passwords},
+                              {"mailstack__ldap_passwords": passwords,
+                               "mailstack__take_over": take_over},
                               limit=limit, check_only=check_only, out=out)
     except ApplyFailed as failed:
         failed.report.render_seconds = render_seconds

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("site", metavar="SITE")
     lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     lab.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
+    lab.add_argument("--start", choices=["prepared", "bare", "handmade"], default="prepared",
+                     help="how the site's hosts start (up): prepared (the lab image, default), "
+                          "bare (a real server: no mail stack, apt from a local repository), "
+                          "handmade (a mail stack someone set up by hand)")
     def targets(v: argparse.ArgumentParser, lab_help: str) -> None:
         group = v.add_mutually_exclusive_group(required=True)
         group.add_argument("-i", "--inventory", metavar="INVENTORY", help="Ansible inventory")
@@ -51,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
     a.add_argument("--check", action="store_true",
                    help="check mode: stage and check everything, change nothing live")
+    a.add_argument("--take-over", action="store_true",
+                   help="take over a mail stack set up by hand: keep a dated copy of its "
+                        "configurations, then apply (without it apply refuses such a host)")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -94,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             from mailstack import lab
 
             if args.action == "up":
-                state = lab.up(args.site, build_dir=args.build)
+                state = lab.up(args.site, build_dir=args.build, secrets_dir=args.secrets,
+                               start=args.start)
                 for name in state.secrets_created:
                     print(f"created secret {name} (a lab stand-in)")
                 for warning in state.warnings:
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 inventory = lab.state(args.site, build_dir=args.build).inventory
             apply.apply(args.site, inventory=inventory, build_dir=args.build,
-                        secrets_dir=args.secrets, limit=args.limit, check_only=args.check)
+                        secrets_dir=args.secrets, limit=args.limit, check_only=args.check,
+                        take_over=args.take_over)
         elif args.verb == "verify":
             from mailstack import verify
 

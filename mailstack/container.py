@@ -34,12 +34,14 @@ from types import TracebackType
 from mailstack.errors import ToolError
 
 __all__ = [
+    "BARE_IMAGE",
     "DEFAULT_HOSTNAME",
     "IMAGE",
     "RUN_FLAGS",
     "Container",
     "commit",
     "image_exists",
+    "image_id",
     "podman_available",
     "remove_image",
     "run_flags",
@@ -47,6 +49,9 @@ __all__ = [
 
 IMAGE = "localhost/mailstack-lab:bookworm"
 """The lab image built by scripts/build-image.sh."""
+
+BARE_IMAGE = "localhost/mailstack-bare:bookworm"
+"""What a real server is (scripts/build-image.sh bare): no mail stack, apt on file:/debs only."""
 
 DEFAULT_HOSTNAME = "mail.example.test"
 """Host name of throwaway containers (an FQDN: postfix and slapd's scripts want one)."""
@@ -156,6 +161,15 @@ def image_exists(image: str = IMAGE) -> bool:
     return proc.returncode == 0
 
 
+def image_id(image: str) -> str | None:
+    """The ID of ``image`` in local podman storage, or None when it is not there."""
+    proc = _podman(["image", "inspect", "--format", "{{.Id}}", image],
+                   what=f"inspecting image {image}", check=False)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
 def commit(name: str, image_tag: str) -> str:
     """Snapshot container ``name`` as image ``image_tag``; return the new image's ID.
 
@@ -205,10 +219,14 @@ class Container:
         ip: str | None = None,
         aliases: Iterable[str] = (),
         image: str = IMAGE,
+        volumes: Iterable[tuple[str, str]] = (),
+        labels: dict[str, str] | None = None,
         boot_timeout: float = BOOT_TIMEOUT,
     ) -> Container:
         """Run ``image`` detached as ``name`` with systemd as PID 1 and wait until it booted.
 
+        ``volumes``: ``(host folder, container path)`` pairs, bind-mounted read-only;
+        ``labels``: podman labels (``podman inspect`` shows them under Config.Labels).
         ``network`` is ``"none"`` (loopback only) or the name of a podman network; ``ip`` and
         ``aliases`` (DNS names on that network) need a real network. Returns once
         ``systemctl is-system-running --wait`` says running or degraded (the state is kept
@@ -224,6 +242,10 @@ class Container:
             args += ["--ip", ip]
         for alias in aliases:
             args += ["--network-alias", alias]
+        for source, target in volumes:
+            args += ["-v", f"{source}:{target}:ro"]
+        for label, value in (labels or {}).items():
+            args += ["--label", f"{label}={value}"]
         args.append(image)
         _podman(args, what=f"starting container {name} from {image}")
         container = cls(name, hostname=hostname, image=image)

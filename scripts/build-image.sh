@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# Build localhost/mailstack-lab:bookworm without any image registry: debootstrap a Debian 12
-# tree, install the mail daemons and tools in it (chroot, services kept from starting), and
-# `podman import` it with systemd as PID 1.
+# Build the lab's images without any image registry: debootstrap a Debian 12 tree, prepare it
+# in a chroot (services kept from starting), and `podman import` it with systemd as PID 1.
 #
-# The image is also tagged localhost/mailstack-lab:recipe-<12 hex of sha256(this script +
-# package list)>. When that tag exists, the build is skipped: :bookworm is pointed at it and
-# the script exits within a second or two.
+#   build-image.sh          localhost/mailstack-lab:bookworm: the mail daemons and the lab's
+#                           tools preinstalled (the stand-ins, the client, the checkers, and
+#                           site hosts "prepared" for mailstack: /etc/mailstack-host says so)
+#   build-image.sh bare     localhost/mailstack-bare:bookworm: what a real server from a hosting
+#                           provider is: minbase + systemd + sshd + python3 + sudo, nothing of
+#                           the mail stack, no ca-certificates, and apt pointed only at
+#                           `deb [trusted=yes] file:/debs ./` (the lab bind-mounts a repository
+#                           there that scripts/build-debs.sh makes from Debian's packages)
 #
-# Env: MAILSTACK_DEBIAN_MIRROR (default http://deb.debian.org/debian),
-#      MAILSTACK_SECURITY_MIRROR (default http://deb.debian.org/debian-security),
+# Each image is also tagged REPO:recipe-<12 hex of sha256(this script + flavour + package
+# list)>. When that tag exists, the build is skipped: the final tag is pointed at it and the
+# script exits within a second or two.
+#
+# Env: MAILSTACK_DEBIAN_MIRROR, MAILSTACK_SECURITY_MIRROR (scripts/lib.sh),
 #      MAILSTACK_REBUILD=1 to build even if the recipe tag exists.
 # Needs: root, podman (scripts/install-host-deps.sh), debootstrap, unshare (util-linux).
 # shellcheck disable=SC2016  # single-quoted $names below are meant for postconf and inner shells
 set -euo pipefail
 
-REPO=localhost/mailstack-lab
+FLAVOUR=${1:-lab}
+case $FLAVOUR in
+    lab) REPO=localhost/mailstack-lab ;;
+    bare) REPO=localhost/mailstack-bare ;;
+    *) printf 'build-image: ERROR: unknown flavour %s (lab or bare)\n' "$FLAVOUR" >&2; exit 2 ;;
+esac
 TAG=bookworm
-SUITE=bookworm
-MIRROR=${MAILSTACK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${MAILSTACK_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-# The name the package scripts see while installing (postfix, ssl-cert's snakeoil certificate).
-BUILD_HOSTNAME=mail.example.test
 
 BASE_PACKAGES=(python3 systemd systemd-sysv dbus iproute2 procps)
-PACKAGES=(
+BARE_EXTRA=(openssh-server sudo)
+LAB_PACKAGES=(
     slapd ldap-utils
     postfix postfix-ldap libsasl2-modules
     dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap dovecot-sieve dovecot-managesieved
@@ -33,6 +41,12 @@ PACKAGES=(
 )
 # libnet-ssleay-perl: only a Recommends of swaks, but swaks needs it for STARTTLS/TLS.
 # getmail6: collects remote mailboxes (plan/fetch.py says why not fetchmail).
+if [[ $FLAVOUR == bare ]]; then
+    BASE_PACKAGES+=("${BARE_EXTRA[@]}")
+    PACKAGES=()
+else
+    PACKAGES=("${LAB_PACKAGES[@]}")
+fi
 
 # Units that have no business in a mail-daemon container.
 MASK_UNITS=(
@@ -41,8 +55,9 @@ MASK_UNITS=(
     apt-daily.timer apt-daily-upgrade.timer
 )
 
-log() { printf 'build-image: %s\n' "$*"; }
-die() { printf 'build-image: ERROR: %s\n' "$*" >&2; exit 1; }
+SCRIPT_NAME=build-image
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "run as root"
 for tool in podman debootstrap unshare sha256sum; do
@@ -51,8 +66,8 @@ done
 
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
 RECIPE_HASH=$({
-    cat "$SCRIPT_PATH"
-    printf '%s\n' "${BASE_PACKAGES[@]}" "${PACKAGES[@]}"
+    cat "$SCRIPT_PATH" "$(dirname "$SCRIPT_PATH")/lib.sh"
+    printf '%s\n' "$FLAVOUR" "${BASE_PACKAGES[@]}" "${PACKAGES[@]}"
 } | sha256sum | cut -c1-12)
 RECIPE_REF=$REPO:recipe-$RECIPE_HASH
 FINAL_REF=$REPO:$TAG
@@ -70,8 +85,8 @@ point_final_at_recipe() {
 }
 
 # Serialize concurrent builds on this machine (CI and a developer, two test sessions).
-LOCK=/run/lock/mailstack-build-image.lock
-[[ -d /run/lock ]] || LOCK=/tmp/mailstack-build-image.lock
+LOCK=/run/lock/mailstack-build-image-$FLAVOUR.lock
+[[ -d /run/lock ]] || LOCK=/tmp/mailstack-build-image-$FLAVOUR.lock
 exec 9>"$LOCK"
 flock 9
 
@@ -86,30 +101,7 @@ START=$SECONDS
 BUILD_DIR=$(mktemp -d /var/tmp/mailstack-build.XXXXXX)
 ROOT=$BUILD_DIR/root
 
-cleanup() {
-    # All mounts live in private mount namespaces (unshare), so none can outlive them; refuse
-    # to delete anything that is still a mount point all the same.
-    if findmnt -rno TARGET | grep -q "^$BUILD_DIR"; then
-        printf 'build-image: WARNING: mounts left under %s; not deleting it\n' "$BUILD_DIR" >&2
-        return
-    fi
-    rm -rf --one-file-system "$BUILD_DIR"
-}
-trap cleanup EXIT
-
-# Run a command in a private mount + UTS namespace: mounts vanish with it, and package scripts
-# see BUILD_HOSTNAME instead of this machine's name.
-in_ns() {
-    unshare --mount --uts --propagation private --fork -- \
-        /bin/bash -c 'hostname "$0" && exec "$@"' "$BUILD_HOSTNAME" "$@"
-}
-
-# Same apt acquire settings as this host (snapshot mirrors with an old Valid-Until, proxies).
-APT_OPTS=()
-while IFS= read -r line; do
-    APT_OPTS+=(-o "$line")
-done < <(apt-config dump 2>/dev/null \
-    | sed -nE 's/^(Acquire::(Check-Valid-Until|Check-Date|https?::Proxy)) "([^"]*)";$/\1=\3/p')
+trap 'remove_scratch "$BUILD_DIR"' EXIT
 
 log "debootstrap --variant=minbase $SUITE"
 t=$SECONDS
@@ -120,11 +112,7 @@ in_ns debootstrap --variant=minbase --include="$(IFS=,; echo "${BASE_PACKAGES[*]
 }
 log "debootstrap done in $((SECONDS - t)) s"
 
-cat >"$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-deb $MIRROR $SUITE-updates main
-deb $SECURITY_MIRROR $SUITE-security main
-EOF
+debian_sources >"$ROOT/etc/apt/sources.list"
 
 # Keep docs, man pages and translations out of the image (here and for later installs).
 cat >"$ROOT/etc/dpkg/dpkg.cfg.d/01-mailstack-nodoc" <<'EOF'
@@ -141,10 +129,11 @@ echo force-unsafe-io >"$ROOT/etc/dpkg/dpkg.cfg.d/02-mailstack-unsafe-io"
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
 
-log "installing ${#PACKAGES[@]} packages in the chroot"
-t=$SECONDS
-# The install step runs as a script inside the chroot (removed with /tmp/* below).
-cat >"$ROOT/tmp/mailstack-install.sh" <<EOF
+if ((${#PACKAGES[@]})); then
+    log "installing ${#PACKAGES[@]} packages in the chroot"
+    t=$SECONDS
+    # The install step runs as a script inside the chroot (removed with /tmp/* below).
+    cat >"$ROOT/tmp/mailstack-install.sh" <<EOF
 #!/bin/bash
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
@@ -156,25 +145,31 @@ SEL
 apt-get ${APT_OPTS[*]@Q} -qq update
 apt-get ${APT_OPTS[*]@Q} -y -qq --no-install-recommends install ${PACKAGES[*]@Q} >/dev/null
 EOF
-in_ns /bin/bash -euo pipefail -c '
-    mount -t proc proc "$0/proc"
-    mount -t sysfs sysfs "$0/sys"
-    mount --bind /dev/pts "$0/dev/pts"
-    exec chroot "$0" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-        /bin/bash /tmp/mailstack-install.sh
-' "$ROOT" >"$BUILD_DIR/install.log" 2>&1 || {
-    tail -n 30 "$BUILD_DIR/install.log" >&2
-    die "package install failed"
-}
-grep -E '^(W|E): ' "$BUILD_DIR/install.log" >&2 || true
-log "packages installed in $((SECONDS - t)) s"
+    in_chroot "$ROOT" /tmp/mailstack-install.sh >"$BUILD_DIR/install.log" 2>&1 || {
+        tail -n 30 "$BUILD_DIR/install.log" >&2
+        die "package install failed"
+    }
+    grep -E '^(W|E): ' "$BUILD_DIR/install.log" >&2 || true
+    log "packages installed in $((SECONDS - t)) s"
+fi
 
-log "configuring for a container"
-# Postfix: take the host name at run time (the container's --hostname), not the build name.
-chroot "$ROOT" postconf -X myhostname
-chroot "$ROOT" postconf -e 'myorigin = $myhostname' \
-    'mydestination = $myhostname, localhost.$mydomain, localhost'
-rm -f "$ROOT/etc/mailname"
+log "configuring for a container ($FLAVOUR)"
+if [[ $FLAVOUR == lab ]]; then
+    # Postfix: take the host name at run time (the container's --hostname), not the build name.
+    chroot "$ROOT" postconf -X myhostname
+    chroot "$ROOT" postconf -e 'myorigin = $myhostname' \
+        'mydestination = $myhostname, localhost.$mydomain, localhost'
+    rm -f "$ROOT/etc/mailname"
+    # A host of this image is prepared for mailstack by the image's recipe (its stock Postfix and
+    # Dovecot are the packages' defaults, not a hand-made stack): apply's survey of a host it has
+    # not applied before accepts it as mailstack's (roles/mailstack_base/library/mailstack_survey.py).
+    mkdir -p "$ROOT/etc/mailstack"
+    printf '{"prepared_by": "mailstack lab image %s"}\n' "$RECIPE_HASH" >"$ROOT/etc/mailstack/host.json"
+else
+    # A real server's apt knows only its mirror; here it is the lab's local repository, which
+    # every bare host gets bind-mounted read-only at /debs (no network inside the lab).
+    echo 'deb [trusted=yes] file:/debs ./' >"$ROOT/etc/apt/sources.list"
+fi
 # sshd: one host key set per container, made at its first start, not shared through the image.
 rm -f "$ROOT"/etc/ssh/ssh_host_*
 mkdir -p "$ROOT/etc/systemd/system/ssh.service.d"
@@ -184,19 +179,21 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 EOF
-# slapd: with slapd/no_configuration there is no config until the lab writes one. Skip the unit
-# (condition not met, not a failure) instead of failing it, so a fresh container is "running",
-# not "degraded". Once /etc/ldap/slapd.d or slapd.conf exists it starts as usual.
-mkdir -p "$ROOT/etc/systemd/system/slapd.service.d"
-cat >"$ROOT/etc/systemd/system/slapd.service.d/mailstack-needs-config.conf" <<'EOF'
-[Unit]
-ConditionPathExists=|/etc/ldap/slapd.d
-ConditionPathExists=|/etc/ldap/slapd.conf
-EOF
+if [[ $FLAVOUR == lab ]]; then
+    # slapd: with slapd/no_configuration there is no config until the lab writes one. Skip the unit
+    # (condition not met, not a failure) instead of failing it, so a fresh container is "running",
+    # not "degraded". Once /etc/ldap/slapd.d or slapd.conf exists it starts as usual.
+    mkdir -p "$ROOT/etc/systemd/system/slapd.service.d"
+    printf '%s\n' '[Unit]' 'ConditionPathExists=|/etc/ldap/slapd.d' \
+        'ConditionPathExists=|/etc/ldap/slapd.conf' \
+        >"$ROOT/etc/systemd/system/slapd.service.d/mailstack-needs-config.conf"
+fi
 for unit in "${MASK_UNITS[@]}"; do
     ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
 done
-for unit in slapd.service postfix.service dovecot.service ssh.service; do
+units=(ssh.service)
+[[ $FLAVOUR == lab ]] && units+=(slapd.service postfix.service dovecot.service)
+for unit in "${units[@]}"; do
     chroot "$ROOT" systemctl --quiet is-enabled "$unit" 2>/dev/null \
         || chroot "$ROOT" systemctl --quiet enable "$unit" 2>/dev/null \
         || log "note: could not enable $unit"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what mailstack needs on the host to run its checkers and lab in containers:
 # podman with runc (crun fails here: "cgroups in hybrid mode not supported"), netavark +
-# aardvark-dns (+ iptables, which netavark uses for bridge networks) and debootstrap (the
-# base image is built without a registry). Writes /etc/containers/containers.conf as
+# aardvark-dns (+ iptables, which netavark uses for bridge networks), debootstrap (the
+# base images are built without a registry), dpkg-dev (dpkg-scanpackages indexes the bare
+# hosts' local apt repository) and shellcheck (make lint). Writes /etc/containers/containers.conf as
 # shared/notes/containers.md says. Run as root on Debian 12. Idempotent: a rerun with
 # everything in place does no apt call and returns in well under a second.
 set -euo pipefail
 
-PACKAGES=(podman runc conmon netavark aardvark-dns iptables debootstrap debian-archive-keyring)
+PACKAGES=(podman runc conmon netavark aardvark-dns iptables debootstrap debian-archive-keyring dpkg-dev
+          shellcheck)
 CONF=/etc/containers/containers.conf
 STAMP=/var/lib/apt/periodic/mailstack-update-stamp
 MAX_LIST_AGE_MIN=60

@@ -51,9 +51,11 @@ __all__ = [
     "LAB_POOL",
     "PROVIDER_HOSTNAME",
     "RESERVED_SUFFIXES",
+    "STARTS",
     "LabContainer",
     "LabPlan",
     "Role",
+    "Start",
     "fixture_id",
     "plan_lab",
     "provider_hosts",
@@ -61,6 +63,13 @@ __all__ = [
 ]
 
 Role = Literal["host", "relay", "provider", "client"]
+Start = Literal["prepared", "bare", "handmade"]
+STARTS: tuple[Start, ...] = ("prepared", "bare", "handmade")
+"""How the site's hosts start (``lab up --start``): ``prepared``, the lab image with the mail
+daemons' packages installed by its recipe (fast); ``bare``, what a real server is (minbase +
+systemd + sshd + python3 + sudo, apt on a local repository only); ``handmade``, a server that
+already runs a mail stack set up by hand (Debian's Postfix as "Internet Site", Dovecot's stock
+conf.d, mail in /var/mail), which apply must not take over unasked."""
 
 DOC_NETWORKS = tuple(
     ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
@@ -178,6 +187,8 @@ class LabPlan:
     subnet: str
     gateway: str
     containers: tuple[LabContainer, ...] = field(default=())
+    start: Start = "prepared"
+    """How the site's hosts start: see :data:`STARTS`."""
 
     @property
     def hosts(self) -> tuple[LabContainer, ...]:
@@ -222,6 +233,7 @@ class LabPlan:
             "subnet": self.subnet,
             "gateway": self.gateway,
             "containers": [c.to_json() for c in self.containers],
+            "start": self.start,
         }
 
     @classmethod
@@ -235,6 +247,7 @@ class LabPlan:
                 LabContainer.from_json(c)
                 for c in data["containers"]  # type: ignore[union-attr]
             ),
+            start=data.get("start") or "prepared",  # type: ignore[arg-type]
         )
 
 
@@ -291,9 +304,11 @@ def _relay_kind(tls: str | None) -> str:
     return "smtps" if tls == "wrapper" else "smtp"
 
 
-def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -> LabPlan:
+def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
+             start: Start = "prepared") -> LabPlan:
     """The lab of ``site``; refuse (InputError) a site whose relays the lab must not stand in for.
 
+    ``start``: how the site's hosts start (:data:`STARTS`).
     ``taken``: subnets already in use (other podman networks, the host's routes); the lab
     subnet avoids them. Without it the result depends on the site name alone.
     """
@@ -451,5 +466,5 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = ()) -
 
     return LabPlan(
         site=site.site, network=prefix, subnet=str(subnet),
-        gateway=addr(GATEWAY_OCTET), containers=tuple(containers),
+        gateway=addr(GATEWAY_OCTET), containers=tuple(containers), start=start,
     )

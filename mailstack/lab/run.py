@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 
 from mailstack import container as podman
 from mailstack import secrets as site_secrets
-from mailstack.container import IMAGE, Container, commit, image_exists, remove_image
+from mailstack.container import BARE_IMAGE, IMAGE, Container, commit, image_exists, remove_image
 from mailstack.errors import InputError, ToolError
-from mailstack.lab import fixture, outside, tls
+from mailstack.lab import debs, fixture, handmade, outside, tls
 from mailstack.lab import provider as provider_fixture
 from mailstack.lab import relay as relay_fixture
-from mailstack.lab.plan import LabContainer, LabPlan, fixture_id, plan_lab
+from mailstack.lab.plan import STARTS, LabContainer, LabPlan, Start, fixture_id, plan_lab
 from mailstack.lab.state import (
     INVENTORY,
     KEY,
@@ -45,6 +45,7 @@ from mailstack.lab.state import (
     render_inventory,
     write_atomic,
 )
+from mailstack.plan.hosts import packages as host_packages
 from mailstack.site.load import load_site
 from mailstack.site.model import Site
 
@@ -111,13 +112,16 @@ def _load(site_file: str | os.PathLike[str]) -> Site:
     return load_site(site_file)
 
 
-def _require_podman() -> None:
+def _require_podman(*, bare: bool = False) -> None:
     if not podman.podman_available():
         raise ToolError("the lab needs podman: it is missing or does not answer "
                         "(run scripts/install-host-deps.sh as root, or `make host`)")
     if not image_exists(IMAGE):
         raise ToolError(f"the lab needs the image {IMAGE}: run scripts/build-image.sh "
                         "(or `make image`)")
+    if bare and not image_exists(BARE_IMAGE):
+        raise ToolError(f"bare lab hosts need the image {BARE_IMAGE}: run "
+                        "scripts/build-image.sh bare (or `make image`)")
 
 
 def _require_ssh() -> str:
@@ -165,7 +169,7 @@ def _host_routes() -> list[str]:
     return out
 
 
-def _plan_for_up(site: Site) -> LabPlan:
+def _plan_for_up(site: Site, start: Start = "prepared") -> LabPlan:
     """The plan, with a subnet that is free on this host (its own network's subnet counts as
     free, so a re-run keeps it)."""
     network = f"mailstack-{site.site}"
@@ -173,7 +177,7 @@ def _plan_for_up(site: Site) -> LabPlan:
     own = [s for n in nets if n.get("name") == network for s in _subnets(n)]
     taken = [s for n in nets if n.get("name") != network for s in _subnets(n)]
     taken += [r for r in _host_routes() if r not in own]
-    return plan_lab(site, taken=taken)
+    return plan_lab(site, taken=taken, start=start)
 
 
 # -- network -----------------------------------------------------------------------------
@@ -222,8 +226,30 @@ def _remove_containers(plan: LabPlan, known_names: Iterable[str] = ()) -> list[s
 
 # -- containers --------------------------------------------------------------------------
 
+START_LABEL = "mailstack.start"
+"""The podman label that records how a site host container started (plan.start)."""
+
+
+def _boot(plan: LabPlan, c: LabContainer, debs_dir: Path | None
+          ) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """(image, read-only volumes, labels) of container ``c``: a site host starts as
+    ``plan.start`` says (a bare one from the bare image with its apt repository at /debs);
+    every other container from the lab image."""
+    if c.role != "host":
+        return IMAGE, [], {}
+    labels = {START_LABEL: plan.start}
+    if plan.start == "bare":
+        if debs_dir is None:
+            raise ToolError("a bare lab host needs its apt repository (lab up builds it)")
+        return BARE_IMAGE, [(str(debs_dir), debs.MOUNT)], labels
+    return IMAGE, [], labels
+
+
 def _matches(info: dict[str, Any], plan: LabPlan, c: LabContainer) -> bool:
     if not (info.get("State") or {}).get("Running"):
+        return False
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    if c.role == "host" and labels.get(START_LABEL, "prepared") != plan.start:
         return False
     if (info.get("Config") or {}).get("Hostname") != c.hostname:
         return False
@@ -233,20 +259,24 @@ def _matches(info: dict[str, Any], plan: LabPlan, c: LabContainer) -> bool:
     return set(c.aliases) <= set(net.get("Aliases") or [])
 
 
-def _ensure_container(plan: LabPlan, c: LabContainer, image: str = IMAGE) -> bool:
+def _ensure_container(plan: LabPlan, c: LabContainer, debs_dir: Path | None) -> bool:
     """Start ``c`` unless a matching one runs; True when it was (re)started."""
     info = _inspect_container(c.name)
     if info is not None and _matches(info, plan, c):
         return False
     if info is not None:
         Container(c.name).remove()
-    _start(plan, c, image)
+    _start(plan, c, debs_dir)
     return True
 
 
-def _start(plan: LabPlan, c: LabContainer, image: str) -> None:
+def _start(plan: LabPlan, c: LabContainer, debs_dir: Path | None, image: str | None = None
+           ) -> None:
+    """Start ``c`` as :func:`_boot` says, or from ``image`` (a snapshot) with the same volumes."""
+    boot_image, volumes, labels = _boot(plan, c, debs_dir)
     Container.start(c.name, hostname=c.hostname, network=plan.network, ip=c.ip,
-                    aliases=c.aliases, image=image)
+                    aliases=c.aliases, image=image or boot_image, volumes=volumes,
+                    labels=labels)
 
 
 def _mac(plan: LabPlan, c: LabContainer) -> str:
@@ -373,7 +403,8 @@ def _wait_ssh(c: LabContainer, key: Path, timeout: float = SSH_TIMEOUT) -> None:
 # -- public API --------------------------------------------------------------------------
 
 def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build",
-       secrets_dir: str | os.PathLike[str] | None = None) -> LabState:
+       secrets_dir: str | os.PathLike[str] | None = None, start: Start = "prepared"
+       ) -> LabState:
     """Bring up the lab of ``site_file`` (idempotent); return its state.
 
     Creates the internal network, starts the containers that do not already run as planned,
@@ -381,14 +412,23 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     (:func:`ensure_outside_secrets`; ``state.secrets_created``, ``state.warnings``),
     configures the relay and provider fixtures with certificates of their lab CAs, writes
     ``build/<site>/lab/{inventory.yml,lab.json,id_ed25519}`` and checks SSH to every site host.
+
+    ``start`` says how the site's hosts start (:data:`~mailstack.lab.plan.STARTS`): ``bare``
+    hosts get a local apt repository of their packages (:mod:`mailstack.lab.debs`), built on
+    first use; ``handmade`` hosts are given a hand-made stack (:mod:`mailstack.lab.handmade`).
     """
     site = _load(site_file)
+    if start not in STARTS:
+        raise InputError(f"lab up: unknown start {start!r} (one of {', '.join(STARTS)})")
     plan_lab(site)  # refuse an unsafe site before anything runs
     _require_ssh()
-    _require_podman()
+    _require_podman(bare=start == "bare")
     where = lab_dir(build_dir, site.site)
     previous = _safe_read_state(where)
-    plan = _plan_for_up(site)
+    plan = _plan_for_up(site, start)
+    debs_dir = debs.repository(
+        p for name in sorted(site.hosts) for p in host_packages(site, name)
+    ) if start == "bare" else None
     report = _prepare_outside(site, plan, site_file, build_dir, secrets_dir)
     known = [c.name for c in previous.containers] if previous else []
     # Containers of an older plan that this plan no longer has.
@@ -403,9 +443,11 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
              for c in plan.stand_ins}
 
     _ensure_network(plan, known)
-    _parallel(lambda c: _ensure_container(plan, c), plan.containers)
+    _parallel(lambda c: _ensure_container(plan, c, debs_dir), plan.containers)
     _wire(plan, plan.containers)
     _parallel(lambda c: _authorize(c, public_key), plan.hosts)
+    if start == "handmade":
+        _parallel(handmade.configure, plan.hosts)
 
     def configure(c: LabContainer) -> None:
         if c.role == "provider":
@@ -432,7 +474,7 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     lab = LabState(plan=plan, lab_dir=where, inventory=inventory, key=key,
                    relay_certs=relay_certs, relay_cas=relay_cas,
                    provider_ca=ca_root / "provider-ca.crt" if plan.provider else None,
-                   secrets_created=report.created, warnings=report.warnings)
+                   debs=debs_dir, secrets_created=report.created, warnings=report.warnings)
     lab.write()
     _parallel(lambda c: _wait_ssh(c, key), plan.hosts)
     return lab
@@ -573,7 +615,7 @@ def restore(site_file: str | os.PathLike[str], tag: str, *,
 
     def recreate(c: LabContainer) -> None:
         Container(c.name).remove()
-        _start(lab.plan, c, images[c.key])
+        _start(lab.plan, c, lab.debs, images[c.key])
 
     _parallel(recreate, lab.hosts)
     _wire(lab.plan, lab.hosts)

@@ -62,6 +62,8 @@ class LabState:
     """Relay name -> the lab CA certificate that signed it (what its ca_secret should hold)."""
     provider_ca: Path | None = None
     """The provider's CA certificate (what a fetch's ca_secret should hold), if any."""
+    debs: Path | None = None
+    """The local apt repository bare site hosts have at /debs (``lab up --start bare``)."""
     secrets_created: tuple[str, ...] = field(default=(), compare=False)
     """Outside secrets this ``up`` wrote into the site's secrets folder (not kept in lab.json)."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -137,6 +139,7 @@ class LabState:
             "relay_certs": {k: str(v) for k, v in self.relay_certs.items()},
             "relay_cas": {k: str(v) for k, v in self.relay_cas.items()},
             "provider_ca": str(self.provider_ca) if self.provider_ca else None,
+            "debs": str(self.debs) if self.debs else None,
         }
 
     @classmethod
@@ -155,6 +158,7 @@ class LabState:
             relay_certs={str(k): Path(str(v)) for k, v in certs.items()},  # type: ignore[union-attr]
             relay_cas={str(k): Path(str(v)) for k, v in cas.items()},  # type: ignore[union-attr]
             provider_ca=Path(str(provider_ca)) if provider_ca else None,
+            debs=Path(str(data["debs"])) if data.get("debs") else None,
         )
 
     def write(self) -> None:

@@ -21,6 +21,13 @@ ROOT_PEERCRED_DN = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
 TLS_DIR = "/etc/mailstack/tls"
 CA_CERT = f"{TLS_DIR}/ca.crt"
 
+# The host's record of mailstack, JSON: {"site", "host", "since"[, "taken_over"]} once apply's
+# survey accepted the host; {"prepared_by": ...} on a host whose packages a mailstack recipe
+# installed (the lab image). A host without it is surveyed before anything changes.
+HOST_MARKER = "/etc/mailstack/host.json"
+# Where apply --take-over keeps a dated copy of a hand-made stack's configuration.
+TAKEOVER_BACKUP_DIR = "/var/backups/mailstack"
+
 # Ports.
 SMTP_PORT = 25
 SUBMISSION_PORT = 587
@@ -30,12 +37,24 @@ IMAPS_PORT = 993
 POP3_PORT = 110
 POP3S_PORT = 995
 LDAP_PORT = 389
+LDAPS_PORT = 636
+MANAGESIEVE_PORT = 4190
+MAIL_PORTS = (SMTP_PORT, SUBMISSIONS_PORT, SUBMISSION_PORT, POP3_PORT, POP3S_PORT, IMAP_PORT,
+              IMAPS_PORT, LDAP_PORT, LDAPS_PORT, MANAGESIEVE_PORT)
+"""Ports on which something already listening means a mail stack runs on the host."""
 
 # Virtual mail storage: one uid/gid for every mailbox (Dovecot's first_valid_uid).
 VMAIL_USER = "vmail"
 VMAIL_UID = 5000
 VMAIL_GID = 5000
 VMAIL_DIR = "/var/vmail"
+
+# What a mail stack set up by hand leaves: configurations (copied aside on --take-over; slapd's
+# configuration and database are moved aside, so that mailstack builds its own) and mail.
+FOREIGN_CONFIGS = ("/etc/postfix", "/etc/dovecot", "/etc/ldap/slapd.d", "/etc/ldap/slapd.conf",
+                   "/etc/aliases", "/etc/mailname", "/etc/exim4", "/etc/default/slapd")
+FOREIGN_MOVED = ("/etc/ldap/slapd.d", "/var/lib/ldap")
+MAIL_SPOOLS = ("/var/mail", "/var/spool/mail", VMAIL_DIR, "/home/*/Maildir", "/root/Maildir")
 
 # Postfix <-> Dovecot sockets, relative to Postfix's queue directory.
 POSTFIX_QUEUE_DIR = "/var/spool/postfix"

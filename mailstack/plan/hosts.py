@@ -18,12 +18,48 @@ from mailstack.plan import (
 )
 from mailstack.site.model import Site
 
+BASE_PACKAGES = ("python3-apt",)
+"""Every host: Ansible's apt module installs the others with it (a bare Debian lacks it)."""
 PACKAGES = {
     "ldap": ("slapd", "ldap-utils", "python3-ldap3"),
-    "mta": ("postfix", "postfix-ldap", "libsasl2-modules"),
+    # ca-certificates: main.cf's smtp_tls_CAfile, and every relay or remote mailbox without a
+    # CA of its own, trust the system store (a minimal Debian has none)
+    "mta": ("postfix", "postfix-ldap", "libsasl2-modules", "ca-certificates"),
     "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap"),
 }
 SERVICES = {"ldap": ("slapd",), "mta": ("postfix",), "imap": ("dovecot",)}
+
+
+def debconf(site: Site, name: str) -> dict[str, list[str]]:
+    """debconf answers, per package, given before the package is first installed.
+
+    slapd: no configuration of its own (mailstack_slapd builds cn=config offline). Postfix:
+    "Local only" under the host's name: Debian's postinst writes a main.cf that listens on
+    loopback only, builds aliases.db and starts Postfix. So nothing answers on port 25 before
+    the checked configuration is swapped in, and the staged check (smtpd -S) finds the proxymap
+    and tlsmgr of a running Postfix. ("No configuration" leaves no main.cf, no aliases.db and
+    no running Postfix: the staged check then fails on the first apply.)
+    """
+    out: dict[str, list[str]] = {}
+    roles = host_roles(site, name)
+    if "ldap" in roles:
+        out["slapd"] = ["slapd slapd/no_configuration boolean true"]
+    if "mta" in roles:
+        out["postfix"] = ["postfix postfix/main_mailer_type select Local only",
+                          f"postfix postfix/mailname string {site.hosts[name].hostname}"]
+    return out
+
+
+def host_roles(site: Site, name: str) -> tuple[str, ...]:
+    return tuple(r for r in ("ldap", "mta", "imap") if r in site.hosts[name].roles)
+
+
+def packages(site: Site, name: str) -> tuple[str, ...]:
+    """The Debian packages host ``name`` needs, in install order (the manifest's list)."""
+    roles = host_roles(site, name)
+    fetching = "mta" in roles and bool(site.fetch)
+    return BASE_PACKAGES + tuple(p for r in roles for p in PACKAGES[r]) + (
+        ("getmail6",) if fetching else ())
 
 
 def host_with(site: Site, role: str) -> str:
@@ -40,7 +76,7 @@ def ldap_uri(site: Site, host: str) -> str:
 
 def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     host = site.hosts[name]
-    roles = tuple(r for r in ("ldap", "mta", "imap") if r in host.roles)
+    roles = host_roles(site, name)
     files: list[FileSpec] = [*tls.files(name, roles, secrets)]
     if "ldap" in roles:
         files += slapd.files(site, name, secrets)
@@ -62,11 +98,22 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                   "dir": facts.VMAIL_DIR},
         # unprivileged system users the host needs before its files can be placed
         "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
+        "debconf": debconf(site, name),
+        # what apply looks at on a host it has not applied before (mailstack_survey)
+        "survey": {
+            "marker": facts.HOST_MARKER,
+            "ports": list(facts.MAIL_PORTS),
+            "configs": list(facts.FOREIGN_CONFIGS),
+            "moved": list(facts.FOREIGN_MOVED),
+            "spools": list(facts.MAIL_SPOOLS),
+            "queue": facts.POSTFIX_QUEUE_DIR,
+            "backup_dir": facts.TAKEOVER_BACKUP_DIR,
+        },
     }
     fetching = "mta" in roles and bool(site.fetch)
     return HostPlan(
         name=name, hostname=host.hostname, roles=roles, files=tuple(files),
-        packages=tuple(p for r in roles for p in PACKAGES[r]) + (("getmail6",) if fetching else ()),
+        packages=packages(site, name),
         services=tuple(s for r in roles for s in SERVICES[r]) +
         (fetch.services(site) if fetching else ()),
         facts=facts_out,

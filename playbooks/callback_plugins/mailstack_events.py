@@ -33,6 +33,19 @@ def _text(value):
     return text if len(text) <= _TEXT_LIMIT else "..." + text[-_TEXT_LIMIT:]
 
 
+def _in_rescued_block(task):
+    """True when ``task`` lies in the ``block:`` part of a block that has a ``rescue:``: its
+    failure is handled there (the rescue names the cause), not the host's final failure."""
+    child, parent = task, getattr(task, "_parent", None)
+    while parent is not None:
+        if parent.__class__.__name__ == "Block" and getattr(parent, "rescue", None):
+            ids = {getattr(t, "_uuid", None) for t in getattr(parent, "block", None) or ()}
+            if getattr(child, "_uuid", None) in ids:
+                return True
+        child, parent = parent, getattr(parent, "_parent", None)
+    return False
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "stdout"
@@ -89,7 +102,8 @@ class CallbackModule(CallbackBase):
         self._result("ok", result)
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._result("failed", result, ignored=bool(ignore_errors))
+        self._result("failed", result, ignored=bool(ignore_errors),
+                     rescued=_in_rescued_block(result._task))
 
     def v2_runner_on_skipped(self, result):
         self._result("skipped", result)

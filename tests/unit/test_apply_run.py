@@ -137,14 +137,18 @@ def test_a_failed_host_raises_with_host_task_and_reason(example: Path, inventory
     failing = [
         event("play", name="Configure Postfix"),
         event("failed", host="mail", task="Check the staged Postfix configuration as a whole",
-              role="mailstack_postfix", changed=False, ignored=False, rc=1,
+              role="mailstack_postfix", changed=False, ignored=False, rescued=True, rc=1,
               msg="non-zero return code",
               stdout="smtpd (service smtp/inet, main.cf and master.cf): fatal: Invalid TLS level "
-                     "\"bogus\"\r\n"),
+                     "\"bogus\"\r\nShared connection to 10.89.1.10 closed.\r\n"),
         event("failed", host="mail", task="Report why the rendered Postfix configuration was "
               "refused", role="mailstack_postfix", changed=False, ignored=False,
               msg="mail: Postfix refused the rendered configuration (/etc/postfix/main.cf "
-                  "changed): fatal: Invalid TLS level \"bogus\""),
+                  "changed): fatal: Invalid TLS level \"bogus\"; warning: later line"),
+        # force_handlers: a handler runs after the real failure and fails too
+        event("failed", host="mail", task="Check the live Postfix configuration before "
+              "reloading", role="mailstack_postfix", changed=False, ignored=False, rc=1,
+              msg="non-zero return code", stderr="postfix: fatal: open /etc/postfix/main.cf"),
         event("stats", hosts={"mail": {"ok": 20, "changed": 1, "unreachable": 0, "failures": 1,
                                        "skipped": 3, "rescued": 1, "ignored": 0}}),
     ]
@@ -155,14 +159,20 @@ def test_a_failed_host_raises_with_host_task_and_reason(example: Path, inventory
                        out=lines.append)
     message = str(caught.value)
     assert message.startswith("apply of krasnoyarsk failed on mail:\n")
-    assert "mail: mailstack_postfix: Report why the rendered Postfix configuration was refused: " \
-           "mail: Postfix refused the rendered configuration (/etc/postfix/main.cf changed)" \
-        in message
+    # the last line names the task that really failed and its first meaningful line, not the
+    # handler that ran after it, and no SSH noise
+    assert message.splitlines()[-1] == (
+        "mail: mailstack_postfix: Report why the rendered Postfix configuration was refused: "
+        "mail: Postfix refused the rendered configuration (/etc/postfix/main.cf changed): "
+        "fatal: Invalid TLS level \"bogus\"")
+    assert not any("Shared connection" in line for line in lines)
+    assert any(line.startswith("mail: rescued  mailstack_postfix: Check the staged")
+               for line in lines)
     assert caught.value.exit_code == 3
     assert caught.value.report.hosts["mail"].failed == 1
-    assert any(line.startswith("mail: FAILED   mailstack_postfix: Check the staged Postfix "
+    assert any(line.startswith("mail: rescued  mailstack_postfix: Check the staged Postfix "
                                "configuration as a whole: smtpd (service smtp/inet") and
-               line.endswith("(exit 1)") for line in lines)
+               line.endswith("\"bogus\" (exit 1)") for line in lines)
     vars_file = next(a[1:] for a in json.loads((tmp_path / "record.json").read_text())["argv"]
                      if a.startswith("@"))
     assert not Path(vars_file).exists()
@@ -222,8 +232,13 @@ def test_the_callback_streams_json_lines_from_a_real_playbook(tmp_path: Path) ->
               ansible.builtin.command: "echo {{ item }}"
               loop: [one, two]
               changed_when: item == 'two'
-            - name: Fail on purpose
-              ansible.builtin.command: sh -c 'echo broken >&2; exit 3'
+            - name: A block whose rescue handles the failure
+              block:
+                - name: Fail inside the block
+                  ansible.builtin.command: "false"
+              rescue:
+                - name: Fail on purpose
+                  ansible.builtin.command: sh -c 'echo broken >&2; exit 3'
         """))
     env = dict(os.environ, ANSIBLE_CONFIG=str(applying.ANSIBLE_CFG),
                ANSIBLE_STDOUT_CALLBACK=applying.CALLBACK,
@@ -241,11 +256,13 @@ def test_the_callback_streams_json_lines_from_a_real_playbook(tmp_path: Path) ->
     assert [e["event"] for e in events][:2] == ["playbook", "play"]
     items = [e for e in events if e["event"] == "item_ok"]
     assert [(e["item"], e["changed"]) for e in items] == [("one", False), ("two", True)]
-    failed = next(e for e in events if e["event"] == "failed")
+    first, failed = (e for e in events if e["event"] == "failed")
+    assert first["task"] == "Fail inside the block" and first["rescued"] is True
     assert failed["task"] == "Fail on purpose" and failed["stderr"] == "broken"
-    assert failed["rc"] == 3
+    assert failed["rc"] == 3 and failed["rescued"] is False
     stats = next(e for e in events if e["event"] == "stats")
     assert stats["hosts"]["localhost"]["failures"] == 1
+    assert stats["hosts"]["localhost"]["rescued"] == 1
     assert stats["hosts"]["localhost"]["changed"] == 1
 
 
