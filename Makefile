@@ -21,6 +21,7 @@ host:
 
 image: host
 	bash scripts/build-image.sh
+	bash scripts/build-image.sh bare
 
 demo: venv image
 	$(MAILSTACK) lab secrets $(SITE)
@@ -32,10 +33,11 @@ demo: venv image
 	$(MAILSTACK) apply $(SITE) --lab
 	$(MAILSTACK) verify $(SITE) --lab
 
-lint: venv
+lint: venv host
 	$(VENV)/bin/ruff check mailstack tests bench
 	$(VENV)/bin/yamllint -s .
 	$(VENV)/bin/ansible-lint -q playbooks roles
+	shellcheck scripts/*.sh roles/*/files/*.sh
 
 unit: venv
 	$(PY) -m pytest -q -m 'not live'

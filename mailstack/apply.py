@@ -182,7 +182,7 @@ class _Events:
             self.out(f"{name}: rescued  {step}: {message}")
             return
         if host.failure is None:
-            host.failure = f"{step}: {_headline(message)}"
+            host.failure = f"{step}: {_headline(event)}"
             host.failure_detail = f"{step}: {message}"
         label = "UNREACHABLE" if kind == "unreachable" else "FAILED"
         self.out(f"{name}: {label:<8} {step}: {message}")
@@ -199,13 +199,22 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in lines if line.strip() and not _NOISE.match(line.strip()))
 
 
-def _headline(message: str) -> str:
-    """The first meaningful line of a failure text (its parts are joined by ' | ' and '; ')."""
-    for part in message.split(" | "):
-        for line in part.split("; "):
-            if line.strip() and not line.strip().startswith("non-zero return code"):
-                return line.strip()
-    return message.strip()
+_GENERIC = ("non-zero return code", "MODULE FAILURE", "One or more items failed")
+
+
+def _headline(event: dict) -> str:
+    """A failure's first meaningful line: the task's own message when it says something (the
+    roles' ``fail`` messages are written as one sentence), else the first line the command or
+    module printed."""
+    msg = " ".join(_clean(event.get("msg") or "").split("\n")).strip()
+    if msg and not msg.startswith(_GENERIC):
+        return msg
+    for key in ("stderr", "stdout", "module_stderr"):
+        for line in _clean(event.get(key) or "").splitlines():
+            return line.strip()
+    for item in event.get("failed_items") or ():
+        return f"[{item.get('item')}] {item.get('msg')}".strip()
+    return msg or "failed (no message)"
 
 
 def _failure_text(event: dict) -> str:

@@ -1,7 +1,7 @@
 # Shared by scripts/build-image.sh and scripts/build-debs.sh (sourced; set SCRIPT_NAME first).
 # Env: MAILSTACK_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #      MAILSTACK_SECURITY_MIRROR (default http://deb.debian.org/debian-security).
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2016  # the single-quoted $names are for the inner shells
 
 SUITE=bookworm
 MIRROR=${MAILSTACK_DEBIAN_MIRROR:-http://deb.debian.org/debian}

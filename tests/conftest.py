@@ -45,16 +45,19 @@ def example_text() -> str:
     return EXAMPLE.read_text(encoding="utf-8")
 
 
-def live(*, ssh: bool = False, ansible: bool = False) -> list[pytest.MarkDecorator]:
-    """A live module's marks: ``live``, and a skip saying what is missing (podman, the image,
+def live(*, ssh: bool = False, ansible: bool = False, bare: bool = False
+         ) -> list[pytest.MarkDecorator]:
+    """A live module's marks: ``live``, and a skip saying what is missing (podman, the images,
     ssh, Ansible). `make test` installs all of them first, so in CI nothing is skipped."""
-    from mailstack.container import IMAGE, image_exists, podman_available
+    from mailstack.container import BARE_IMAGE, IMAGE, image_exists, podman_available
 
     reason = None
     if not podman_available():
         reason = "podman is not available: run scripts/install-host-deps.sh"
     elif not image_exists(IMAGE):
         reason = f"image {IMAGE} is missing: run scripts/build-image.sh"
+    elif bare and not image_exists(BARE_IMAGE):
+        reason = f"image {BARE_IMAGE} is missing: run scripts/build-image.sh bare"
     elif ssh and (shutil.which("ssh") is None or shutil.which("ssh-keygen") is None):
         reason = "ssh and ssh-keygen are needed: apt-get install openssh-client"
     elif ansible:

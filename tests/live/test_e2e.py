@@ -1,13 +1,18 @@
 """The whole chain in the lab: lab up -> apply -> verify, idempotence, and broken deployments.
 
-One lab for the module: the example site (under its own site name) is applied once and
-snapshotted; every negative case restores the snapshot, breaks one thing the way an admin
-would (edit a file, reload), and shows that the matching verify check FAILs and says why.
+One lab for the module: the example site (under its own site name) is applied once, to a *bare*
+host (what a real server from a hosting provider is: no mail stack, apt from a local repository
+of Debian's packages; `lab up --start bare`), so the first apply walks the path users take:
+packages, debconf, a local-only Postfix, the staged checks. Then it is snapshotted; the first
+test proves the whole site with verify and a second apply that changes nothing; every negative
+case restores the snapshot, breaks one thing the way an admin would (edit a file, reload), and
+shows that the matching verify check FAILs and says why.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +23,7 @@ from mailstack.container import Container
 from mailstack.site.load import load_site
 from tests.conftest import EXAMPLE, live
 
-pytestmark = live(ssh=True, ansible=True)
+pytestmark = live(ssh=True, ansible=True, bare=True)
 
 
 class Lab:
@@ -52,10 +57,17 @@ def site_lab(tmp_path_factory) -> Lab:
     lab.ensure_outside_secrets(site, build_dir=build)
     secrets.generate(load_site(site), root / "secrets")
     try:
-        lab.up(site, build_dir=build)
+        started = time.monotonic()
+        lab.up(site, build_dir=build, start="bare")
+        up = time.monotonic() - started
         report = apply.apply(site, inventory=lab.state(site, build_dir=build).inventory,
                              build_dir=build, out=lambda line: None)
         assert report.ok and report.changed > 0
+        changes = report.hosts["mail"].changes
+        assert any("the host is mailstack's now (bare)" in c for c in changes), changes
+        assert any("Install the missing packages" in c for c in changes), changes
+        print(f"\n[bare host: lab up {up:.1f} s, first apply {report.seconds:.1f} s, "
+              f"{report.changed} changed]")
         lab.snapshot(site, "applied", build_dir=build)
         yield Lab(site, build)
     finally:

@@ -164,7 +164,7 @@ def test_a_failed_host_raises_with_host_task_and_reason(example: Path, inventory
     assert message.splitlines()[-1] == (
         "mail: mailstack_postfix: Report why the rendered Postfix configuration was refused: "
         "mail: Postfix refused the rendered configuration (/etc/postfix/main.cf changed): "
-        "fatal: Invalid TLS level \"bogus\"")
+        "fatal: Invalid TLS level \"bogus\"; warning: later line")
     assert not any("Shared connection" in line for line in lines)
     assert any(line.startswith("mail: rescued  mailstack_postfix: Check the staged")
                for line in lines)
@@ -264,6 +264,15 @@ def test_the_callback_streams_json_lines_from_a_real_playbook(tmp_path: Path) ->
     assert stats["hosts"]["localhost"]["failures"] == 1
     assert stats["hosts"]["localhost"]["rescued"] == 1
     assert stats["hosts"]["localhost"]["changed"] == 1
+
+
+def test_the_headline_is_the_tasks_message_or_the_commands_first_line() -> None:
+    assert applying._headline({"msg": "non-zero return code", "rc": 1,
+                               "stdout": "Shared connection to 10.0.0.1 closed.\r\n",
+                               "stderr": "\nE: Unable to locate package postfix-ldap\nE: more"}) \
+        == "E: Unable to locate package postfix-ldap"
+    assert applying._headline({"msg": "mail: this host already runs mail; Found: x"}) == \
+        "mail: this host already runs mail; Found: x"
 
 
 def test_failure_text_prefers_what_the_command_said() -> None:

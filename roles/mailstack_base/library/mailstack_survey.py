@@ -141,6 +141,10 @@ def files_below(path, limit=100000):
     return count
 
 
+def is_maildir(path):
+    return any(os.path.isdir(os.path.join(path, sub)) for sub in ("cur", "new"))
+
+
 def mail_found(spools, queue):
     """Lines naming the mail that exists: mbox files, Maildirs and other mail stores, the queue."""
     found = []
@@ -148,6 +152,9 @@ def mail_found(spools, queue):
         for path in sorted(glob.glob(pattern)):
             if os.path.isfile(path) and os.path.getsize(path) > 0:
                 found.append(f"mail: {path} holds {mbox_messages(path)} message(s) (mbox)")
+            elif is_maildir(path):
+                if files_below(path):
+                    found.append(f"mail: {path} holds {files_below(path)} file(s)")
             elif os.path.isdir(path):
                 for entry in sorted(os.listdir(path)):
                     full = os.path.join(path, entry)
@@ -203,13 +210,17 @@ def survey(params, proc="/proc"):
     return ("foreign" if findings else "bare"), findings
 
 
-def take_over(params, stamp):
-    """Copy the configurations (move those in ``moved``) to a dated folder; return it."""
+STOP_SLAPD = ("systemctl", "stop", "slapd")
+
+
+def take_over(params, stamp, stop=STOP_SLAPD):
+    """Copy the configurations (move those in ``moved``, after ``stop``ping the daemon that
+    uses them) to a dated folder; return it."""
     backup = os.path.join(params["backup_dir"], f"takeover-{stamp}")
     os.makedirs(backup, mode=0o700, exist_ok=True)
     moved = set(params["moved"])
-    if any(os.path.exists(p) for p in moved) and shutil.which("systemctl"):
-        subprocess.run(["systemctl", "stop", "slapd"], check=False, capture_output=True)
+    if stop and any(os.path.exists(p) for p in moved):
+        subprocess.run(list(stop), check=False, capture_output=True)
     for path in list(dict.fromkeys([*params["configs"], *params["moved"]])):
         if not os.path.lexists(path):
             continue
