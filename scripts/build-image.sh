@@ -36,11 +36,13 @@ LAB_PACKAGES=(
     postfix postfix-ldap libsasl2-modules
     dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-ldap dovecot-sieve dovecot-managesieved
     fetchmail getmail6 swaks libnet-ssleay-perl
-    openssh-server python3-ldap3
+    openssh-server python3-ldap3 python3-apt
     ca-certificates openssl tar
 )
 # libnet-ssleay-perl: only a Recommends of swaks, but swaks needs it for STARTTLS/TLS.
 # getmail6: collects remote mailboxes (plan/fetch.py says why not fetchmail).
+# The lab image holds every package a site host's manifest lists (plan/hosts.py), python3-apt
+# for Ansible's apt module among them: inside the lab no apt source answers.
 if [[ $FLAVOUR == bare ]]; then
     BASE_PACKAGES+=("${BARE_EXTRA[@]}")
     PACKAGES=()

@@ -91,3 +91,31 @@ def test_secret_files_are_not_world_readable(example) -> None:
         holds_secret = "PRIVATE KEY" in str(f.data) or "bind_pw" in str(f.data) or \
             "dnpass" in str(f.data) or "olcRootPW" in str(f.data)
         assert not holds_secret or not f.mode & 0o004, f.path
+
+
+def test_a_host_needs_what_a_bare_debian_lacks_and_postfix_starts_local_only(example) -> None:
+    from mailstack.plan import hosts
+
+    site = load_site(example)
+    packages = hosts.packages(site, "mail")
+    assert packages[0] == "python3-apt"  # Ansible's apt module installs the rest with it
+    assert "ca-certificates" in packages  # main.cf's smtp_tls_CAfile, relays without a CA
+    assert packages[-1] == "getmail6"  # the site collects remote mailboxes
+    assert hosts.debconf(site, "mail") == {
+        "slapd": ["slapd slapd/no_configuration boolean true"],
+        "postfix": ["postfix postfix/main_mailer_type select Local only",
+                    "postfix postfix/mailname string mail.krasnoyarsk.example.org"]}
+
+
+def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
+    """Inside the lab no apt source answers: a prepared host must already have them all."""
+    import re
+    from pathlib import Path
+
+    from mailstack.plan import hosts
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "build-image.sh").read_text()
+    listed = set(re.search(r"\nLAB_PACKAGES=\(\n(.*?)\n\)", script, re.S).group(1).split())
+    site = load_site(example)
+    every_role = {p for r in hosts.PACKAGES.values() for p in r} | set(hosts.BASE_PACKAGES)
+    assert set(hosts.packages(site, "mail")) | every_role <= listed
