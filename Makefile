@@ -17,11 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 host:
-	bash scripts/install-host-deps.sh
+	bash mailstack/lab/scripts/install-host-deps.sh
 
 image: host
-	bash scripts/build-image.sh
-	bash scripts/build-image.sh bare
+	bash mailstack/lab/scripts/build-image.sh
+	bash mailstack/lab/scripts/build-image.sh bare
 
 demo: venv image
 	$(MAILSTACK) lab secrets $(SITE)
@@ -36,8 +36,8 @@ demo: venv image
 lint: venv host
 	$(VENV)/bin/ruff check mailstack tests bench
 	$(VENV)/bin/yamllint -s .
-	$(VENV)/bin/ansible-lint -q playbooks roles
-	shellcheck scripts/*.sh roles/*/files/*.sh
+	ANSIBLE_CONFIG=$(CURDIR)/mailstack/ansible/ansible.cfg $(VENV)/bin/ansible-lint -q mailstack/ansible
+	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/roles/*/files/*.sh
 
 unit: venv
 	$(PY) -m pytest -q -m 'not live'

@@ -27,15 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack import core, secrets
+from mailstack import core, resources, secrets
 from mailstack.errors import InputError, ToolError
 from mailstack.plan import dit, facts
 from mailstack.site.model import Site
 
-ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOK = ROOT / "playbooks" / "site.yml"
-ANSIBLE_CFG = ROOT / "ansible.cfg"
-CALLBACK_DIR = ROOT / "playbooks" / "callback_plugins"
+PLAYBOOK = resources.PLAYBOOK
+ANSIBLE_CFG = resources.ANSIBLE_CFG
+CALLBACK_DIR = resources.CALLBACK_DIR
 CALLBACK = "mailstack_events"
 EVENT_PREFIX = "@@mailstack "
 RECAP_KEYS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
@@ -286,7 +285,7 @@ def _stream(argv: list[str], env: dict[str, str], out: Out
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                encoding="utf-8", errors="replace", env=env, cwd=ROOT,
+                                encoding="utf-8", errors="replace", env=env, cwd=resources.ANSIBLE,
                                 bufsize=1)
     except OSError as err:
         raise ToolError(f"cannot run {argv[0]}: {err}") from None

@@ -35,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--to", dest="rcpt", required=True, metavar="ADDR")
     lab = sub.add_parser("lab", help="run the site in local containers",
                          description="run the site in local containers (podman, --internal)")
-    lab.add_argument("action", choices=["up", "down", "secrets"],
-                     help="secrets: make the outside world's missing secrets (lab stand-ins)")
-    lab.add_argument("site", metavar="SITE")
+    lab.add_argument("action", choices=["setup", "up", "down", "secrets"],
+                     help="setup: install podman and build the lab's images (root, once); "
+                          "secrets: make the outside world's missing secrets (lab stand-ins)")
+    lab.add_argument("site", metavar="SITE", nargs="?", help="the site file (not for setup)")
     lab.add_argument("-b", "--build", default="build", metavar="DIR", help="default: build")
     lab.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
     lab.add_argument("--start", choices=["prepared", "bare", "handmade"], default="prepared",
@@ -100,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "lab":
             from mailstack import lab
 
+            if args.action == "setup":
+                lab.setup()
+                print("the lab is ready: podman, the lab image and the bare image")
+                return 0
+            if args.site is None:
+                print(f"mailstack lab {args.action}: SITE is required", file=sys.stderr)
+                return 2
             if args.action == "up":
                 state = lab.up(args.site, build_dir=args.build, secrets_dir=args.secrets,
                                start=args.start)

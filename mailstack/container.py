@@ -1,6 +1,6 @@
 """Run the mail daemons' own tools in podman containers of the mailstack lab image.
 
-The image ``localhost/mailstack-lab:bookworm`` is built by ``scripts/build-image.sh`` (no
+The image ``localhost/mailstack-lab:bookworm`` is built by ``mailstack/lab/scripts/build-image.sh`` (no
 registry needed) and boots systemd as PID 1. The run flags are the ones measured to work on
 this project's machines (shared/notes/containers.md): ``--systemd=always``, the host's empty
 cgroup2 mount at /sys/fs/cgroup/unified (without it Dovecot restarts could hang for 90 s) and
@@ -48,10 +48,10 @@ __all__ = [
 ]
 
 IMAGE = "localhost/mailstack-lab:bookworm"
-"""The lab image built by scripts/build-image.sh."""
+"""The lab image built by mailstack/lab/scripts/build-image.sh."""
 
 BARE_IMAGE = "localhost/mailstack-bare:bookworm"
-"""What a real server is (scripts/build-image.sh bare): no mail stack, apt on file:/debs only."""
+"""What a real server is (lab/scripts/build-image.sh bare): no mail stack, apt on file:/debs only."""
 
 DEFAULT_HOSTNAME = "mail.example.test"
 """Host name of throwaway containers (an FQDN: postfix and slapd's scripts want one)."""
@@ -121,7 +121,7 @@ def _podman(
         )
     except FileNotFoundError:
         raise ToolError(
-            f"{what}: podman is not installed (run scripts/install-host-deps.sh as root)"
+            f"{what}: podman is not installed (run `mailstack lab setup` as root)"
         ) from None
     except subprocess.TimeoutExpired as exc:
         raise _error(f"{what}: podman did not finish within {timeout:g} s", exc.stderr) from None
@@ -407,7 +407,7 @@ class Container:
                 check=False,
             )
         except FileNotFoundError:
-            raise ToolError("podman is not installed (run scripts/install-host-deps.sh)") from None
+            raise ToolError("podman is not installed (run `mailstack lab setup`)") from None
         except subprocess.TimeoutExpired as exc:
             raise _error(
                 f"`{shown}` in container {self.name} did not finish within {timeout:g} s",

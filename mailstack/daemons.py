@@ -180,7 +180,7 @@ def check_plan(site: Site, plan: SitePlan, rendered: dict[str, list[rendering.Re
     """Render to a temporary folder and run every host's checkers; one verdict per check."""
     if not image_exists():
         raise ToolError("the image localhost/mailstack-lab:bookworm is missing: "
-                        "run `make image` (scripts/build-image.sh)")
+                        "run `mailstack lab setup` (or `make image`)")
     with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
         tree = rendering.write_tree(plan, rendered, Path(tmp))
         verdicts: list[Check] = []

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import jinja2
 
+from mailstack import resources
 from mailstack.errors import MailstackError
 from mailstack.ldap import ldif
 from mailstack.plan import FileSpec, SitePlan
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = resources.TEMPLATES
 
 
 def _ldif_filter(entry: object) -> str:

@@ -53,11 +53,11 @@ def live(*, ssh: bool = False, ansible: bool = False, bare: bool = False
 
     reason = None
     if not podman_available():
-        reason = "podman is not available: run scripts/install-host-deps.sh"
+        reason = "podman is not available: run `mailstack lab setup`"
     elif not image_exists(IMAGE):
-        reason = f"image {IMAGE} is missing: run scripts/build-image.sh"
+        reason = f"image {IMAGE} is missing: run `mailstack lab setup`"
     elif bare and not image_exists(BARE_IMAGE):
-        reason = f"image {BARE_IMAGE} is missing: run scripts/build-image.sh bare"
+        reason = f"image {BARE_IMAGE} is missing: run `mailstack lab setup`"
     elif ssh and (shutil.which("ssh") is None or shutil.which("ssh-keygen") is None):
         reason = "ssh and ssh-keygen are needed: apt-get install openssh-client"
     elif ansible:

@@ -3,7 +3,7 @@
 A bare host (``lab up --start bare``) is what a real server from a hosting provider is: Debian
 minbase, systemd, sshd, python3, sudo, and nothing of the mail stack. Its only apt source is
 ``deb [trusted=yes] file:/debs ./``; the lab bind-mounts a repository there, read-only, that
-``scripts/build-debs.sh`` makes on this machine from Debian's packages: the closure of what the
+``lab/scripts/build-debs.sh`` makes on this machine from Debian's packages: the closure of what the
 site's hosts need (the packages of their plans, exactly what the rendered manifest lists) on top
 of the bare image. No network inside the lab, and whatever later work adds to a host's packages
 (fail2ban, certbot, Sieve) is served the same way.
@@ -19,13 +19,14 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from mailstack import resources
 from mailstack.container import BARE_IMAGE, image_id
 from mailstack.errors import ToolError
 
 DEBS_ROOT = Path("/var/lib/mailstack-lab/debs")
 MOUNT = "/debs"
 """Where a bare host finds the repository (its sources.list names ``file:/debs``)."""
-SCRIPT = Path(__file__).resolve().parent.parent.parent / "scripts" / "build-debs.sh"
+SCRIPT = resources.LAB_SCRIPTS / "build-debs.sh"
 TIMEOUT = 900.0
 
 
@@ -42,7 +43,7 @@ def repository(packages: Iterable[str], *, root: Path = DEBS_ROOT) -> Path:
     image = image_id(BARE_IMAGE)
     if image is None:
         raise ToolError(f"the bare lab hosts need the image {BARE_IMAGE}: run "
-                        "scripts/build-image.sh bare (or `make image`)")
+                        "`mailstack lab setup` (or `make image`)")
     folder = root / key(wanted, image)
     if (folder / "Packages").is_file():
         return folder

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailstack import container as podman
+from mailstack import resources
 from mailstack import secrets as site_secrets
 from mailstack.container import BARE_IMAGE, IMAGE, Container, commit, image_exists, remove_image
 from mailstack.errors import InputError, ToolError
@@ -71,6 +72,7 @@ __all__ = [
     "restore",
     "restore_relay_certificate",
     "set_provider_password",
+    "setup",
     "snapshot",
     "snapshot_image",
     "state",
@@ -115,13 +117,29 @@ def _load(site_file: str | os.PathLike[str]) -> Site:
 def _require_podman(*, bare: bool = False) -> None:
     if not podman.podman_available():
         raise ToolError("the lab needs podman: it is missing or does not answer "
-                        "(run scripts/install-host-deps.sh as root, or `make host`)")
+                        "(run `mailstack lab setup` as root)")
     if not image_exists(IMAGE):
-        raise ToolError(f"the lab needs the image {IMAGE}: run scripts/build-image.sh "
+        raise ToolError(f"the lab needs the image {IMAGE}: run `mailstack lab setup` "
                         "(or `make image`)")
     if bare and not image_exists(BARE_IMAGE):
         raise ToolError(f"bare lab hosts need the image {BARE_IMAGE}: run "
-                        "scripts/build-image.sh bare (or `make image`)")
+                        "`mailstack lab setup` (or `make image`)")
+
+
+def setup() -> None:
+    """Make this machine ready for the lab (root, Debian 12): podman and its configuration
+    (install-host-deps.sh), the lab image and the bare image (build-image.sh). Each step is
+    skipped within a second when it is done already; their progress goes to the terminal."""
+    scripts = resources.LAB_SCRIPTS
+    for argv in (["bash", str(scripts / "install-host-deps.sh")],
+                 ["bash", str(scripts / "build-image.sh")],
+                 ["bash", str(scripts / "build-image.sh"), "bare"]):
+        try:
+            rc = subprocess.run(argv, check=False, timeout=1800).returncode
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"{' '.join(argv[1:])} did not finish within 30 minutes") from None
+        if rc != 0:
+            raise ToolError(f"lab setup failed: {' '.join(argv[1:])} exited with {rc}")
 
 
 def _require_ssh() -> str:

@@ -6,7 +6,7 @@ in order on the same container: first apply, an apply with nothing to change, a 
 account added, a password its user changed; in check mode first), an LDAP args file Dovecot
 refuses (rolled back after the reload), and a rendered change Postfix refuses.
 
-Needs root, podman and the image (scripts/install-host-deps.sh, scripts/build-image.sh) and
+Needs root, podman and the image (`mailstack lab setup`) and
 ansible-playbook; skipped with the reason otherwise. Stage timings are printed (pytest -s).
 """
 

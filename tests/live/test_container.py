@@ -1,6 +1,6 @@
 """Live tests of mailstack.container against the real lab image (podman, systemd, daemons).
 
-Need root, podman (scripts/install-host-deps.sh) and the image (scripts/build-image.sh);
+Need root, podman and the image (`mailstack lab setup`);
 skipped with the reason otherwise.
 """
 

@@ -1,6 +1,6 @@
 """Live tests of mailstack.lab: one lab (a renamed copy of the example site) shared by the module.
 
-Need root, podman and the image (scripts/install-host-deps.sh, scripts/build-image.sh) and an
+Need root, podman and the image (`mailstack lab setup`) and an
 SSH client; skipped with the reason otherwise.
 """
 

@@ -11,11 +11,12 @@ import ansible.module_utils
 import ldap3
 import pytest
 
+from mailstack import resources
 from mailstack.ldap import ldif
 from mailstack.plan import dit
 from mailstack.site.load import load_site
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "mailstack_slapd"
+ROLE = resources.ROLES / "mailstack_slapd"
 
 
 def _load(name: str, path: Path):

@@ -11,13 +11,13 @@ import pytest
 import yaml
 
 from mailstack import apply as applying
-from mailstack import core
+from mailstack import core, resources
 from mailstack.errors import ToolError
 from mailstack.plan import dit, facts
 from tests.conftest import copy_secrets, example_text
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ROOT / "roles"
+ROLES = resources.ROLES
 DAEMON_ROLES = {"mailstack_slapd": "ldap", "mailstack_postfix": "mta", "mailstack_dovecot": "imap"}
 
 

@@ -110,11 +110,11 @@ def test_a_host_needs_what_a_bare_debian_lacks_and_postfix_starts_local_only(exa
 def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
     """Inside the lab no apt source answers: a prepared host must already have them all."""
     import re
-    from pathlib import Path
 
+    from mailstack import resources
     from mailstack.plan import hosts
 
-    script = (Path(__file__).resolve().parents[2] / "scripts" / "build-image.sh").read_text()
+    script = (resources.LAB_SCRIPTS / "build-image.sh").read_text()
     listed = set(re.search(r"\nLAB_PACKAGES=\(\n(.*?)\n\)", script, re.S).group(1).split())
     site = load_site(example)
     every_role = {p for r in hosts.PACKAGES.values() for p in r} | set(hosts.BASE_PACKAGES)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mailstack import resources
 from mailstack.plan import facts
 
-LIBRARY = Path(__file__).resolve().parents[2] / "roles" / "mailstack_base" / "library"
+LIBRARY = resources.ROLES / "mailstack_base" / "library"
 spec = importlib.util.spec_from_file_location("mailstack_survey", LIBRARY / "mailstack_survey.py")
 assert spec and spec.loader
 survey = importlib.util.module_from_spec(spec)

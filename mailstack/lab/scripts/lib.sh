@@ -1,4 +1,4 @@
-# Shared by scripts/build-image.sh and scripts/build-debs.sh (sourced; set SCRIPT_NAME first).
+# Shared by build-image.sh and build-debs.sh (sourced; set SCRIPT_NAME first).
 # Env: MAILSTACK_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #      MAILSTACK_SECURITY_MIRROR (default http://deb.debian.org/debian-security).
 # shellcheck shell=bash disable=SC2016  # the single-quoted $names are for the inner shells

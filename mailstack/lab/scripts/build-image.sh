@@ -9,15 +9,15 @@
 #                           provider is: minbase + systemd + sshd + python3 + sudo, nothing of
 #                           the mail stack, no ca-certificates, and apt pointed only at
 #                           `deb [trusted=yes] file:/debs ./` (the lab bind-mounts a repository
-#                           there that scripts/build-debs.sh makes from Debian's packages)
+#                           there that build-debs.sh makes from Debian's packages)
 #
 # Each image is also tagged REPO:recipe-<12 hex of sha256(this script + flavour + package
 # list)>. When that tag exists, the build is skipped: the final tag is pointed at it and the
 # script exits within a second or two.
 #
-# Env: MAILSTACK_DEBIAN_MIRROR, MAILSTACK_SECURITY_MIRROR (scripts/lib.sh),
+# Env: MAILSTACK_DEBIAN_MIRROR, MAILSTACK_SECURITY_MIRROR (lib.sh),
 #      MAILSTACK_REBUILD=1 to build even if the recipe tag exists.
-# Needs: root, podman (scripts/install-host-deps.sh), debootstrap, unshare (util-linux).
+# Needs: root, podman (mailstack lab setup), debootstrap, unshare (util-linux).
 # shellcheck disable=SC2016  # single-quoted $names below are meant for postconf and inner shells
 set -euo pipefail
 
@@ -58,12 +58,12 @@ MASK_UNITS=(
 )
 
 SCRIPT_NAME=build-image
-# shellcheck source=scripts/lib.sh
+# shellcheck source=mailstack/lab/scripts/lib.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "run as root"
 for tool in podman debootstrap unshare sha256sum; do
-    command -v "$tool" >/dev/null || die "$tool not found (run scripts/install-host-deps.sh)"
+    command -v "$tool" >/dev/null || die "$tool not found (run mailstack lab setup)"
 done
 
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")

@@ -14,7 +14,7 @@ CONF=/etc/containers/containers.conf
 STAMP=/var/lib/apt/periodic/mailstack-update-stamp
 MAX_LIST_AGE_MIN=60
 
-CONF_CONTENT='# Written by mailstack scripts/install-host-deps.sh (see shared/notes/containers.md).
+CONF_CONTENT='# Written by mailstack (lab/scripts/install-host-deps.sh) (see shared/notes/containers.md).
 # runc, not crun: crun fails with cgroups in hybrid mode. Without both ulimits runc fails
 # ("error setting rlimit type 7: operation not permitted"); the hard limits here are
 # nofile 20000 / nproc 32768.

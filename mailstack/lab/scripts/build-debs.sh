@@ -12,10 +12,10 @@
 # closure the bare root lacks, exactly what a bare host's apt will ask for; dpkg-scanpackages
 # indexes it. OUT is replaced atomically; an unchanged request is the caller's business
 # (mailstack.lab.debs keys OUT by a hash of the package list).
-# Needs: root, podman, unshare, dpkg-scanpackages (dpkg-dev; scripts/install-host-deps.sh).
+# Needs: root, podman, unshare, dpkg-scanpackages (dpkg-dev; mailstack lab setup).
 set -euo pipefail
 SCRIPT_NAME=build-debs
-# shellcheck source=scripts/lib.sh
+# shellcheck source=mailstack/lab/scripts/lib.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 BARE_IMAGE=localhost/mailstack-bare:bookworm
 
@@ -24,9 +24,9 @@ out=$(readlink -m "$1")
 shift
 [[ $(id -u) -eq 0 ]] || die "run as root"
 for tool in podman unshare dpkg-scanpackages; do
-    command -v "$tool" >/dev/null || die "$tool not found (run scripts/install-host-deps.sh)"
+    command -v "$tool" >/dev/null || die "$tool not found (run mailstack lab setup)"
 done
-podman image exists "$BARE_IMAGE" || die "$BARE_IMAGE is missing (run scripts/build-image.sh bare)"
+podman image exists "$BARE_IMAGE" || die "$BARE_IMAGE is missing (run mailstack lab setup)"
 
 started=$SECONDS
 scratch=$(mktemp -d /var/tmp/mailstack-debs.XXXXXX)
