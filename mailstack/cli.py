@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mailstack import __version__, core
@@ -155,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: one line, the traceback only on request
+        if os.environ.get("MAILSTACK_TRACEBACK"):
+            raise
+        print(f"mailstack: internal error: {type(err).__name__}: {err} (a bug; set "
+              "MAILSTACK_TRACEBACK=1 to see where)", file=sys.stderr)
+        return 70
     return 0
 
 

@@ -63,10 +63,25 @@ def render_plan(plan: SitePlan) -> dict[str, list[RenderedFile]]:
     for name, host in plan.hosts.items():
         files = []
         for spec in host.files:
-            text = env.get_template(spec.template).render(**spec.data)
+            try:
+                text = env.get_template(spec.template).render(**spec.data)
+            except jinja2.TemplateNotFound as err:
+                raise MailstackError(f"template {err.name} is missing from {TEMPLATES} (needed "
+                                     f"for {spec.path} of host {name}): the installation is "
+                                     "incomplete; reinstall mailstack") from None
+            except jinja2.TemplateError as err:
+                where = f"{spec.template}:{err.lineno}" if getattr(err, "lineno", None) \
+                    else spec.template
+                raise MailstackError(f"{where}: {err.message or err} (rendering {spec.path} of "
+                                     f"host {name})") from None
             files.append(RenderedFile(spec, text.encode("utf-8")))
         out[name] = files
     return out
+
+
+MANIFEST_FORMAT = 2
+"""Version of manifest.json, the contract between render and everything downstream (2: each
+file says which role places it and how its daemon picks it up)."""
 
 
 def manifest(plan: SitePlan, rendered: dict[str, list[RenderedFile]]) -> dict:
@@ -80,11 +95,12 @@ def manifest(plan: SitePlan, rendered: dict[str, list[RenderedFile]]) -> dict:
             "facts": host.facts,
             "files": {
                 f.spec.path: {"mode": f"{f.spec.mode:04o}", "owner": f.spec.owner,
-                              "group": f.spec.group, "sha256": f.sha256, "secret": f.spec.secret}
+                              "group": f.spec.group, "sha256": f.sha256, "secret": f.spec.secret,
+                              "role": f.spec.role, "pickup": f.spec.pickup}
                 for f in rendered[name]
             },
         }
-    return {"site": plan.site, "format": 1, "hosts": hosts}
+    return {"site": plan.site, "format": MANIFEST_FORMAT, "hosts": hosts}
 
 
 def _rendered_hosts(tree: Path) -> list[str]:

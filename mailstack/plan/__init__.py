@@ -10,10 +10,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+PLACERS = ("base", "slapd", "postfix", "dovecot")
+"""Which role places a file (the manifest's ``role``): the daemon roles stage and check theirs as
+a whole; base places every other file."""
+
+PICKUPS = ("none", "reload", "restart", "ldap", "systemd", "tls")
+"""How a file's daemon picks it up (the manifest's ``pickup``): ``reload`` or ``restart`` the
+role's daemon; ``ldap``, loaded into the running slapd by the LDAP modules; ``systemd``, a unit:
+systemd reloads its units and the host's other services restart; ``tls``, the host's TLS
+material: every daemon role reloads its daemon; ``none``, read afresh on each use (getmail's
+files)."""
+
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file a host receives: where, from which template and data, with which owner and mode."""
+    """One file a host receives: where, from which template and data, with which owner and mode;
+    which role places it and how its daemon picks it up."""
 
     path: str
     template: str
@@ -21,6 +33,8 @@ class FileSpec:
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
+    role: str = "base"
+    pickup: str = "none"
 
     @property
     def secret(self) -> bool:

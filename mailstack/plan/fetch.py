@@ -77,6 +77,12 @@ def services(site: Site) -> tuple[str, ...]:
     return tuple(f"{UNIT}{fetch_id(f)}.timer" for f in site.fetch)
 
 
+def pickup(path: str) -> str:
+    """Units and their drop-ins: systemd reloads them and the timers restart; getmail reads its
+    files afresh on each run."""
+    return "systemd" if path.startswith("/etc/systemd/system/") else "none"
+
+
 def files(site: Site, secrets: Mapping[str, str]) -> list[FileSpec]:
     if not site.fetch:
         return []

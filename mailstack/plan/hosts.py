@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from mailstack.plan import (
     FileSpec,
@@ -62,6 +63,11 @@ def packages(site: Site, name: str) -> tuple[str, ...]:
         ("getmail6",) if fetching else ())
 
 
+def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> list[FileSpec]:
+    """``files`` as placed by ``role``, each with how its daemon picks it up (by its path)."""
+    return [replace(f, role=role, pickup=pickup(f.path)) for f in files]
+
+
 def host_with(site: Site, role: str) -> str:
     return next(name for name, h in sorted(site.hosts.items()) if role in h.roles)
 
@@ -77,14 +83,16 @@ def ldap_uri(site: Site, host: str) -> str:
 def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     host = site.hosts[name]
     roles = host_roles(site, name)
-    files: list[FileSpec] = [*tls.files(name, roles, secrets)]
+    files = placed(tls.files(name, roles, secrets), "base", lambda _: "tls")
     if "ldap" in roles:
-        files += slapd.files(site, name, secrets)
+        files += placed(slapd.files(site, name, secrets), "slapd", slapd.pickup)
     if "mta" in roles:
-        files += postfix.files(site, name, ldap_uri(site, name), secrets)
-        files += fetch.files(site, secrets)
+        files += placed(postfix.files(site, name, ldap_uri(site, name), secrets), "postfix",
+                        lambda _: "reload")
+        files += placed(fetch.files(site, secrets), "base", fetch.pickup)
     if "imap" in roles:
-        files += dovecot.files(site, name, ldap_uri(site, name), secrets)
+        files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",
+                        lambda _: "reload")
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),

@@ -96,6 +96,14 @@ def expectations_json(site: Site) -> str:
     return json.dumps({"expectations": rows}, indent=2, sort_keys=True) + "\n"
 
 
+def pickup(path: str) -> str:
+    """slapd reads its defaults and its TLS key at start; the LDIF goes in over ldapi; the ACL
+    expectations are verify's."""
+    if path == "/etc/default/slapd" or path.startswith("/etc/ldap/"):
+        return "restart"
+    return "ldap" if path.endswith(".ldif") else "none"
+
+
 def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
     """Every file the ldap role of ``host`` receives."""
     out = [

@@ -79,6 +79,10 @@ class Target:
 def _inventory_targets(plan: SitePlan, inventory: Path) -> dict[str, Target]:
     try:
         data = yaml.safe_load(inventory.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as err:
+        line = err.problem_mark.line + 1 if err.problem_mark else 0
+        raise InputError(f"{inventory}:{line}: cannot read the inventory: YAML syntax error: "
+                         f"{err.problem}") from None
     except (OSError, yaml.YAMLError) as err:
         raise InputError(f"{inventory}: cannot read the inventory: {err}") from None
     hosts: dict[str, dict[str, Any]] = {}

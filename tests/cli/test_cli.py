@@ -103,3 +103,62 @@ def test_verify_parts_are_the_ones_verify_knows(capsys, example) -> None:
     assert exit_.value.code == 2
     _, err = capsys.readouterr()
     assert "argument --only: invalid choice: 'bogus'" in err
+
+
+def _walk_cases(tmp_path, example):
+    """(label, argv, what the one line starts with) for every entry point's typical failure."""
+    from mailstack import render
+
+    broken_yaml = tmp_path / "broken.yml"
+    broken_yaml.write_text("site: x\nhosts: [\n")
+    bad_inventory = tmp_path / "inventory.yml"
+    bad_inventory.write_text("all: {hosts: [\n")
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES, templates)
+    (templates / "etc" / "postfix" / "main.cf.j2").write_text("{{ no_such_value }}\n")
+    return [
+        ("missing site", ["check", str(tmp_path / "none.yml")], str(tmp_path / "none.yml")),
+        ("yaml syntax", ["render", str(broken_yaml), "-o", str(tmp_path / "b")],
+         f"{broken_yaml}:"),
+        ("jinja undefined", ["render", str(example), "-o", str(tmp_path / "b")],
+         "etc/postfix/main.cf.j2"),
+        ("missing inventory", ["apply", str(example), "-i", str(tmp_path / "no.yml"),
+                               "-b", str(tmp_path / "b")], f"{tmp_path / 'no.yml'}: no such"),
+        ("bad inventory", ["verify", str(example), "-i", str(bad_inventory), "-b",
+                           str(tmp_path / "b"), "--no-host-checks"], f"{bad_inventory}:2: "),
+        ("no lab", ["apply", str(example), "--lab", "-b", str(tmp_path / "nolab")],
+         "no lab is up"),
+        ("lab without a site", ["lab", "up"], "mailstack lab up: SITE is required"),
+    ], templates
+
+
+def test_every_entry_point_fails_with_one_line_and_no_traceback(capsys, tmp_path, example,
+                                                               monkeypatch) -> None:
+    from mailstack import render
+
+    cases, templates = _walk_cases(tmp_path, example)
+    for label, argv, start in cases:
+        if label == "jinja undefined":
+            monkeypatch.setattr(render, "TEMPLATES", templates)
+        code, _out, err = run(capsys, *argv)
+        monkeypatch.setattr(render, "TEMPLATES", render.resources.TEMPLATES)
+        assert code != 0, label
+        assert "Traceback" not in err, (label, err)
+        assert len(err.strip().splitlines()) == 1, (label, err)
+        assert start in err, (label, err)
+
+
+def test_a_bug_is_one_line_unless_the_traceback_is_asked_for(capsys, example,
+                                                            monkeypatch) -> None:
+    from mailstack import core
+
+    def boom(*_a, **_k):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(core, "check", boom)
+    code, _, err = run(capsys, "check", str(example))
+    assert (code, err) == (70, "mailstack: internal error: KeyError: 'surprise' (a bug; set "
+                               "MAILSTACK_TRACEBACK=1 to see where)\n")
+    monkeypatch.setenv("MAILSTACK_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        main(["check", str(example)])

@@ -80,7 +80,8 @@ def test_manifest_describes_every_file(example, tmp_path) -> None:
         assert meta["secret"] == (not int(meta["mode"], 8) & 0o004)
         assert (local.stat().st_mode & 0o777) == (0o600 if meta["secret"] else 0o644)
     assert files["/etc/postfix/ldap/virtual_mailbox_maps.cf"] | {"sha256": ""} == {
-        "mode": "0640", "owner": "root", "group": "postfix", "secret": True, "sha256": ""}
+        "mode": "0640", "owner": "root", "group": "postfix", "secret": True, "sha256": "",
+        "role": "postfix", "pickup": "reload"}
     assert (out.stat().st_mode & 0o777) == 0o700
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import yaml
 from mailstack import apply as applying
 from mailstack import core, resources
 from mailstack.errors import ToolError
-from mailstack.plan import dit, facts
+from mailstack.plan import PICKUPS, PLACERS, dit, facts
 from tests.conftest import copy_secrets, example_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,34 +35,38 @@ def test_slapd_role_paths_are_the_plans() -> None:
     assert d["mailstack_slapd__placeholder"] == dit.PLACEHOLDER_PASSWORD
 
 
-def test_base_leaves_exactly_the_daemon_roles_paths_to_them() -> None:
-    base = defaults("mailstack_base")["mailstack_base__daemon_path_regex"]
-    daemons = [defaults(r)[f"{r}__path_regex"] for r in DAEMON_ROLES]
-    probes = ["/etc/postfix/main.cf", "/etc/postfix/ldap/x.cf", "/etc/mailname", "/etc/dovecot/x",
-              "/etc/ldap/tls/k", "/etc/default/slapd", "/var/lib/mailstack/ldap/dit.ldif",
-              "/etc/mailstack/tls/ca.crt", "/etc/mailstack/fetch/x", "/etc/postfix2/x",
-              "/etc/default/slapd.bak", "/etc/mailname2", "/etc/systemd/system/x.service"]
-    for path in probes:
-        assert bool(re.match(base, path)) == any(re.match(d, path) for d in daemons), path
-
-
-def test_every_rendered_file_is_placed_by_exactly_one_role(tmp_path: Path) -> None:
-    """The example has every kind of file: directory, Postfix, Dovecot, TLS, getmail6 units."""
+def test_every_rendered_file_says_which_role_places_it_and_how_it_is_picked_up(
+        tmp_path: Path) -> None:
+    """The example has every kind of file: directory, Postfix, Dovecot, TLS, getmail6 units.
+    The roles select their files by the manifest's ``role`` alone (no path patterns of their
+    own), so each file has one placer, and a daemon role only places files of hosts with its
+    role."""
     site = tmp_path / "site.yml"
     site.write_text(example_text())
     copy_secrets(tmp_path / "secrets")
     tree = core.render(site, tmp_path / "build")
     manifest = yaml.safe_load((tree / "manifest.json").read_text())
-    assert any("/etc/mailstack/fetch/" in p for p in manifest["hosts"]["mail"]["files"])
-    base = defaults("mailstack_base")["mailstack_base__daemon_path_regex"]
+    assert manifest["format"] == 2
+    files = manifest["hosts"]["mail"]["files"]
+    placed = {p: (f["role"], f["pickup"]) for p, f in files.items()}
+    assert placed["/etc/postfix/main.cf"] == ("postfix", "reload")
+    assert placed["/etc/mailname"] == ("postfix", "reload")
+    assert placed["/etc/dovecot/dovecot.conf"] == ("dovecot", "reload")
+    assert placed["/etc/default/slapd"] == ("slapd", "restart")
+    assert placed[facts.DIT_LDIF] == ("slapd", "ldap")
+    assert placed[facts.ACL_EXPECTATIONS] == ("slapd", "none")
+    assert placed[facts.CA_CERT] == ("base", "tls")
+    assert placed["/etc/systemd/system/mailstack-fetch@.timer"] == ("base", "systemd")
+    assert any(p.startswith("/etc/mailstack/fetch/") and v == ("base", "none")
+               for p, v in placed.items())
     for name, host in manifest["hosts"].items():
-        for path in host["files"]:
-            owners = [r for r in DAEMON_ROLES if re.match(defaults(r)[f"{r}__path_regex"], path)]
-            if not re.match(base, path):
-                owners.append("mailstack_base")
-            assert len(owners) == 1, (name, path, owners)
-            if owners[0] in DAEMON_ROLES:
-                assert DAEMON_ROLES[owners[0]] in host["roles"], (name, path)
+        for path, entry in host["files"].items():
+            assert entry["role"] in PLACERS and entry["pickup"] in PICKUPS, (name, path)
+            if entry["role"] != "base":
+                assert DAEMON_ROLES[f"mailstack_{entry['role']}"] in host["roles"], (name, path)
+    for role in ("mailstack_base", *DAEMON_ROLES):
+        short = role.removeprefix("mailstack_")
+        assert f"selectattr('value.role', 'eq', '{short}')" in defaults(role)[f"{role}__files"]
 
 
 def test_the_playbook_and_roles_pass_ansibles_syntax_check(tmp_path: Path) -> None:
