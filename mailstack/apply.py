@@ -56,6 +56,9 @@ class HostResult:
     ignored: int = 0
     changes: list[str] = field(default_factory=list)
     """Tasks that changed something, as ``role: task (items)``, in the order they ran."""
+    diffs: list[tuple[str, str]] = field(default_factory=list)
+    """With diff: (what, unified diff or LDIF change records) per changed file or entry set;
+    a secret file's diff says only that it is hidden."""
     failure: str | None = None
     """What really failed on this host: the first failure no ``rescue:`` handled, as
     ``role: task: first meaningful line`` (later ones, such as handlers forced to run after it,
@@ -116,6 +119,16 @@ def ldap_passwords(site: Site, store: secrets.SecretStore) -> dict[str, str]:
     return out
 
 
+def secret_paths(build: Path) -> list[str]:
+    """The paths of the rendered secret files (the manifest's ``secret``), on any host."""
+    try:
+        manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return sorted({path for host in manifest.get("hosts", {}).values()
+                   for path, entry in host.get("files", {}).items() if entry.get("secret")})
+
+
 def ansible_playbook() -> str:
     """The ansible-playbook beside this Python (a venv), else the one on PATH."""
     beside = Path(sys.executable).parent / "ansible-playbook"
@@ -134,6 +147,7 @@ class _Events:
         self.out = out
         self.hosts: dict[str, HostResult] = {}
         self.items: dict[tuple[str, str], list[str]] = {}
+        self.item_diffs: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self.stats: dict[str, dict[str, int]] | None = None
         self.play = ""
 
@@ -151,6 +165,9 @@ class _Events:
             if event.get("changed") or kind == "item_failed":
                 key = (event["host"], event["task"])
                 self.items.setdefault(key, []).append(str(event.get("item", "")))
+                if event.get("diff"):
+                    self.item_diffs.setdefault(key, []).append(
+                        (str(event.get("item", "")), event["diff"]))
         elif kind in ("ok", "failed", "skipped", "unreachable"):
             self.result(kind, event)
         elif kind == "stats":
@@ -161,6 +178,9 @@ class _Events:
         host = self.host(name)
         step = f"{event['role']}: {event['task']}" if event.get("role") else event["task"]
         items = self.items.pop((name, event["task"]), [])
+        diffs = self.item_diffs.pop((name, event["task"]), [])
+        if event.get("diff") and event.get("changed"):
+            diffs.append((step, event["diff"]))
         detail = f" ({', '.join(items)})" if items else ""
         if kind == "skipped":
             return
@@ -172,6 +192,11 @@ class _Events:
                 host.changes.append(step + detail)
             state = "changed" if event.get("changed") else "ok"
             self.out(f"{name}: {state:<8} {step}{detail}")
+            for what, text in diffs:
+                host.diffs.append((what, text))
+                self.out(f"  --- {what}")
+                for line in text.splitlines():
+                    self.out(f"  {line}")
             return
         message = _failure_text(event)
         if kind == "failed" and event.get("ignored"):
@@ -233,7 +258,8 @@ def _failure_text(event: dict) -> str:
 
 
 def run_playbook(inventory: Path, build: Path, extra_vars: dict, *, limit: str | None = None,
-                 check_only: bool = False, out: Out = print) -> ApplyReport:
+                 check_only: bool = False, diff: bool = False, out: Out = print
+                 ) -> ApplyReport:
     """Run playbooks/site.yml on an already rendered ``build/<site>`` and report per host.
 
     ``extra_vars`` go through a temporary 0600 JSON file that is always deleted. The recap is
@@ -250,6 +276,8 @@ def run_playbook(inventory: Path, build: Path, extra_vars: dict, *, limit: str |
             argv += ["--limit", limit]
         if check_only:
             argv.append("--check")
+        if diff:
+            argv.append("--diff")
         env = dict(os.environ)
         env.update({
             "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
@@ -258,6 +286,8 @@ def run_playbook(inventory: Path, build: Path, extra_vars: dict, *, limit: str |
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "PYTHONUNBUFFERED": "1",
+            # secret files' diffs never leave Ansible (the callback hides them)
+            "MAILSTACK_HIDE_DIFFS": json.dumps(secret_paths(build)),
         })
         rc, hosts, seconds, tail = _stream(argv, env, out)
     finally:
@@ -327,7 +357,8 @@ def _stream(argv: list[str], env: dict[str, str], out: Out
 
 def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path = "build",
           secrets_dir: str | Path | None = None, limit: str | None = None,
-          check_only: bool = False, take_over: bool = False, out: Out = print) -> ApplyReport:
+          check_only: bool = False, take_over: bool = False, diff: bool = False,
+          out: Out = print) -> ApplyReport:
     """Render the site, then apply it to the hosts of ``inventory`` with Ansible.
 
     ``check_only`` runs the playbook in check mode: nothing live changes, but staged Postfix
@@ -335,6 +366,10 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
     directory that is removed) and the LDAP modules report what they would change. Raises
     InputError for a missing inventory or a bad site, ApplyFailed when a host fails, ToolError
     when Ansible cannot run.
+
+    ``diff`` shows what changes (or would change, with ``check_only``): each file as a unified
+    diff (secret files: only that they change), the directory's entries as LDIF change records
+    with passwords hidden (``mailstack plan`` is ``check_only`` + ``diff``).
 
     A host mailstack has not applied before is surveyed first (``mailstack_survey``): when it
     already runs mail that someone else set up, the apply stops on it before anything changed
@@ -357,7 +392,7 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
         report = run_playbook(inventory.resolve(), build,
                               {"mailstack__ldap_passwords": passwords,
                                "mailstack__take_over": take_over},
-                              limit=limit, check_only=check_only, out=out)
+                              limit=limit, check_only=check_only, diff=diff, out=out)
     except ApplyFailed as failed:
         failed.report.render_seconds = render_seconds
         raise

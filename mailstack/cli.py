@@ -57,9 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
     a.add_argument("--check", action="store_true",
                    help="check mode: stage and check everything, change nothing live")
+    a.add_argument("--diff", action="store_true",
+                   help="show what changes: files as unified diffs (secret files hidden), "
+                        "directory entries as LDIF change records")
     a.add_argument("--take-over", action="store_true",
                    help="take over a mail stack set up by hand: keep a dated copy of its "
                         "configurations, then apply (without it apply refuses such a host)")
+    pl = verb("plan", "what apply would change on each host, file by file and entry by entry "
+                      "(apply --check --diff: nothing is changed)")
+    targets(pl, "the lab's inventory (lab up first)")
+    pl.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -90,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             rep = core.make_secrets(args.site, secrets_dir=args.secrets)
             for name in rep.created:
                 print(f"created {rep.directory / name}")
-            for path in rep.missing_external:
-                print(f"{path}: missing; put it there yourself (it cannot be generated)",
+            for missing in rep.missing_external:
+                print(f"{missing}: missing; put it there yourself (it cannot be generated)",
                       file=sys.stderr)
             if not rep.created:
                 print(f"{rep.directory}: nothing to create")
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 lab.down(args.site, build_dir=args.build)
                 print("lab removed")
-        elif args.verb == "apply":
+        elif args.verb in ("apply", "plan"):
             from mailstack import apply
 
             inventory = args.inventory
@@ -139,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 from mailstack import lab
 
                 inventory = lab.state(args.site, build_dir=args.build).inventory
+            planning = args.verb == "plan"
             apply.apply(args.site, inventory=inventory, build_dir=args.build,
-                        secrets_dir=args.secrets, limit=args.limit, check_only=args.check,
-                        take_over=args.take_over)
+                        secrets_dir=args.secrets, limit=args.limit,
+                        check_only=planning or args.check, diff=planning or args.diff,
+                        take_over=not planning and args.take_over)
         elif args.verb == "verify":
             from mailstack import verify
 

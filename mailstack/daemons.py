@@ -18,12 +18,17 @@ import tempfile
 from pathlib import Path
 
 from mailstack import render as rendering
+from mailstack import resources
 from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
 from mailstack.findings import Check
 from mailstack.ldap import slapacl
 from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
 from mailstack.site.model import Site
+
+OFFLINE_BUILD = resources.ROLES / "mailstack_slapd" / "files" / "build-offline.sh"
+"""The one offline build of slapd's configuration and database (the role runs it too)."""
+BUILD_SCRIPT = "/root/mailstack-build-offline.sh"
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -58,21 +63,16 @@ class _HostRun:
                          "set -e\n" + "\n".join(lines))
 
     def ldap(self) -> bool:
-        ok = self.step(
-            "slapadd -n0: cn=config into an empty slapd.d",
-            f"set -e; systemctl stop slapd 2>/dev/null || true; rm -rf {facts.SLAPD_D}; "
-            f"install -d -o openldap -g openldap -m 0750 {facts.SLAPD_D}; "
-            # 0755: Dovecot's auth and Postfix's proxymap reach the ldapi socket in it
-            f"install -d -o openldap -g openldap -m 0755 {facts.SLAPD_RUN_DIR}; "
-            f"slapadd -n0 -F {facts.SLAPD_D} -l {facts.CONFIG_LDIF}; "
-            f"chown -R openldap:openldap {facts.SLAPD_D}")
-        ok = ok and self.step(
-            "slapadd -n1: the directory tree",
-            f"set -e; rm -rf {facts.SLAPD_DB_DIR}; "
-            f"install -d -o openldap -g openldap -m 0750 {facts.SLAPD_DB_DIR}; "
-            f"slapadd -n1 -F {facts.SLAPD_D} -l {facts.DIT_LDIF}; "
-            f"chown -R openldap:openldap {facts.SLAPD_DB_DIR}")
-        ok = ok and self.step("slaptest", f"slaptest -F {facts.SLAPD_D}", user="openldap")
+        """The slapd role's own offline build (its files/build-offline.sh), step by step."""
+        self.box.put_file(BUILD_SCRIPT, OFFLINE_BUILD.read_text(encoding="utf-8"), 0o755)
+        args = " ".join(shlex.quote(a) for a in (facts.CONFIG_LDIF, facts.DIT_LDIF,
+                                                 facts.SLAPD_D, facts.SLAPD_DB_DIR,
+                                                 facts.SLAPD_RUN_DIR, "openldap"))
+        ok = self.step("slapadd -n0: cn=config into an empty slapd.d",
+                       f"systemctl stop slapd 2>/dev/null; rm -rf {facts.SLAPD_D} "
+                       f"{facts.SLAPD_DB_DIR}; {BUILD_SCRIPT} config {args}")
+        ok = ok and self.step("slapadd -n1: the directory tree", f"{BUILD_SCRIPT} tree {args}")
+        ok = ok and self.step("slaptest", f"{BUILD_SCRIPT} test {args}")
         ok = ok and self.step("slapd starts with the rendered configuration",
                               "systemctl restart slapd && systemctl is-active slapd")
         return ok

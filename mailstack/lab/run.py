@@ -255,7 +255,7 @@ def _boot(plan: LabPlan, c: LabContainer, debs_dir: Path | None
     every other container from the lab image."""
     if c.role != "host":
         return IMAGE, [], {}
-    labels = {START_LABEL: plan.start}
+    labels: dict[str, str] = {START_LABEL: plan.start}
     if plan.start == "bare":
         if debs_dir is None:
             raise ToolError("a bare lab host needs its apt repository (lab up builds it)")

@@ -224,3 +224,15 @@ def test_module_defaults_match_the_plan() -> None:
     """The placeholder the password module looks for is the one the DIT is rendered with."""
     assert passwords.DOCUMENTATION.count(dit.PLACEHOLDER_PASSWORD) == 1
     assert f'default="{dit.PLACEHOLDER_PASSWORD}"' in Path(passwords.__file__).read_text()
+
+
+def test_planned_changes_read_as_ldif_with_passwords_hidden() -> None:
+    adds = [("cn=petr,dc=x", attrs(("objectClass", "person"), ("cn", "petr"),
+                                   ("userPassword", "{SSHA}abc")))]
+    modifies = [("cn=config", {"olcRootPW": [(ldap3.MODIFY_REPLACE, [b"{SSHA}x"])],
+                               "olcLogLevel": [(ldap3.MODIFY_REPLACE, [b"stats"])]})]
+    assert entries.change_ldif(adds, modifies).splitlines() == [
+        "dn: cn=petr,dc=x", "changetype: add", "objectClass: person", "cn: petr",
+        "userPassword: (secret)", "",
+        "dn: cn=config", "changetype: modify", "replace: olcRootPW", "olcRootPW: (secret)", "-",
+        "replace: olcLogLevel", "olcLogLevel: stats", "-"]

@@ -300,3 +300,55 @@ def test_vars_file_is_private_and_gone_even_when_ansible_is_missing(tmp_path: Pa
     with pytest.raises(ToolError, match="no ansible"):
         applying.run_playbook(tmp_path, tmp_path, {"mailstack__ldap_passwords": {"a": "b"}})
     assert made and not Path(made[0]).exists()
+
+
+def test_diffs_of_changed_files_are_shown_and_secret_ones_hidden(tmp_path: Path) -> None:
+    """The real ansible-playbook and callback, --check --diff on localhost."""
+    shown, secret = tmp_path / "main.cf", tmp_path / "mail.key"
+    shown.write_text("myhostname = old\n")
+    secret.write_text("OLD KEY\n")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(textwrap.dedent(f"""\
+        - name: Place two files
+          hosts: localhost
+          gather_facts: false
+          tasks:
+            - name: Place the rendered files
+              ansible.builtin.copy:
+                content: "{{{{ item.text }}}}"
+                dest: "{{{{ item.path }}}}"
+                mode: "0600"
+              loop:
+                - {{path: "{shown}", text: "myhostname = new\\n"}}
+                - {{path: "{secret}", text: "NEW KEY\\n"}}
+              loop_control:
+                label: "{{{{ item.path }}}}"
+        """))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(applying.ANSIBLE_CFG),
+               ANSIBLE_STDOUT_CALLBACK=applying.CALLBACK,
+               ANSIBLE_CALLBACK_PLUGINS=str(applying.CALLBACK_DIR),
+               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+               MAILSTACK_HIDE_DIFFS=json.dumps([str(secret)]))
+    try:
+        executable = applying.ansible_playbook()
+    except ToolError:
+        pytest.skip("ansible-playbook is not installed")
+    proc = subprocess.run([executable, str(playbook), "-c", "local", "--check", "--diff"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "NEW KEY" not in proc.stdout and "OLD KEY" not in proc.stdout
+    events = applying._Events(lambda _: None)
+    for line in proc.stdout.splitlines():
+        if line.startswith(EVENT):
+            events.feed(json.loads(line[len(EVENT):]))
+    diffs = dict(events.hosts["localhost"].diffs)
+    assert diffs[str(secret)] == "(secret: diff hidden)"
+    assert "-myhostname = old\n+myhostname = new" in diffs[str(shown)]
+    assert shown.read_text() == "myhostname = old\n"  # check mode changed nothing
+
+
+def test_secret_paths_come_from_the_manifest(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"hosts": {"mail": {"files": {
+        "/etc/a": {"secret": False}, "/etc/b.key": {"secret": True}}}}}))
+    assert applying.secret_paths(tmp_path) == ["/etc/b.key"]
+    assert applying.secret_paths(tmp_path / "missing") == []

@@ -15,13 +15,16 @@ DOCUMENTATION = """
         prefixed with C(@@mailstack ).
 """
 
+import difflib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from ansible.plugins.callback import CallbackBase  # noqa: E402
 
 PREFIX = "@@mailstack "
 _TEXT_LIMIT = 4000
+_DIFF_LIMIT = 20000
 
 
 def _text(value):
@@ -31,6 +34,36 @@ def _text(value):
         value = "\n".join(str(v) for v in value)
     text = str(value)
     return text if len(text) <= _TEXT_LIMIT else "..." + text[-_TEXT_LIMIT:]
+
+
+def _hidden():
+    """Paths whose diffs never leave Ansible: the secret files (MAILSTACK_HIDE_DIFFS, JSON)."""
+    try:
+        return set(json.loads(os.environ.get("MAILSTACK_HIDE_DIFFS") or "[]"))
+    except ValueError:
+        return set()
+
+
+def _diff_text(diff):
+    """Ansible's diff result (a dict or a list of them) as one unified diff text."""
+    if not diff:
+        return ""
+    parts = []
+    for d in diff if isinstance(diff, list) else [diff]:
+        if not isinstance(d, dict):
+            continue
+        if d.get("prepared"):
+            parts.append(str(d["prepared"]))
+        elif "before" in d or "after" in d:
+            before, after = d.get("before", ""), d.get("after", "")
+            if not isinstance(before, str) or not isinstance(after, str):
+                before = json.dumps(before, indent=1, sort_keys=True, default=str)
+                after = json.dumps(after, indent=1, sort_keys=True, default=str)
+            parts.append("".join(difflib.unified_diff(
+                before.splitlines(True), after.splitlines(True),
+                d.get("before_header", "before"), d.get("after_header", "after"))))
+    text = "\n".join(p for p in parts if p.strip())
+    return text if len(text) <= _DIFF_LIMIT else text[:_DIFF_LIMIT] + "\n... (diff cut)"
 
 
 def _in_rescued_block(task):
@@ -72,6 +105,9 @@ class CallbackModule(CallbackBase):
         for key in ("msg", "stderr", "stdout", "rc", "module_stderr", "exception"):
             if res.get(key) not in (None, ""):
                 data[key] = res[key] if key == "rc" else _text(res[key])
+        diff = _diff_text(res.get("diff"))
+        if diff:
+            data["diff"] = "(secret: diff hidden)" if data.get("item") in _hidden() else diff
         if res.get("warnings"):
             data["warnings"] = [_text(w) for w in res["warnings"]]
         if res.get("results") and event == "failed":

@@ -263,6 +263,40 @@ def apply_changes(conn, adds, modifies):
                             f"{describe(conn)}")
 
 
+SECRET_ATTRIBUTES = ("userpassword", "olcrootpw")
+"""Shown as (secret) in a diff."""
+
+
+def _shown(name, value):
+    if name.lower() in SECRET_ATTRIBUTES:
+        return f"{name}: (secret)"
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{name}:: (binary, {len(value)} bytes)"
+    return f"{name}: {text}"
+
+
+def change_ldif(adds, modifies):
+    """The planned changes as LDIF change records (for Ansible's diff mode); secrets hidden."""
+    ops = {ldap3.MODIFY_ADD: "add", ldap3.MODIFY_DELETE: "delete",
+           ldap3.MODIFY_REPLACE: "replace"}
+    lines = []
+    for dn, attrs in adds:
+        lines += [f"dn: {dn}", "changetype: add"]
+        lines += [_shown(name, v) for name, values in attrs.values() for v in values]
+        lines.append("")
+    for dn, changes in modifies:
+        lines += [f"dn: {dn}", "changetype: modify"]
+        for name, steps in changes.items():
+            for op, values in steps:
+                lines.append(f"{ops[op]}: {name}")
+                lines += [_shown(name, v) for v in values]
+                lines.append("-")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -310,9 +344,12 @@ def main():
         summary.append("added " + ", ".join(dn for dn, _ in adds))
     for dn, attrs in modified.items():
         summary.append(f"changed {', '.join(attrs)} of {dn}")
-    module.exit_json(changed=bool(adds or modifies), added=[dn for dn, _ in adds],
-                     modified=modified, unmanaged=unmanaged,
-                     msg=", ".join(summary) or "nothing to change")
+    result = dict(changed=bool(adds or modifies), added=[dn for dn, _ in adds],
+                  modified=modified, unmanaged=unmanaged,
+                  msg=", ".join(summary) or "nothing to change")
+    if module._diff and (adds or modifies):
+        result["diff"] = {"prepared": change_ldif(adds, modifies)}
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
