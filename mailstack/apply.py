@@ -3,10 +3,10 @@
 ``apply(site_file, inventory=...)`` renders ``build/<site>/`` first (``core.render``), writes the
 secrets the roles need and the tree does not hold (the LDAP service accounts' and the accounts'
 initial passwords, ``{dn: password}``) to a temporary 0600 extra-vars file that is always
-deleted afterwards, and runs ``ansible-playbook playbooks/site.yml`` with the repository's
-``ansible.cfg``. The playbook's stdout callback (``playbooks/callback_plugins/mailstack_events``)
-writes one JSON line per event; progress is passed to ``out`` per host and step as it happens,
-and the result is an :class:`ApplyReport` with every host's recap and the tasks that changed
+deleted afterwards, and runs ``ansible-playbook`` on the playbook of the collection
+``mailstack.mail`` (package data, :mod:`mailstack.resources`) with its ``ansible.cfg``. The
+collection's stdout callback (``mailstack.mail.events``) writes one JSON line per event;
+progress is passed to ``out`` per host and step as it happens, and the result is an :class:`ApplyReport` with every host's recap and the tasks that changed
 something. A failed playbook raises :class:`ApplyFailed` naming the host, the task and the
 reason (the roles name the refused file in their failure messages).
 """
@@ -34,8 +34,7 @@ from mailstack.site.model import Site
 
 PLAYBOOK = resources.PLAYBOOK
 ANSIBLE_CFG = resources.ANSIBLE_CFG
-CALLBACK_DIR = resources.CALLBACK_DIR
-CALLBACK = "mailstack_events"
+CALLBACK = "mailstack.mail.events"
 EVENT_PREFIX = "@@mailstack "
 RECAP_KEYS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
@@ -185,7 +184,7 @@ class _Events:
         if kind == "skipped":
             return
         if kind == "ok":
-            if event.get("changed") and event.get("action", "").startswith("mailstack_") \
+            if event.get("changed") and event.get("action", "").startswith("mailstack.mail.") \
                     and event.get("msg"):
                 detail += f": {event['msg']}"  # the LDAP modules say what they changed
             if event.get("changed"):
@@ -282,7 +281,6 @@ def run_playbook(inventory: Path, build: Path, extra_vars: dict, *, limit: str |
         env.update({
             "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
             "ANSIBLE_STDOUT_CALLBACK": CALLBACK,
-            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "PYTHONUNBUFFERED": "1",

@@ -26,7 +26,7 @@ from mailstack.ldap import slapacl
 from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
 from mailstack.site.model import Site
 
-OFFLINE_BUILD = resources.ROLES / "mailstack_slapd" / "files" / "build-offline.sh"
+OFFLINE_BUILD = resources.ROLES / "slapd" / "files" / "build-offline.sh"
 """The one offline build of slapd's configuration and database (the role runs it too)."""
 BUILD_SCRIPT = "/root/mailstack-build-offline.sh"
 
@@ -114,7 +114,7 @@ class _HostRun:
                 continue
             key, want = {
                 "domain": (domain, {domain}),
-                "account": (account, {account}),
+                "account": (account, {account} if account is not None else set()),
                 "alias": (alias, set(aliases.get(alias or "", ()))),
             }[lookup.key]
             if key is None:

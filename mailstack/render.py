@@ -70,8 +70,8 @@ def render_plan(plan: SitePlan) -> dict[str, list[RenderedFile]]:
                                      f"for {spec.path} of host {name}): the installation is "
                                      "incomplete; reinstall mailstack") from None
             except jinja2.TemplateError as err:
-                where = f"{spec.template}:{err.lineno}" if getattr(err, "lineno", None) \
-                    else spec.template
+                lineno = getattr(err, "lineno", None)
+                where = f"{spec.template}:{lineno}" if lineno else spec.template
                 raise MailstackError(f"{where}: {err.message or err} (rendering {spec.path} of "
                                      f"host {name})") from None
             files.append(RenderedFile(spec, text.encode("utf-8")))

@@ -3,7 +3,8 @@
 any current directory.
 
 - ``TEMPLATES``: the Jinja templates of every rendered file (paths mirror the destinations);
-- ``ANSIBLE``: ``ansible.cfg``, ``playbooks/`` (site.yml, the stdout callback) and ``roles/``;
+- ``ANSIBLE``: ``ansible.cfg`` and the Ansible collection ``mailstack.mail``
+  (``ansible_collections/mailstack/mail``: playbooks/site.yml, roles, modules, the callback);
 - ``LAB_SCRIPTS``: the lab's shell scripts (host packages and podman, the images, the bare
   hosts' apt repository).
 """
@@ -17,7 +18,8 @@ PACKAGE = Path(str(files("mailstack")))
 TEMPLATES = PACKAGE / "templates"
 ANSIBLE = PACKAGE / "ansible"
 ANSIBLE_CFG = ANSIBLE / "ansible.cfg"
-PLAYBOOK = ANSIBLE / "playbooks" / "site.yml"
-CALLBACK_DIR = ANSIBLE / "playbooks" / "callback_plugins"
-ROLES = ANSIBLE / "roles"
+COLLECTION = ANSIBLE / "ansible_collections" / "mailstack" / "mail"
+PLAYBOOK = COLLECTION / "playbooks" / "site.yml"
+ROLES = COLLECTION / "roles"
+MODULES = COLLECTION / "plugins" / "modules"
 LAB_SCRIPTS = PACKAGE / "lab" / "scripts"

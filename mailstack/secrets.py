@@ -41,7 +41,7 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name)) and ".." not in name.split("/")
 
 
-def default_dir(site_file: str | Path) -> Path:
+def default_dir(site_file: str | os.PathLike[str]) -> Path:
     return Path(site_file).resolve().parent / "secrets"
 
 

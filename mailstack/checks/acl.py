@@ -69,9 +69,9 @@ def check(site: Site) -> Iterator[Finding]:
             cause = "no rule matches it"
         else:
             r = model.rules[decision.rule]
-            clause = r.by[decision.clause].text if decision.clause is not None else \
+            clause_text = r.by[decision.clause].text if decision.clause is not None else \
                 "the implicit 'by * none'"
-            cause = f"'{clause}' of {name(decision.rule)} decides"
+            cause = f"'{clause_text}' of {name(decision.rule)} decides"
         yield at(where(decision.rule or 0), f"{need.who} cannot do what {need.why} needs: "
                                             f"{need.access} on {need.attr} of {need.dn} "
                                             f"({cause})")

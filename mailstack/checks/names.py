@@ -116,8 +116,8 @@ def check(site: Site) -> Iterator[Finding]:
         yield from claim(account.mail, ("accounts", i, "mail"))
         if not account.name.strip():
             yield err(("accounts", i, "name"), "the name cannot be empty")
-        for j, alias in enumerate(account.aliases):
-            yield from claim(alias, ("accounts", i, "aliases", j))
+        for j, address in enumerate(account.aliases):
+            yield from claim(address, ("accounts", i, "aliases", j))
     for i, alias in enumerate(site.aliases):
         yield from claim(alias.address, ("aliases", i, "address"))
         if not alias.to:

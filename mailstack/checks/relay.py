@@ -72,7 +72,7 @@ def check_routes(site: Site) -> Iterator[Finding]:
     send_as = {addr.lower() for a in site.accounts for addr in a.send_as}
     for i, account in enumerate(site.accounts):
         for j, addr in enumerate(account.send_as):
-            path = ("accounts", i, "send_as", j)
+            path: Path = ("accounts", i, "send_as", j)
             if not valid_address(addr):
                 yield err(path, f"'{addr}' is not a valid mail address")
             elif addr.lower().rpartition("@")[2] in local:
@@ -127,7 +127,7 @@ def check_routes(site: Site) -> Iterator[Finding]:
             yield err((*path, "port"), f"{fetch.port} is not a TCP port")
         if fetch.protocol == "pop3" and tuple(fetch.folders) != ("INBOX",):
             yield err((*path, "folders"), "POP3 has only the INBOX; folders need imap")
-        key = (fetch.protocol, fetch.host.lower(), fetch.user.lower())
-        if key in seen_fetch:
+        fetch_key = (fetch.protocol, fetch.host.lower(), fetch.user.lower())
+        if fetch_key in seen_fetch:
             yield err(path, f"{fetch.user} at {fetch.host} is collected twice")
-        seen_fetch.add(key)
+        seen_fetch.add(fetch_key)

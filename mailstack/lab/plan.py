@@ -39,7 +39,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Finding, raise_errors
@@ -245,7 +245,7 @@ class LabPlan:
             gateway=str(data["gateway"]),
             containers=tuple(
                 LabContainer.from_json(c)
-                for c in data["containers"]  # type: ignore[union-attr]
+                for c in cast(list[dict[str, object]], data["containers"])
             ),
             start=data.get("start") or "prepared",  # type: ignore[arg-type]
         )
@@ -404,11 +404,11 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
 
     containers: list[LabContainer] = []
     if len(site.hosts) > CLIENT_OCTET - HOST_FIRST:
-        path: tuple[str | int, ...] = ("hosts",)
-        raise InputError(str(Finding(site.marks.at(path), path, "the lab holds at most "
-                                     f"{CLIENT_OCTET - HOST_FIRST} hosts")))
-    for i, (key, host) in enumerate(site.hosts.items()):
-        fqdn = host.hostname.rstrip(".")
+        hosts_path: tuple[str | int, ...] = ("hosts",)
+        raise InputError(str(Finding(site.marks.at(hosts_path), hosts_path,
+                                     f"the lab holds at most {CLIENT_OCTET - HOST_FIRST} hosts")))
+    for i, (key, site_host) in enumerate(site.hosts.items()):
+        fqdn = site_host.hostname.rstrip(".")
         containers.append(LabContainer(
             name=f"{prefix}-{key}", role="host", key=key, hostname=fqdn,
             ip=addr(HOST_FIRST + i), aliases=(fqdn,),
@@ -432,8 +432,7 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
         names = [h for h in at_provider if _as_ip(h) is None]
         pinned = [h for h in at_provider if _as_ip(h) is not None]
         served = tuple(n for n, r in site.relays.items() if _norm(r.host) in at_provider)
-        tls_names = [site.relays[n].tls_name.lower() for n in served
-                     if site.relays[n].tls_name]
+        provider_tls_names = [t.lower() for t in (site.relays[n].tls_name for n in served) if t]
         ports = dict(PROVIDER_SMTP_PORTS)
         ports.update({p: kind for p, (kind, _) in provider_ports.items()})
         mailboxes = [r.auth.user for r in site.relays.values()
@@ -443,7 +442,7 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
             name=f"{prefix}-provider", role="provider", key="provider",
             hostname=names[0] if names else PROVIDER_HOSTNAME, ip=addr(PROVIDER_OCTET),
             aliases=tuple(names), pinned=tuple(pinned),
-            tls_names=tuple(dict.fromkeys([*names, *tls_names, *pinned])),
+            tls_names=tuple(dict.fromkeys([*names, *provider_tls_names, *pinned])),
             stands_for=served,
             listens=tuple(f"{kind}:{port}" for port, kind in sorted(ports.items())),
             mailboxes=tuple(dict.fromkeys(mailboxes)),

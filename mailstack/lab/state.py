@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -147,16 +148,16 @@ class LabState:
         if data.get("version") != FORMAT_VERSION:
             raise ToolError(f"{where / LAB_JSON}: unknown format version {data.get('version')!r}"
                             "; run `mailstack lab down` and `lab up` again")
-        certs = data.get("relay_certs") or {}
-        cas = data.get("relay_cas") or {}
+        certs = cast(dict[str, object], data.get("relay_certs") or {})
+        cas = cast(dict[str, object], data.get("relay_cas") or {})
         provider_ca = data.get("provider_ca")
         return cls(
             plan=LabPlan.from_json(data),
             lab_dir=where,
             inventory=Path(str(data["inventory"])),
             key=Path(str(data["key"])),
-            relay_certs={str(k): Path(str(v)) for k, v in certs.items()},  # type: ignore[union-attr]
-            relay_cas={str(k): Path(str(v)) for k, v in cas.items()},  # type: ignore[union-attr]
+            relay_certs={str(k): Path(str(v)) for k, v in certs.items()},
+            relay_cas={str(k): Path(str(v)) for k, v in cas.items()},
             provider_ca=Path(str(provider_ca)) if provider_ca else None,
             debs=Path(str(data["debs"])) if data.get("debs") else None,
         )

@@ -14,6 +14,7 @@ issued again only when it is missing, names other names, or is not signed by the
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ SERVER_DAYS = 825
 RENEW_BEFORE = datetime.timedelta(days=30)
 
 
-def ca_dir(build_dir: str | Path, site: str) -> Path:
+def ca_dir(build_dir: str | os.PathLike[str], site: str) -> Path:
     """``BUILD_DIR/<site>/lab-ca``, absolute."""
     return (Path(build_dir) / site / CA_DIR).absolute()
 

@@ -7,7 +7,7 @@ read from the text. Used by ``check --with-daemons`` and by verify's host checks
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from mailstack.plan import facts
 
@@ -34,7 +34,7 @@ def parse(output: str) -> dict[int, bool]:
     return answers
 
 
-def disagreements(rows: list[Mapping[str, object]], output: str) -> list[str]:
+def disagreements(rows: Sequence[Mapping[str, object]], output: str) -> list[str]:
     """Each row whose answer is not the expected one, as a sentence."""
     answers = parse(output)
     out = []

@@ -107,8 +107,8 @@ def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
     """Every local alias address and where it goes (account aliases and standalone aliases)."""
     out: dict[str, tuple[str, ...]] = {}
     for account in site.accounts:
-        for alias in account.aliases:
-            out[alias] = (*out.get(alias, ()), account.mail)
+        for address in account.aliases:
+            out[address] = (*out.get(address, ()), account.mail)
     for alias in site.aliases:
         out[alias.address] = (*out.get(alias.address, ()), *alias.to)
     return out

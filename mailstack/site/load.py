@@ -8,6 +8,7 @@ line and key path. Nothing here decides policy; semantic checks live in ``mailst
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -205,7 +206,7 @@ class _Builder:
         return cls(**kwargs)
 
 
-def load_site(path: str | FsPath) -> Site:
+def load_site(path: str | os.PathLike[str]) -> Site:
     """Read and type-check a site file; raise InputError listing every problem."""
     path = FsPath(path)
     data, marks = read_yaml(path)

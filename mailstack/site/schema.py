@@ -20,7 +20,7 @@ def _schema(tp: Any) -> dict[str, Any]:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
         return {"anyOf": [_schema(options[0]), {"type": "null"}]}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return {"$ref": f"#/$defs/{tp.__name__}"}
     if origin is tuple:
         return {"type": "array", "items": _schema(get_args(tp)[0])}

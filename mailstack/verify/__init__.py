@@ -115,10 +115,11 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     """What the network probes need: accounts, the CA, the LDAP lookups as searches."""
     entries = dit.entries(site)
     aliases = dit.alias_targets(site)
-    accounts = [{"mail": a.mail, "password": _secret(site, values, a.mail),
-                 "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
-                                   k in {x for acc in site.accounts for x in acc.aliases})}
-                for a in site.accounts]
+    accounts: list[dict[str, Any]] = [
+        {"mail": a.mail, "password": _secret(site, values, a.mail),
+         "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
+                           k in {x for acc in site.accounts for x in acc.aliases})}
+        for a in site.accounts]
     keys = {"account": site.accounts[0].mail if site.accounts else None,
             "alias": next(iter(aliases), None), "domain": site.domains[0]}
     services = []

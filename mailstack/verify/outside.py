@@ -7,6 +7,7 @@ reads — and then proven by where the message really arrives among the lab's st
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -52,9 +53,10 @@ def route_cases(site: Site) -> list[Case]:
     for key in senders:
         if key.startswith("@"):
             domain = key[1:].lower()
-            sender = next((a for a in owner if a.endswith("@" + domain)), None)
-            if sender is None:
+            owned = next((a for a in owner if a.endswith("@" + domain)), None)
+            if owned is None:
                 continue
+            sender = owned
         else:
             sender = key
         cases.append((f"sender route {key}", sender, outside))
@@ -200,10 +202,10 @@ class OutsideChecks:
             self._fault(
                 name, f"wrong credentials for relay '{name}': the message is deferred, not "
                       "bounced, not sent elsewhere",
-                lambda user=user: self.lab.set_provider_password(
-                    self.site_file, user, "wrong-" + uuid.uuid4().hex, build_dir=self.build_dir),
-                lambda user=user, right=right: self.lab.set_provider_password(
-                    self.site_file, user, right, build_dir=self.build_dir))
+                functools.partial(self.lab.set_provider_password, self.site_file, user,
+                                  "wrong-" + uuid.uuid4().hex, build_dir=self.build_dir),
+                functools.partial(self.lab.set_provider_password, self.site_file, user, right,
+                                  build_dir=self.build_dir))
 
     def bad_certificate(self) -> None:
         for name, relay in sorted(self.site.relays.items()):
@@ -212,10 +214,10 @@ class OutsideChecks:
             self._fault(
                 name, f"relay '{name}' with a certificate that does not verify is not used "
                       "(deferred, nothing sent in clear)",
-                lambda name=name: self.lab.break_relay_certificate(
-                    self.site_file, name, build_dir=self.build_dir),
-                lambda name=name: self.lab.restore_relay_certificate(
-                    self.site_file, name, build_dir=self.build_dir))
+                functools.partial(self.lab.break_relay_certificate, self.site_file, name,
+                                  build_dir=self.build_dir),
+                functools.partial(self.lab.restore_relay_certificate, self.site_file, name,
+                                  build_dir=self.build_dir))
 
     def count_local(self, account: str, token: str) -> int:
         proc = self.mail.exec(["doveadm", "search", "-u", account, "mailbox", "INBOX",

@@ -97,6 +97,7 @@ class Probe:
     # -- IMAP / POP3 ----------------------------------------------------------------------
 
     def imap_count(self, mode: str, user: str, password: str) -> int:
+        conn: imaplib.IMAP4
         if mode == "imaps":
             conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
         else:
@@ -105,7 +106,10 @@ class Probe:
         try:
             conn.login(user, password)
             _, data = conn.select("INBOX", readonly=True)
-            return int(data[0])
+            count = data[0]
+            if count is None:  # no EXISTS in the answer
+                raise imaplib.IMAP4.error("SELECT INBOX: the server sent no message count")
+            return int(count)
         finally:
             with contextlib.suppress(Exception):
                 conn.logout()
@@ -122,6 +126,7 @@ class Probe:
                 conn.logout()
 
     def pop3_count(self, mode: str, user: str, password: str) -> int:
+        conn: poplib.POP3
         if mode == "pop3s":
             conn = poplib.POP3_SSL(self.host, 995, context=self.ctx, timeout=TIMEOUT)
         else:
@@ -374,10 +379,10 @@ def pin_address(hostname: str, address: str) -> None:
     """Resolve the server's name to the inventory's address (TLS still checks the name)."""
     real = socket.getaddrinfo
 
-    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def getaddrinfo(host, *args, **kwargs):
         return real(address if host == hostname else host, *args, **kwargs)
 
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.getaddrinfo = getaddrinfo
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The LDAP modules of mailstack_slapd, without a slapd: LDIF reading, comparison, change plans."""
+"""The LDAP modules of the collection mailstack.mail without a slapd: LDIF, comparison, plans."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import ansible.module_utils
 import ldap3
 import pytest
 
@@ -15,8 +14,6 @@ from mailstack import resources
 from mailstack.ldap import ldif
 from mailstack.plan import dit
 from mailstack.site.load import load_site
-
-ROLE = resources.ROLES / "mailstack_slapd"
 
 
 def _load(name: str, path: Path):
@@ -28,11 +25,11 @@ def _load(name: str, path: Path):
     return module
 
 
-# The modules import their helpers as Ansible ships them to the host.
-utils = _load("ansible.module_utils.mailstack_ldap", ROLE / "module_utils" / "mailstack_ldap.py")
-ansible.module_utils.mailstack_ldap = utils  # type: ignore[attr-defined]
-entries = _load("mailstack_ldap_entries", ROLE / "library" / "mailstack_ldap_entries.py")
-passwords = _load("mailstack_ldap_password", ROLE / "library" / "mailstack_ldap_password.py")
+# The modules import their helpers by the collection's name, as Ansible ships them to the host.
+utils = _load("ansible_collections.mailstack.mail.plugins.module_utils.ldap",
+              resources.COLLECTION / "plugins" / "module_utils" / "ldap.py")
+entries = _load("mailstack_ldap_entries", resources.MODULES / "ldap_entries.py")
+passwords = _load("mailstack_ldap_password", resources.MODULES / "ldap_password.py")
 
 ORDERED = frozenset({"olcaccess", "olcdbindex"})
 

@@ -17,7 +17,7 @@ from tests.conftest import copy_secrets, example_text
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = resources.ROLES
-DAEMON_ROLES = {"mailstack_slapd": "ldap", "mailstack_postfix": "mta", "mailstack_dovecot": "imap"}
+DAEMON_ROLES = {"slapd": "ldap", "postfix": "mta", "dovecot": "imap"}
 
 
 def defaults(role: str) -> dict:
@@ -25,7 +25,7 @@ def defaults(role: str) -> dict:
 
 
 def test_slapd_role_paths_are_the_plans() -> None:
-    d = defaults("mailstack_slapd")
+    d = defaults("slapd")
     assert d["mailstack_slapd__config_ldif"] == facts.CONFIG_LDIF
     assert d["mailstack_slapd__dit_ldif"] == facts.DIT_LDIF
     assert d["mailstack_slapd__config_dir"] == facts.SLAPD_D
@@ -63,10 +63,10 @@ def test_every_rendered_file_says_which_role_places_it_and_how_it_is_picked_up(
         for path, entry in host["files"].items():
             assert entry["role"] in PLACERS and entry["pickup"] in PICKUPS, (name, path)
             if entry["role"] != "base":
-                assert DAEMON_ROLES[f"mailstack_{entry['role']}"] in host["roles"], (name, path)
-    for role in ("mailstack_base", *DAEMON_ROLES):
-        short = role.removeprefix("mailstack_")
-        assert f"selectattr('value.role', 'eq', '{short}')" in defaults(role)[f"{role}__files"]
+                assert DAEMON_ROLES[entry["role"]] in host["roles"], (name, path)
+    for role in ("base", *DAEMON_ROLES):
+        assert f"selectattr('value.role', 'eq', '{role}')" in \
+            defaults(role)[f"mailstack_{role}__files"]
 
 
 def test_the_playbook_and_roles_pass_ansibles_syntax_check(tmp_path: Path) -> None:
@@ -84,9 +84,8 @@ def test_the_playbook_and_roles_pass_ansibles_syntax_check(tmp_path: Path) -> No
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-@pytest.mark.parametrize("role", ["mailstack_postfix", "mailstack_dovecot"])
-def test_check_scripts_pass_shellcheck(role: str) -> None:
-    script = ROLES / role / "files" / "check-staged-config.sh"
+@pytest.mark.parametrize("script", sorted(ROLES.glob("*/files/*.sh")), ids=lambda p: p.name)
+def test_role_scripts_pass_shellcheck(script: Path) -> None:
     proc = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stdout

@@ -70,7 +70,7 @@ GOOD_RUN = [
     event("ok", host="mail", task="Place the rendered files", role="mailstack_base",
           changed=True, action="ansible.builtin.copy"),
     event("ok", host="mail", task="Bring the directory tree in line", role="mailstack_slapd",
-          changed=True, action="mailstack_ldap_entries", msg="added mail=petr@x"),
+          changed=True, action="mailstack.mail.ldap_entries", msg="added mail=petr@x"),
     event("skipped", host="mail", task="Build slapd offline", role="mailstack_slapd",
           changed=False),
     event("ok", host="mail", task="Start Postfix", role="mailstack_postfix", changed=False),
@@ -117,7 +117,7 @@ def test_apply_renders_streams_progress_and_reports(example: Path, inventory: Pa
         (secrets_dir / "accounts" / "ivan@krasnoyarsk.example.org").read_text().strip()
     assert len(record["vars"]["mailstack__ldap_passwords"]) == 2 + len(site.accounts)
     assert record["env"]["ANSIBLE_CONFIG"] == str(applying.ANSIBLE_CFG)
-    assert record["env"]["ANSIBLE_STDOUT_CALLBACK"] == "mailstack_events"
+    assert record["env"]["ANSIBLE_STDOUT_CALLBACK"] == "mailstack.mail.events"
     vars_file = next(a[1:] for a in argv if a.startswith("@"))
     assert not Path(vars_file).exists(), "the secrets file must be deleted"
 
@@ -242,7 +242,6 @@ def test_the_callback_streams_json_lines_from_a_real_playbook(tmp_path: Path) ->
         """))
     env = dict(os.environ, ANSIBLE_CONFIG=str(applying.ANSIBLE_CFG),
                ANSIBLE_STDOUT_CALLBACK=applying.CALLBACK,
-               ANSIBLE_CALLBACK_PLUGINS=str(applying.CALLBACK_DIR),
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
     try:
         executable = applying.ansible_playbook()
@@ -326,7 +325,6 @@ def test_diffs_of_changed_files_are_shown_and_secret_ones_hidden(tmp_path: Path)
         """))
     env = dict(os.environ, ANSIBLE_CONFIG=str(applying.ANSIBLE_CFG),
                ANSIBLE_STDOUT_CALLBACK=applying.CALLBACK,
-               ANSIBLE_CALLBACK_PLUGINS=str(applying.CALLBACK_DIR),
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                MAILSTACK_HIDE_DIFFS=json.dumps([str(secret)]))
     try:

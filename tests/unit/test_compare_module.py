@@ -1,4 +1,4 @@
-"""mailstack_compare (mailstack/ansible/library): which of the manifest's files differ."""
+"""mailstack.mail.compare (plugins/modules/compare.py): which of the manifest's files differ."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from mailstack import resources
 
 spec = importlib.util.spec_from_file_location(
-    "mailstack_compare", resources.ANSIBLE / "library" / "mailstack_compare.py")
+    "mailstack_compare", resources.MODULES / "compare.py")
 assert spec and spec.loader
 compare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(compare)

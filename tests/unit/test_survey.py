@@ -1,4 +1,4 @@
-"""mailstack_survey (roles/mailstack_base/library) without a host: what it reads and decides.
+"""mailstack.mail.survey (the collection's plugins/modules/survey.py) without a host: what it reads and decides.
 
 The live proof (a hand-made stack refused, then taken over) is tests/live/test_takeover.py.
 """
@@ -15,8 +15,8 @@ import pytest
 from mailstack import resources
 from mailstack.plan import facts
 
-LIBRARY = resources.ROLES / "mailstack_base" / "library"
-spec = importlib.util.spec_from_file_location("mailstack_survey", LIBRARY / "mailstack_survey.py")
+LIBRARY = resources.MODULES
+spec = importlib.util.spec_from_file_location("mailstack_survey", LIBRARY / "survey.py")
 assert spec and spec.loader
 survey = importlib.util.module_from_spec(spec)
 sys.modules["mailstack_survey"] = survey
