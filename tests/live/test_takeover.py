@@ -66,7 +66,7 @@ def test_apply_stops_before_changing_anything_and_lists_what_it_found(server: Ha
     with pytest.raises(apply.ApplyFailed) as caught:
         server.apply()
     last = str(caught.value).splitlines()[-1]
-    assert last.startswith("mail: mailstack_base: Survey a host mailstack has not applied "
+    assert last.startswith("mail: mailstack.mail.base: Survey a host mailstack has not applied "
                            "before, and refuse to overwrite a stack set up by hand: mail: this "
                            "host already runs mail that mailstack did not set up; nothing was "
                            "changed. Found: "), last
