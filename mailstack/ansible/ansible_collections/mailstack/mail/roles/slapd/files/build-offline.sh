@@ -5,7 +5,7 @@
 #
 #   build-offline.sh STEP CONFIG_LDIF DIT_LDIF SLAPD_D DB_DIR RUN_DIR USER
 #
-# STEP: config (slapadd -n0 of cn=config into an empty SLAPD_D), tree (slapadd -n1 of the
+# STEP: config (slapadd -n0 of cn=config into an empty SLAPD_D; DB_DIR made, empty), tree (slapadd -n1 of the
 # directory tree into an empty DB_DIR), test (slaptest as USER), or all three in that order.
 # slapd must be stopped. Each step checks its exit status; a failure names the step and ends
 # the script with its exit status. RUN_DIR is made 0755: Dovecot's auth and Postfix's proxymap
@@ -27,8 +27,9 @@ empty_dir() {  # empty_dir DIR MODE: create DIR for USER; refuse one that holds 
     install -d -o "$user" -g "$user" -m "$2" "$1"
 }
 
-config() {
-    empty_dir "$slapd_d" 0750 && install -d -o "$user" -g "$user" -m 0755 "$run_dir" \
+config() {  # slapadd -n0 checks that the database's directory exists
+    empty_dir "$slapd_d" 0750 && empty_dir "$db_dir" 0750 \
+        && install -d -o "$user" -g "$user" -m 0755 "$run_dir" \
         && slapadd -n0 -F "$slapd_d" -l "$config_ldif" && chown -R "$user:$user" "$slapd_d"
 }
 
