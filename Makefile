@@ -35,6 +35,7 @@ demo: venv image
 
 lint: venv host
 	$(VENV)/bin/ruff check mailstack tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint -s .
 	ANSIBLE_CONFIG=$(CURDIR)/mailstack/ansible/ansible.cfg $(VENV)/bin/ansible-lint -q mailstack/ansible
 	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/roles/*/files/*.sh

@@ -6,9 +6,10 @@ initial passwords, ``{dn: password}``) to a temporary 0600 extra-vars file that 
 deleted afterwards, and runs ``ansible-playbook`` on the playbook of the collection
 ``mailstack.mail`` (package data, :mod:`mailstack.resources`) with its ``ansible.cfg``. The
 collection's stdout callback (``mailstack.mail.events``) writes one JSON line per event;
-progress is passed to ``out`` per host and step as it happens, and the result is an :class:`ApplyReport` with every host's recap and the tasks that changed
-something. A failed playbook raises :class:`ApplyFailed` naming the host, the task and the
-reason (the roles name the refused file in their failure messages).
+progress is passed to ``out`` per host and step as it happens, and the result is an
+:class:`ApplyReport` with every host's recap and the tasks that changed something. A failed
+playbook raises :class:`ApplyFailed` naming the host, the task that really failed and its
+first meaningful line.
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterator
 
 from mailstack.findings import Finding
 from mailstack.ldap.dn import DNError, dn
 from mailstack.site.marks import Path
-from mailstack.site.model import Site
+from mailstack.site.model import Protocol, Site
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}\Z", re.IGNORECASE)
@@ -39,6 +40,9 @@ def _unsafe_strings(value: object, path: Path) -> Iterator[Path]:
         for name in value.__dataclass_fields__:
             if name != "marks":
                 yield from _unsafe_strings(getattr(value, name), (*path, name))
+
+
+ALL_PROTOCOLS = typing.get_args(Protocol)
 
 
 def check(site: Site) -> Iterator[Finding]:
@@ -116,6 +120,12 @@ def check(site: Site) -> Iterator[Finding]:
         yield from claim(account.mail, ("accounts", i, "mail"))
         if not account.name.strip():
             yield err(("accounts", i, "name"), "the name cannot be empty")
+        if set(account.protocols) != set(ALL_PROTOCOLS):
+            # nothing renders it yet: refuse rather than ignore it (the directory lifecycle
+            # work makes per-service access real)
+            yield err(("accounts", i, "protocols"), "per-account protocols are not applied yet: "
+                                                    "every account may use IMAP and POP3; "
+                                                    "remove the key")
         for j, address in enumerate(account.aliases):
             yield from claim(address, ("accounts", i, "aliases", j))
     for i, alias in enumerate(site.aliases):

@@ -110,3 +110,20 @@ def test_route_mistakes(two, old: str, new: str, expected: list[str]) -> None:
     assert old in TWO
     two.write_text(TWO.replace(old, new, 1))
     assert errors_of(two) == expected
+
+
+def test_verifys_route_cases_take_the_relay_the_site_file_names(example) -> None:
+    """The example's own words (inventories/branch-office/site.yml), as a table here: the
+    default goes to head-office, @head-office.example to head-office, and mail sent as
+    shop@provider.example to the provider."""
+    from mailstack.verify.outside import route_cases
+
+    cases = {c.what: (c.sender, c.rcpt, c.relay) for c in route_cases(load_site(example))}
+    assert cases == {
+        "the default": ("ivan@krasnoyarsk.example.org", "verify@relay-check.example.net",
+                        "head-office"),
+        "recipient route @head-office.example": ("shop@provider.example",
+                                                 "verify@head-office.example", "head-office"),
+        "sender route shop@provider.example": ("shop@provider.example",
+                                               "verify@relay-check.example.net", "provider"),
+    }

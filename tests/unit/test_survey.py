@@ -1,4 +1,4 @@
-"""mailstack.mail.survey (the collection's plugins/modules/survey.py) without a host: what it reads and decides.
+"""mailstack.mail.survey (plugins/modules/survey.py) without a host: what it reads and decides.
 
 The live proof (a hand-made stack refused, then taken over) is tests/live/test_takeover.py.
 """
