@@ -30,7 +30,7 @@ from pathlib import Path
 
 from mailstack import core, resources, secrets
 from mailstack.errors import InputError, ToolError
-from mailstack.plan import dit, facts
+from mailstack.plan import dit, layout
 from mailstack.site.model import Site
 
 PLAYBOOK = resources.PLAYBOOK
@@ -111,10 +111,10 @@ class ApplyFailed(ToolError):
 
 def ldap_passwords(site: Site, store: secrets.SecretStore) -> dict[str, str]:
     """``{dn: password}`` for the service accounts and every account's initial password."""
-    out = {str(dit.service_dn(site, s)): store.read(facts.secret_service(s))
-           for s in facts.SERVICE_ACCOUNTS}
+    out = {str(dit.service_dn(site, s)): store.read(layout.secret_service(s))
+           for s in layout.SERVICE_ACCOUNTS}
     for account in site.accounts:
-        name = account.password_secret or facts.secret_account(account.mail)
+        name = account.password_secret or layout.secret_account(account.mail)
         out[str(dit.account_dn(site, account.mail))] = store.read(name)
     return out
 

@@ -1,9 +1,10 @@
 """Run the mail daemons' own tools in podman containers of the mailstack lab image.
 
-The image ``localhost/mailstack-lab:bookworm`` is built by ``mailstack/lab/scripts/build-image.sh`` (no
+The image ``localhost/mailstack-lab:bookworm`` is built by ``lab/scripts/build-image.sh`` (no
 registry needed) and boots systemd as PID 1. The run flags are the ones measured to work on
-this project's machines (shared/notes/containers.md): ``--systemd=always``, the host's empty
-cgroup2 mount at /sys/fs/cgroup/unified (without it Dovecot restarts could hang for 90 s) and
+this project's machines (Debian 12 hosts with cgroups in hybrid mode): ``--systemd=always``,
+the host's empty cgroup2 mount at /sys/fs/cgroup/unified (without it Dovecot restarts could
+hang for 90 s) and
 ``--cap-add SYS_PTRACE`` (without it ``systemctl restart slapd`` left the old slapd running).
 
 Typical use by a checker, with no network at all::

@@ -23,7 +23,7 @@ from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
 from mailstack.findings import Check
 from mailstack.ldap import slapacl
-from mailstack.plan import HostPlan, SitePlan, acl, dit, facts
+from mailstack.plan import HostPlan, SitePlan, acl, dit, layout
 from mailstack.site.model import Site
 
 OFFLINE_BUILD = resources.ROLES / "slapd" / "files" / "build-offline.sh"
@@ -65,12 +65,12 @@ class _HostRun:
     def ldap(self) -> bool:
         """The slapd role's own offline build (its files/build-offline.sh), step by step."""
         self.box.put_file(BUILD_SCRIPT, OFFLINE_BUILD.read_text(encoding="utf-8"), 0o755)
-        args = " ".join(shlex.quote(a) for a in (facts.CONFIG_LDIF, facts.DIT_LDIF,
-                                                 facts.SLAPD_D, facts.SLAPD_DB_DIR,
-                                                 facts.SLAPD_RUN_DIR, "openldap"))
+        args = " ".join(shlex.quote(a) for a in (layout.CONFIG_LDIF, layout.DIT_LDIF,
+                                                 layout.SLAPD_D, layout.SLAPD_DB_DIR,
+                                                 layout.SLAPD_RUN_DIR, "openldap"))
         ok = self.step("slapadd -n0: cn=config into an empty slapd.d",
-                       f"systemctl stop slapd 2>/dev/null; rm -rf {facts.SLAPD_D} "
-                       f"{facts.SLAPD_DB_DIR}; {BUILD_SCRIPT} config {args}")
+                       f"systemctl stop slapd 2>/dev/null; rm -rf {layout.SLAPD_D} "
+                       f"{layout.SLAPD_DB_DIR}; {BUILD_SCRIPT} config {args}")
         ok = ok and self.step("slapadd -n1: the directory tree", f"{BUILD_SCRIPT} tree {args}")
         ok = ok and self.step("slaptest", f"{BUILD_SCRIPT} test {args}")
         ok = ok and self.step("slapd starts with the rendered configuration",
@@ -79,10 +79,10 @@ class _HostRun:
 
     def set_passwords(self) -> bool:
         """RFC 3062 Password Modify over ldapi as root, as apply does."""
-        targets = [(self.host.facts["service_dns"][s], self.secrets[facts.secret_service(s)])
-                   for s in facts.SERVICE_ACCOUNTS]
+        targets = [(self.host.facts["service_dns"][s], self.secrets[layout.secret_service(s)])
+                   for s in layout.SERVICE_ACCOUNTS]
         for account in self.site.accounts:
-            name = account.password_secret or facts.secret_account(account.mail)
+            name = account.password_secret or layout.secret_account(account.mail)
             targets.append((str(dit.account_dn(self.site, account.mail)), self.secrets[name]))
         lines = ["set -e"]
         for i, (who, password) in enumerate(targets):
@@ -140,7 +140,7 @@ class _HostRun:
         if not self.site.accounts:
             return
         account = self.site.accounts[0]
-        password = self.secrets[account.password_secret or facts.secret_account(account.mail)]
+        password = self.secrets[account.password_secret or layout.secret_account(account.mail)]
         path = "/root/.mailstack-auth"
         self.box.put_file(path, password, 0o600)
         self.step(f"doveadm auth test {account.mail} (right password)",

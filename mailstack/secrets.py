@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailstack.errors import InputError
-from mailstack.plan import facts
+from mailstack.plan import layout
 from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
@@ -47,10 +47,10 @@ def default_dir(site_file: str | os.PathLike[str]) -> Path:
 
 def required(site: Site) -> list[SecretRef]:
     """Every secret the site's render needs, in a stable order."""
-    refs = [SecretRef(facts.SECRET_LDAP_ADMIN, "password", ("ldap",))]
-    refs += [SecretRef(facts.secret_service(s), "password", ("ldap",)) for s in facts.SERVICE_ACCOUNTS]
+    refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap",))]
+    refs += [SecretRef(layout.secret_service(s), "password", ("ldap",)) for s in layout.SERVICE_ACCOUNTS]
     for i, account in enumerate(site.accounts):
-        name = account.password_secret or facts.secret_account(account.mail)
+        name = account.password_secret or layout.secret_account(account.mail)
         refs.append(SecretRef(name, "password", ("accounts", i, "password_secret")
                               if account.password_secret else ("accounts", i, "mail")))
     for rname, relay in sorted(site.relays.items()):
@@ -64,10 +64,10 @@ def required(site: Site) -> list[SecretRef]:
         if fetch.ca_secret:
             refs.append(SecretRef(fetch.ca_secret, "external", ("fetch", i, "ca_secret")))
     tls_kind: Kind = "tls" if site.tls.mode == "internal-ca" else "external"
-    refs.append(SecretRef(facts.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
+    refs.append(SecretRef(layout.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
     for host in sorted(site.hosts):
-        refs.append(SecretRef(facts.secret_host_cert(host), tls_kind, ("hosts", host)))
-        refs.append(SecretRef(facts.secret_host_key(host), tls_kind, ("hosts", host)))
+        refs.append(SecretRef(layout.secret_host_cert(host), tls_kind, ("hosts", host)))
+        refs.append(SecretRef(layout.secret_host_key(host), tls_kind, ("hosts", host)))
     unique: dict[str, SecretRef] = {}
     for ref in refs:
         unique.setdefault(ref.name, ref)  # one secret may serve a relay and a remote mailbox
@@ -166,18 +166,18 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
     from mailstack import certs
 
     made: list[str] = []
-    if facts.SECRET_CA_CERT in todo:
-        if store.exists(facts.SECRET_CA_KEY):
-            raise InputError(f"{store.path(facts.SECRET_CA_KEY)}: a CA key exists without its "
+    if layout.SECRET_CA_CERT in todo:
+        if store.exists(layout.SECRET_CA_KEY):
+            raise InputError(f"{store.path(layout.SECRET_CA_KEY)}: a CA key exists without its "
                              "certificate; restore tls/ca.crt or remove the key to start over")
         pair = certs.new_ca(f"mailstack {site.site} CA")
-        _write_new(store.path(facts.SECRET_CA_KEY), pair.key.encode())
-        _write_new(store.path(facts.SECRET_CA_CERT), pair.cert.encode())
-        made += [facts.SECRET_CA_KEY, facts.SECRET_CA_CERT]
-    ca = certs.KeyPair(store.path(facts.SECRET_CA_CERT).read_text(encoding="utf-8"),
-                       store.path(facts.SECRET_CA_KEY).read_text(encoding="utf-8"))
+        _write_new(store.path(layout.SECRET_CA_KEY), pair.key.encode())
+        _write_new(store.path(layout.SECRET_CA_CERT), pair.cert.encode())
+        made += [layout.SECRET_CA_KEY, layout.SECRET_CA_CERT]
+    ca = certs.KeyPair(store.path(layout.SECRET_CA_CERT).read_text(encoding="utf-8"),
+                       store.path(layout.SECRET_CA_KEY).read_text(encoding="utf-8"))
     for host_name, host in sorted(site.hosts.items()):
-        cert_name, key_name = facts.secret_host_cert(host_name), facts.secret_host_key(host_name)
+        cert_name, key_name = layout.secret_host_cert(host_name), layout.secret_host_key(host_name)
         if cert_name not in todo and key_name not in todo:
             continue
         if store.exists(key_name) or store.exists(cert_name):

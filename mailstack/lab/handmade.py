@@ -14,7 +14,7 @@ from __future__ import annotations
 from mailstack.container import Container
 from mailstack.errors import ToolError
 from mailstack.lab.plan import LabContainer
-from mailstack.plan.facts import HOST_MARKER
+from mailstack.plan.layout import HOST_MARKER
 
 USER = "anna"
 MBOX = f"/var/mail/{USER}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 
-from mailstack.plan import facts
+from mailstack.plan import layout
 
 
-def script(rows: Iterable[Mapping[str, object]], config_dir: str = facts.SLAPD_D) -> str:
+def script(rows: Iterable[Mapping[str, object]], config_dir: str = layout.SLAPD_D) -> str:
     """A shell script asking slapacl each (who, dn, attr, access) row, marked ``@@N``."""
     lines = []
     for i, row in enumerate(rows):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
 from mailstack.ldap.dn import DN
-from mailstack.plan import dit, facts
+from mailstack.plan import dit, layout
 from mailstack.site.model import Site
 
 
@@ -26,7 +26,7 @@ def _q(d: DN | str) -> str:
 
 
 def root_rule() -> str:
-    return f"to * by dn.exact={_q(facts.ROOT_PEERCRED_DN)} manage by * break"
+    return f"to * by dn.exact={_q(layout.ROOT_PEERCRED_DN)} manage by * break"
 
 
 def generated_rules(site: Site) -> list[str]:
@@ -38,7 +38,7 @@ def generated_rules(site: Site) -> list[str]:
         base_grants[lookup.base].add(who)
         for attr in ("entry", *sorted(lf.attributes(lookup.filter)), *lookup.returns):
             child_grants[lookup.base][attr].add(who)
-    people = dit.ou(site, facts.OU_PEOPLE)
+    people = dit.ou(site, layout.OU_PEOPLE)
     rules = ["to attrs=userPassword by self write by anonymous auth by * none"]
     for container in sorted(base_grants, key=str):
         whos = " ".join(f"by dn.exact={_q(w)} search" for w in sorted(base_grants[container], key=str))
@@ -111,7 +111,7 @@ def _class_asserts(f: lf.Filter) -> list[lf.Filter]:
 def expectations(site: Site) -> list[Expectation]:
     """The access matrix kept beside the ACL: what must be allowed and what must be denied."""
     out = needs(site)
-    services = [str(dit.service_dn(site, s)) for s in facts.SERVICE_ACCOUNTS]
+    services = [str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS]
     accounts = [str(dit.account_dn(site, a.mail)) for a in site.accounts]
     for target in accounts[:2]:
         out.append(Expectation(None, target, "userPassword", "auth", True, "anonymous binds"))

@@ -13,7 +13,7 @@ from typing import Literal
 from mailstack.ldap import filter as f
 from mailstack.ldap.dn import DN, dn
 from mailstack.ldap.ldif import Entry
-from mailstack.plan import facts
+from mailstack.plan import layout
 from mailstack.site.model import Site
 
 # Courier's schema needs these first (homeDirectory: nis; mailhost: misc).
@@ -78,19 +78,19 @@ def admin_dn(site: Site) -> DN:
 
 
 def service_dn(site: Site, service: str) -> DN:
-    return ou(site, facts.OU_APPLICATIONS).child("cn", service)
+    return ou(site, layout.OU_APPLICATIONS).child("cn", service)
 
 
 def account_dn(site: Site, mail: str) -> DN:
-    return ou(site, facts.OU_PEOPLE).child("mail", mail)
+    return ou(site, layout.OU_PEOPLE).child("mail", mail)
 
 
 def alias_dn(site: Site, address: str) -> DN:
-    return ou(site, facts.OU_ALIASES).child(profile(site).alias_key, address)
+    return ou(site, layout.OU_ALIASES).child(profile(site).alias_key, address)
 
 
 def domain_dn(site: Site, domain: str) -> DN:
-    return ou(site, facts.OU_DOMAINS).child("associatedDomain", domain)
+    return ou(site, layout.OU_DOMAINS).child("associatedDomain", domain)
 
 
 def profile(site: Site) -> Profile:
@@ -100,7 +100,7 @@ def profile(site: Site) -> Profile:
 def mail_home(address: str) -> str:
     """A mailbox's home: the one value Dovecot's IMAP, POP3 and LMTP all resolve."""
     local, _, domain = address.rpartition("@")
-    return f"{facts.VMAIL_DIR}/{domain.lower()}/{local.lower()}"
+    return f"{layout.VMAIL_DIR}/{domain.lower()}/{local.lower()}"
 
 
 def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
@@ -117,8 +117,8 @@ def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
 def lookups(site: Site) -> tuple[Lookup, ...]:
     """Every lookup Dovecot and Postfix make, as data."""
     p = profile(site)
-    people, aliases, domains = (ou(site, n) for n in (facts.OU_PEOPLE, facts.OU_ALIASES,
-                                                       facts.OU_DOMAINS))
+    people, aliases, domains = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES,
+                                                       layout.OU_DOMAINS))
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
     userdb_returns = (p.home_attr,) if p.home_attr else ("mail",)
@@ -180,9 +180,9 @@ def entries(site: Site) -> list[Entry]:
     """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
     p = profile(site)
     out = [_base_entry(site)]
-    for name in (facts.OU_PEOPLE, facts.OU_ALIASES, facts.OU_DOMAINS, facts.OU_APPLICATIONS):
+    for name in (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS, layout.OU_APPLICATIONS):
         out.append(_container(ou(site, name), name))
-    for service in facts.SERVICE_ACCOUNTS:
+    for service in layout.SERVICE_ACCOUNTS:
         out.append(Entry(service_dn(site, service), (
             ("objectClass", "applicationProcess"), ("objectClass", "simpleSecurityObject"),
             ("cn", service), ("description", f"{service}: reads what its lookups need"),

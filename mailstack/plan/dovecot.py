@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, facts
+from mailstack.plan import FileSpec, dit, layout
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -34,7 +34,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
         "deref": "never",
     }
     if not ldap_uri.startswith("ldapi:"):
-        settings.update({"tls": "yes", "tls_ca_cert_file": facts.CA_CERT,
+        settings.update({"tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
                          "tls_require_cert": "hard"})
     if which == "passdb":
         settings.update({
@@ -44,7 +44,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
         })
     else:
         home = f"{prof.home_attr}=home" if prof.home_attr else \
-            f"=home={facts.VMAIL_DIR}/%Ld/%Ln"
+            f"=home={layout.VMAIL_DIR}/%Ld/%Ln"
         settings.update({
             "user_filter": lf.render(lookup.filter),
             "user_attrs": home,
@@ -65,17 +65,17 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("disable_plaintext_auth", "yes"),
             ("auth_username_format", "%Lu"),
             ("ssl", "required"),
-            ("ssl_cert", f"<{facts.host_cert(host)}"),
-            ("ssl_key", f"<{facts.host_key(host)}"),
+            ("ssl_cert", f"<{layout.host_cert(host)}"),
+            ("ssl_key", f"<{layout.host_key(host)}"),
             ("ssl_min_protocol", "TLSv1.2"),
             ("ssl_prefer_server_ciphers", "yes"),
             ("mail_location", MAIL_LOCATION),
-            ("mail_uid", str(facts.VMAIL_UID)),
-            ("mail_gid", str(facts.VMAIL_GID)),
-            ("first_valid_uid", str(facts.VMAIL_UID)),
-            ("last_valid_uid", str(facts.VMAIL_UID)),
-            ("first_valid_gid", str(facts.VMAIL_GID)),
-            ("last_valid_gid", str(facts.VMAIL_GID)),
+            ("mail_uid", str(layout.VMAIL_UID)),
+            ("mail_gid", str(layout.VMAIL_GID)),
+            ("first_valid_uid", str(layout.VMAIL_UID)),
+            ("last_valid_uid", str(layout.VMAIL_UID)),
+            ("first_valid_gid", str(layout.VMAIL_GID)),
+            ("last_valid_gid", str(layout.VMAIL_GID)),
             ("mail_privileged_group", "mail"),
             ("lmtp_save_to_detail_mailbox", "no"),
             ("recipient_delimiter", "+"),
@@ -84,17 +84,17 @@ def config(site: Site, host: str) -> dict[str, object]:
         ],
         "passdb": PASSDB_FILE,
         "userdb": USERDB_FILE,
-        "lmtp_socket": f"{facts.POSTFIX_QUEUE_DIR}/{facts.LMTP_SOCKET}",
-        "auth_socket": f"{facts.POSTFIX_QUEUE_DIR}/{facts.SASL_SOCKET}",
-        "imap_port": facts.IMAP_PORT, "imaps_port": facts.IMAPS_PORT,
-        "pop3_port": facts.POP3_PORT, "pop3s_port": facts.POP3S_PORT,
+        "lmtp_socket": f"{layout.POSTFIX_QUEUE_DIR}/{layout.LMTP_SOCKET}",
+        "auth_socket": f"{layout.POSTFIX_QUEUE_DIR}/{layout.SASL_SOCKET}",
+        "imap_port": layout.IMAP_PORT, "imaps_port": layout.IMAPS_PORT,
+        "pop3_port": layout.POP3_PORT, "pop3s_port": layout.POP3S_PORT,
         "mailboxes": [("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"),
                       ("Trash", "\\Trash")],
     }
 
 
 def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> list[FileSpec]:
-    pw = secrets[facts.secret_service("dovecot")]
+    pw = secrets[layout.secret_service("dovecot")]
     return [
         FileSpec("/etc/dovecot/dovecot.conf", "etc/dovecot/dovecot.conf.j2", config(site, host)),
         FileSpec(PASSDB_FILE, "_formats/keyvalue.j2",

@@ -11,8 +11,8 @@ from mailstack.plan import (
     SitePlan,
     dit,
     dovecot,
-    facts,
     fetch,
+    layout,
     postfix,
     slapd,
     tls,
@@ -76,7 +76,7 @@ def ldap_uri(site: Site, host: str) -> str:
     """ldapi on the directory's own host; StartTLS to it from anywhere else."""
     ldap_host = host_with(site, "ldap")
     if ldap_host == host:
-        return facts.LDAPI_URI
+        return layout.LDAPI_URI
     return f"ldap://{site.hosts[ldap_host].hostname}"
 
 
@@ -98,24 +98,24 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "ldap_uri": ldap_uri(site, name),
         "base": site.ldap.base,
         "admin_dn": str(dit.admin_dn(site)),
-        "service_dns": {s: str(dit.service_dn(site, s)) for s in facts.SERVICE_ACCOUNTS},
+        "service_dns": {s: str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS},
         "accounts": [{"mail": a.mail, "dn": str(dit.account_dn(site, a.mail)),
                       "home": dit.mail_home(a.mail)} for a in site.accounts],
         "aliases": {k: list(v) for k, v in dit.alias_targets(site).items()},
-        "vmail": {"user": facts.VMAIL_USER, "uid": facts.VMAIL_UID, "gid": facts.VMAIL_GID,
-                  "dir": facts.VMAIL_DIR},
+        "vmail": {"user": layout.VMAIL_USER, "uid": layout.VMAIL_UID, "gid": layout.VMAIL_GID,
+                  "dir": layout.VMAIL_DIR},
         # unprivileged system users the host needs before its files can be placed
         "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
         "debconf": debconf(site, name),
         # what apply looks at on a host it has not applied before (mailstack_survey)
         "survey": {
-            "marker": facts.HOST_MARKER,
-            "ports": list(facts.MAIL_PORTS),
-            "configs": list(facts.FOREIGN_CONFIGS),
-            "moved": list(facts.FOREIGN_MOVED),
-            "spools": list(facts.MAIL_SPOOLS),
-            "queue": facts.POSTFIX_QUEUE_DIR,
-            "backup_dir": facts.TAKEOVER_BACKUP_DIR,
+            "marker": layout.HOST_MARKER,
+            "ports": list(layout.MAIL_PORTS),
+            "configs": list(layout.FOREIGN_CONFIGS),
+            "moved": list(layout.FOREIGN_MOVED),
+            "spools": list(layout.MAIL_SPOOLS),
+            "queue": layout.POSTFIX_QUEUE_DIR,
+            "backup_dir": layout.TAKEOVER_BACKUP_DIR,
         },
     }
     fetching = "mta" in roles and bool(site.fetch)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, facts, relays
+from mailstack.plan import FileSpec, dit, layout, relays
 from mailstack.site.model import Site
 
 LDAP_DIR = "/etc/postfix/ldap"
@@ -102,7 +102,7 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "virtual_mailbox_maps": table("virtual_mailbox_maps"),
         "virtual_alias_maps": table("virtual_alias_maps"),
         "virtual_alias_domains": "",
-        "virtual_transport": f"lmtp:unix:{facts.LMTP_SOCKET}",
+        "virtual_transport": f"lmtp:unix:{layout.LMTP_SOCKET}",
         "smtpd_sender_login_maps": ", ".join(sender_logins),
         "proxy_read_maps": " ".join(
             ["$local_recipient_maps", "$mydestination", "$virtual_alias_maps",
@@ -119,8 +119,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtp_sasl_auth_enable": "no",
         "smtp_fallback_relay": "",
         # port 25: TLS offered, no AUTH, only local recipients unless the client is local
-        "smtpd_tls_cert_file": facts.host_cert(host),
-        "smtpd_tls_key_file": facts.host_key(host),
+        "smtpd_tls_cert_file": layout.host_cert(host),
+        "smtpd_tls_key_file": layout.host_key(host),
         "smtpd_tls_security_level": "may",
         "smtpd_tls_loglevel": "1",
         "smtpd_tls_received_header": "yes",
@@ -131,7 +131,7 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_tls_mandatory_exclude_ciphers": "aNULL, eNULL",
         "smtpd_sasl_auth_enable": "no",
         "smtpd_sasl_type": "dovecot",
-        "smtpd_sasl_path": facts.SASL_SOCKET,
+        "smtpd_sasl_path": layout.SASL_SOCKET,
         "smtpd_sasl_security_options": "noanonymous",
         "smtpd_sasl_local_domain": "",
         "smtpd_helo_required": "yes",
@@ -231,7 +231,7 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         "result_attribute": ", ".join(lookup.returns),
     }
     if not ldap_uri.startswith("ldapi:"):
-        settings.update({"start_tls": "yes", "tls_ca_cert_file": facts.CA_CERT,
+        settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
                          "tls_require_cert": "yes"})
     return settings
 
@@ -244,7 +244,7 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                  {"services": master_cf(site)}),
         FileSpec("/etc/mailname", "_formats/verbatim.j2", {"text": site.hosts[host].hostname + "\n"}),
     ]
-    pw = secrets[facts.secret_service("postfix")]
+    pw = secrets[layout.secret_service("postfix")]
     for lookup in dit.lookups(site):
         if lookup.service != "postfix":
             continue

@@ -15,7 +15,7 @@ from importlib import resources
 
 from mailstack.ldap.dn import dn
 from mailstack.ldap.ldif import Entry
-from mailstack.plan import FileSpec, acl, dit, facts
+from mailstack.plan import FileSpec, acl, dit, layout
 from mailstack.site.model import Site
 
 MODULES = ("back_mdb", "pw-sha2", "argon2")
@@ -40,12 +40,12 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
     out: list[Entry | str] = [
         Entry(dn("cn=config"), (
             ("objectClass", "olcGlobal"), ("cn", "config"),
-            ("olcArgsFile", f"{facts.SLAPD_RUN_DIR}/slapd.args"),
-            ("olcPidFile", f"{facts.SLAPD_RUN_DIR}/slapd.pid"),
+            ("olcArgsFile", f"{layout.SLAPD_RUN_DIR}/slapd.args"),
+            ("olcPidFile", f"{layout.SLAPD_RUN_DIR}/slapd.pid"),
             *(("olcLogLevel", level) for level in site.ldap.loglevel),
-            ("olcTLSCACertificateFile", facts.CA_CERT),
-            ("olcTLSCertificateFile", facts.host_cert(host)),
-            ("olcTLSCertificateKeyFile", facts.slapd_key(host)),
+            ("olcTLSCACertificateFile", layout.CA_CERT),
+            ("olcTLSCertificateFile", layout.host_cert(host)),
+            ("olcTLSCertificateKeyFile", layout.slapd_key(host)),
             ("olcTLSProtocolMin", "3.3"),
         )),
         Entry(dn("cn=module{0},cn=config"), (
@@ -56,7 +56,7 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
         Entry(dn("cn=schema,cn=config"), (("objectClass", "olcSchemaConfig"), ("cn", "schema"))),
     ]
     for schema in prof.schemas:
-        directory = facts.SCHEMA_DIR if schema == "courier" else facts.DEBIAN_SCHEMA_DIR
+        directory = layout.SCHEMA_DIR if schema == "courier" else layout.DEBIAN_SCHEMA_DIR
         out.append(f"include: file://{directory}/{schema}.ldif")
     out += [
         Entry(dn("olcDatabase={-1}frontend,cn=config"), (
@@ -73,10 +73,10 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
         Entry(dn("olcDatabase={1}mdb,cn=config"), (
             ("objectClass", "olcDatabaseConfig"), ("objectClass", "olcMdbConfig"),
             ("olcDatabase", "{1}mdb"),
-            ("olcDbDirectory", facts.SLAPD_DB_DIR),
+            ("olcDbDirectory", layout.SLAPD_DB_DIR),
             ("olcSuffix", str(base)),
             ("olcRootDN", str(dit.admin_dn(site))),
-            ("olcRootPW", ssha512(secrets[facts.SECRET_LDAP_ADMIN], str(base))),
+            ("olcRootPW", ssha512(secrets[layout.SECRET_LDAP_ADMIN], str(base))),
             ("olcDbMaxSize", str(DB_MAX_SIZE)),
             *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),
             ("olcLastMod", "TRUE"),
@@ -107,19 +107,19 @@ def pickup(path: str) -> str:
 def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
     """Every file the ldap role of ``host`` receives."""
     out = [
-        FileSpec(facts.CONFIG_LDIF, "_formats/ldif.j2",
+        FileSpec(layout.CONFIG_LDIF, "_formats/ldif.j2",
                  {"header": ["cn=config for slapd, built offline with slapadd -n0 by mailstack"],
                   "entries": config_entries(site, host, secrets)}, 0o600),
-        FileSpec(facts.DIT_LDIF, "_formats/ldif.j2",
+        FileSpec(layout.DIT_LDIF, "_formats/ldif.j2",
                  {"header": ["The directory tree; passwords are set with RFC 3062 at apply"],
                   "entries": dit.entries(site)}, 0o600),
-        FileSpec(facts.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
+        FileSpec(layout.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
         FileSpec("/etc/default/slapd", "etc/default/slapd.j2",
                  {"services": "ldap:/// ldapi:///", "options": ""}),
-        FileSpec(facts.slapd_key(host), "_formats/verbatim.j2",
-                 {"text": secrets[facts.secret_host_key(host)]}, 0o640, "root", "openldap"),
+        FileSpec(layout.slapd_key(host), "_formats/verbatim.j2",
+                 {"text": secrets[layout.secret_host_key(host)]}, 0o640, "root", "openldap"),
     ]
     if dit.profile(site).name == "courier":
-        out.append(FileSpec(f"{facts.SCHEMA_DIR}/courier.ldif", "_formats/verbatim.j2",
+        out.append(FileSpec(f"{layout.SCHEMA_DIR}/courier.ldif", "_formats/verbatim.j2",
                             {"text": courier_schema()}))
     return out

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mailstack.plan import FileSpec, facts
+from mailstack.plan import FileSpec, layout
 
 
 def files(host: str, roles: tuple[str, ...], secrets: Mapping[str, str]) -> list[FileSpec]:
     out = [
-        FileSpec(facts.CA_CERT, "_formats/verbatim.j2", {"text": secrets[facts.SECRET_CA_CERT]}),
-        FileSpec(facts.host_cert(host), "_formats/verbatim.j2",
-                 {"text": secrets[facts.secret_host_cert(host)]}),
+        FileSpec(layout.CA_CERT, "_formats/verbatim.j2", {"text": secrets[layout.SECRET_CA_CERT]}),
+        FileSpec(layout.host_cert(host), "_formats/verbatim.j2",
+                 {"text": secrets[layout.secret_host_cert(host)]}),
     ]
     if "mta" in roles or "imap" in roles:
         # Postfix and Dovecot read their key as root before dropping privileges
-        out.append(FileSpec(facts.host_key(host), "_formats/verbatim.j2",
-                            {"text": secrets[facts.secret_host_key(host)]}, 0o600))
+        out.append(FileSpec(layout.host_key(host), "_formats/verbatim.j2",
+                            {"text": secrets[layout.secret_host_key(host)]}, 0o600))
     return out

@@ -28,7 +28,7 @@ from mailstack import core
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, facts
+from mailstack.plan import SitePlan, dit, layout
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +108,7 @@ def _inventory_targets(plan: SitePlan, inventory: Path) -> dict[str, Target]:
 
 def _secret(site: Site, values: dict[str, str], account_mail: str) -> str:
     account = next(a for a in site.accounts if a.mail == account_mail)
-    return values[account.password_secret or facts.secret_account(account.mail)]
+    return values[account.password_secret or layout.secret_account(account.mail)]
 
 
 def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str) -> dict:
@@ -123,7 +123,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     keys = {"account": site.accounts[0].mail if site.accounts else None,
             "alias": next(iter(aliases), None), "domain": site.domains[0]}
     services = []
-    for svc in facts.SERVICE_ACCOUNTS:
+    for svc in layout.SERVICE_ACCOUNTS:
         searches = []
         for lookup in dit.lookups(site):
             key = keys[lookup.key]
@@ -136,19 +136,19 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
             searches.append([str(lookup.base), lf.render(flt, percent=False),
                              list(lookup.returns), expect])
         services.append({"name": svc, "dn": str(dit.service_dn(site, svc)),
-                         "pw": values[facts.secret_service(svc)], "lookups": searches,
+                         "pw": values[layout.secret_service(svc)], "lookups": searches,
                          "write_target": str(dit.account_dn(site, site.accounts[0].mail))
                          if site.accounts else str(dit.base(site))})
     return {
         "hostname": plan.hosts[mail_host].hostname,
-        "ca": values[facts.SECRET_CA_CERT],
+        "ca": values[layout.SECRET_CA_CERT],
         "accounts": accounts,
         "outside_rcpt": OUTSIDE_RCPT,
         "ldap": {
             "base": site.ldap.base,
-            "people": str(dit.ou(site, facts.OU_PEOPLE)),
+            "people": str(dit.ou(site, layout.OU_PEOPLE)),
             "admin_dn": str(dit.admin_dn(site)),
-            "admin_pw": values[facts.SECRET_LDAP_ADMIN],
+            "admin_pw": values[layout.SECRET_LDAP_ADMIN],
             "services": services,
             "users": [{"dn": str(dit.account_dn(site, a["mail"])), "pw": a["password"]}
                       for a in accounts[:2]],
@@ -233,7 +233,7 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
            host_checks: bool = True, parts: list[str] | None = None) -> VerifyReport:
     """Prove the live site: network probes from a client, then each host's own checks.
 
-    ``parts`` limits the checks to some of PROBE_PARTS and of ``outside.PARTS`` (the lab-only
+    ``parts`` limits the checks to some of PROBE_PARTS and of ``hops.PARTS`` (the lab-only
     checks of routes, credentials, certificates and remote mailboxes; "outside" is all of them).
     Tests of one feature use it.
     """
@@ -265,11 +265,11 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
     if lab:
-        from mailstack.verify import outside
+        from mailstack.verify import hops
 
-        wanted = outside.PARTS if parts is None or "outside" in parts else tuple(
-            p for p in outside.PARTS if p in parts)
-        outside.run(site, site_file, build_dir, values,
+        wanted = hops.PARTS if parts is None or "outside" in parts else tuple(
+            p for p in hops.PARTS if p in parts)
+        hops.run(site, site_file, build_dir, values,
                     lambda name, ok, detail: report.checks.append(
                         Check(name, mail_host, ok, detail)), wanted)
     if host_checks:

@@ -17,14 +17,14 @@ import pytest
 from mailstack import apply, lab, secrets, verify
 from mailstack.container import Container
 from mailstack.lab import handmade
-from mailstack.plan import facts
+from mailstack.plan import layout
 from mailstack.site.load import load_site
 from tests.conftest import EXAMPLE, live
 
 pytestmark = live(ssh=True, ansible=True)
 
 STATE = f"md5sum /etc/postfix/main.cf /etc/dovecot/dovecot.conf {handmade.MBOX}; ls /etc/dovecot/conf.d; " \
-        f"ls -d {facts.HOST_MARKER} {facts.VMAIL_DIR} {facts.TAKEOVER_BACKUP_DIR} 2>&1 | sort"
+        f"ls -d {layout.HOST_MARKER} {layout.VMAIL_DIR} {layout.TAKEOVER_BACKUP_DIR} 2>&1 | sort"
 
 
 class Handmade:
@@ -87,7 +87,7 @@ def test_take_over_keeps_the_old_configs_and_the_mail_and_applies(server: Handma
     assert report.ok and report.changed > 0
     changes = report.hosts["mail"].changes
     assert any("took over: listening: master on 0.0.0.0 port 25" in c for c in changes), changes
-    backup = server.sh(f"ls -d {facts.TAKEOVER_BACKUP_DIR}/takeover-*").split()
+    backup = server.sh(f"ls -d {layout.TAKEOVER_BACKUP_DIR}/takeover-*").split()
     assert len(backup) == 1
     kept = backup[0]
     assert handmade.BANNER in server.sh(f"cat {kept}/etc/postfix/main.cf")
@@ -98,7 +98,7 @@ def test_take_over_keeps_the_old_configs_and_the_mail_and_applies(server: Handma
     # the live configuration is mailstack's, and the host is marked as the site's
     assert server.sh("head -n 1 /etc/postfix/main.cf").startswith("# Postfix main.cf, rendered "
                                                                   "by mailstack")
-    marker = server.sh(f"cat {facts.HOST_MARKER}")
+    marker = server.sh(f"cat {layout.HOST_MARKER}")
     assert f'"site": "{server.state.site}"' in marker and f'"taken_over": "{kept}"' in marker
 
 

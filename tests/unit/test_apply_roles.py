@@ -12,7 +12,7 @@ import yaml
 from mailstack import apply as applying
 from mailstack import core, resources
 from mailstack.errors import ToolError
-from mailstack.plan import PICKUPS, PLACERS, dit, facts
+from mailstack.plan import PICKUPS, PLACERS, dit, layout
 from tests.conftest import copy_secrets, example_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +26,12 @@ def defaults(role: str) -> dict:
 
 def test_slapd_role_paths_are_the_plans() -> None:
     d = defaults("slapd")
-    assert d["mailstack_slapd__config_ldif"] == facts.CONFIG_LDIF
-    assert d["mailstack_slapd__dit_ldif"] == facts.DIT_LDIF
-    assert d["mailstack_slapd__config_dir"] == facts.SLAPD_D
-    assert d["mailstack_slapd__db_dir"] == facts.SLAPD_DB_DIR
-    assert d["mailstack_slapd__run_dir"] == facts.SLAPD_RUN_DIR
-    assert d["mailstack_slapd__ldapi_uri"] == facts.LDAPI_URI
+    assert d["mailstack_slapd__config_ldif"] == layout.CONFIG_LDIF
+    assert d["mailstack_slapd__dit_ldif"] == layout.DIT_LDIF
+    assert d["mailstack_slapd__config_dir"] == layout.SLAPD_D
+    assert d["mailstack_slapd__db_dir"] == layout.SLAPD_DB_DIR
+    assert d["mailstack_slapd__run_dir"] == layout.SLAPD_RUN_DIR
+    assert d["mailstack_slapd__ldapi_uri"] == layout.LDAPI_URI
     assert d["mailstack_slapd__placeholder"] == dit.PLACEHOLDER_PASSWORD
 
 
@@ -53,9 +53,9 @@ def test_every_rendered_file_says_which_role_places_it_and_how_it_is_picked_up(
     assert placed["/etc/mailname"] == ("postfix", "reload")
     assert placed["/etc/dovecot/dovecot.conf"] == ("dovecot", "reload")
     assert placed["/etc/default/slapd"] == ("slapd", "restart")
-    assert placed[facts.DIT_LDIF] == ("slapd", "ldap")
-    assert placed[facts.ACL_EXPECTATIONS] == ("slapd", "none")
-    assert placed[facts.CA_CERT] == ("base", "tls")
+    assert placed[layout.DIT_LDIF] == ("slapd", "ldap")
+    assert placed[layout.ACL_EXPECTATIONS] == ("slapd", "none")
+    assert placed[layout.CA_CERT] == ("base", "tls")
     assert placed["/etc/systemd/system/mailstack-fetch@.timer"] == ("base", "systemd")
     assert any(p.startswith("/etc/mailstack/fetch/") and v == ("base", "none")
                for p, v in placed.items())

@@ -7,7 +7,7 @@ import hashlib
 
 from mailstack import core
 from mailstack.ldap import filter as lf
-from mailstack.plan import dit, dovecot, facts, postfix, slapd
+from mailstack.plan import dit, dovecot, layout, postfix, slapd
 from mailstack.site.load import load_site
 
 
@@ -53,7 +53,7 @@ def test_lookups_filters_and_indices(example) -> None:
 def test_one_home_for_imap_pop3_and_lmtp(example) -> None:
     """The DIT's homeDirectory is what Dovecot's userdb returns for every service."""
     site = load_site(example)
-    settings = dovecot.ldap_settings(site, "userdb", facts.LDAPI_URI, "pw")
+    settings = dovecot.ldap_settings(site, "userdb", layout.LDAPI_URI, "pw")
     assert settings["user_attrs"] == "homeDirectory=home"
     data = dovecot.config(site, "mail")
     assert dict(data["settings"])["mail_location"] == "maildir:~/Maildir"
@@ -83,10 +83,10 @@ def test_secret_files_are_not_world_readable(example) -> None:
         assert (files[path].mode, files[path].owner, files[path].group) == (0o640, "root",
                                                                              "postfix")
     assert files[dovecot.PASSDB_FILE].mode == 0o600
-    assert (files[facts.slapd_key("mail")].mode, files[facts.slapd_key("mail")].group) == \
+    assert (files[layout.slapd_key("mail")].mode, files[layout.slapd_key("mail")].group) == \
         (0o640, "openldap")
-    assert files[facts.host_key("mail")].mode == 0o600
-    assert files[facts.CONFIG_LDIF].mode == 0o600
+    assert files[layout.host_key("mail")].mode == 0o600
+    assert files[layout.CONFIG_LDIF].mode == 0o600
     for f in files.values():
         holds_secret = "PRIVATE KEY" in str(f.data) or "bind_pw" in str(f.data) or \
             "dnpass" in str(f.data) or "olcRootPW" in str(f.data)

@@ -116,7 +116,7 @@ def test_verifys_route_cases_take_the_relay_the_site_file_names(example) -> None
     """The example's own words (inventories/branch-office/site.yml), as a table here: the
     default goes to head-office, @head-office.example to head-office, and mail sent as
     shop@provider.example to the provider."""
-    from mailstack.verify.outside import route_cases
+    from mailstack.verify.hops import route_cases
 
     cases = {c.what: (c.sender, c.rcpt, c.relay) for c in route_cases(load_site(example))}
     assert cases == {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailstack import resources
-from mailstack.plan import facts
+from mailstack.plan import layout
 
 LIBRARY = resources.MODULES
 spec = importlib.util.spec_from_file_location("mailstack_survey", LIBRARY / "survey.py")
@@ -52,7 +52,7 @@ def fake_proc(root: Path, tables: dict[str, str], owners: dict[str, str]) -> Pat
 def params(tmp: Path, **over: object) -> dict:
     base = {
         "site": "krasnoyarsk", "host": "mail", "marker": str(tmp / "etc/mailstack/host.json"),
-        "ports": list(facts.MAIL_PORTS), "configs": [str(tmp / "etc/postfix"),
+        "ports": list(layout.MAIL_PORTS), "configs": [str(tmp / "etc/postfix"),
                                                      str(tmp / "etc/aliases")],
         "moved": [str(tmp / "etc/ldap/slapd.d")], "spools": [str(tmp / "var/mail"),
                                                              str(tmp / "home/*/Maildir")],
@@ -64,7 +64,7 @@ def params(tmp: Path, **over: object) -> dict:
 
 
 def test_listeners_are_read_from_the_kernels_tables() -> None:
-    assert survey.listeners([TCP, TCP6], set(facts.MAIL_PORTS)) == [
+    assert survey.listeners([TCP, TCP6], set(layout.MAIL_PORTS)) == [
         (25, "0.0.0.0", "1001"), (993, "::", "2001")]
 
 

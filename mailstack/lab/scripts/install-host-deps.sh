@@ -3,8 +3,8 @@
 # podman with runc (crun fails here: "cgroups in hybrid mode not supported"), netavark +
 # aardvark-dns (+ iptables, which netavark uses for bridge networks), debootstrap (the
 # base images are built without a registry), dpkg-dev (dpkg-scanpackages indexes the bare
-# hosts' local apt repository) and shellcheck (make lint). Writes /etc/containers/containers.conf as
-# shared/notes/containers.md says. Run as root on Debian 12. Idempotent: a rerun with
+# hosts' local apt repository) and shellcheck (make lint). Writes /etc/containers/containers.conf
+# with the settings measured to work here (below). Run as root on Debian 12. Idempotent: a rerun with
 # everything in place does no apt call and returns in well under a second.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ CONF=/etc/containers/containers.conf
 STAMP=/var/lib/apt/periodic/mailstack-update-stamp
 MAX_LIST_AGE_MIN=60
 
-CONF_CONTENT='# Written by mailstack (lab/scripts/install-host-deps.sh) (see shared/notes/containers.md).
+CONF_CONTENT='# Written by mailstack (lab/scripts/install-host-deps.sh).
 # runc, not crun: crun fails with cgroups in hybrid mode. Without both ulimits runc fails
 # ("error setting rlimit type 7: operation not permitted"); the hard limits here are
 # nofile 20000 / nproc 32768.

@@ -1,5 +1,7 @@
-"""Lab-only proof of the outside hops: routes reach the relay named, credentials stay with their
-relay, faults defer instead of leaking, and remote mailboxes arrive exactly once.
+"""The hops to the outside world, proven in the lab only: routes reach the relay named,
+credentials stay with their relay, faults defer instead of leaking, and remote mailboxes arrive
+exactly once. (The lab's ``outside`` module makes the outside world's secrets; this one proves
+the site's hops to it.)
 
 Each route case takes the relay the site file names for it (not ``plan.relays.decide``, the
 function whose tables Postfix reads and these cases test) and is proven by where the message
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack.container import Container
-from mailstack.plan import facts
 from mailstack.plan import fetch as fetch_plan
+from mailstack.plan import layout
 from mailstack.site.model import Site
 
 WAIT = 40
@@ -79,7 +81,7 @@ def route_cases(site: Site) -> list[Case]:
             for what, sender, rcpt, relay in cases if relay != "direct"]
 
 
-class OutsideChecks:
+class HopChecks:
     """Runs the lab-only checks; ``result(name, ok, detail)`` collects them."""
 
     def __init__(self, site: Site, site_file: str | Path, build_dir: str | Path,
@@ -99,7 +101,7 @@ class OutsideChecks:
 
     def password(self, mail: str) -> str:
         account = next(a for a in self.site.accounts if a.mail == mail)
-        return self.values[account.password_secret or facts.secret_account(mail)]
+        return self.values[account.password_secret or layout.secret_account(mail)]
 
     def submit(self, case: Case) -> tuple[bool, str]:
         """Submit on 587 from the lab's client (STARTTLS, AUTH as the sender's owner)."""
@@ -112,7 +114,7 @@ class OutsideChecks:
             "msg = ('From: %s\\r\\nTo: %s\\r\\nSubject: mailstack verify %s\\r\\n\\r\\n%s\\r\\n'"
             " % (a['from'], a['to'], a['token'], a['token']))\n"
             "print(s.sendmail(a['from'], [a['to']], msg)); s.quit()\n")
-        job = {"ca": self.values[facts.SECRET_CA_CERT], "host": self.hostname,
+        job = {"ca": self.values[layout.SECRET_CA_CERT], "host": self.hostname,
                "login": case.login, "pw": self.password(case.login), "from": case.sender,
                "to": case.rcpt, "token": case.token}
         proc = self.client.exec(["python3", "-c", script], input=json.dumps(job), timeout=60)
@@ -281,7 +283,7 @@ PARTS = ("routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
 
 def run(site: Site, site_file: str | Path, build_dir: str | Path, values: dict[str, str],
         result: Callable[[str, bool, str], None], parts: tuple[str, ...] = PARTS) -> None:
-    checks = OutsideChecks(site, site_file, build_dir, values, result)
+    checks = HopChecks(site, site_file, build_dir, values, result)
     for part in parts:
         try:
             getattr(checks, part)()
