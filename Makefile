@@ -47,7 +47,7 @@ live: venv image
 	$(PY) -m pytest -q -m live
 
 test: venv image
-	@start=$$(date +%s); $(MAKE) --no-print-directory lint; \
+	@start=$$(date +%s); $(MAKE) --no-print-directory lint || exit 1; \
 	  echo "lint: $$(( $$(date +%s) - start )) s"
 	$(PY) -m pytest -q --durations=15
 

@@ -1,6 +1,7 @@
 """The layout decided once: paths, ports, users and names every other module reads from here.
 
 (Not to be confused with a host plan's ``facts``, the values the roles read from the manifest.)
+"""
 
 from __future__ import annotations
 
