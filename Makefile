@@ -38,7 +38,7 @@ lint: venv host
 	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint -s .
 	ANSIBLE_CONFIG=$(CURDIR)/mailstack/ansible/ansible.cfg $(VENV)/bin/ansible-lint -q mailstack/ansible
-	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/roles/*/files/*.sh
+	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/ansible_collections/mailstack/mail/roles/*/files/*.sh
 
 unit: venv
 	$(PY) -m pytest -q -m 'not live'
