@@ -114,7 +114,7 @@ def ldap_passwords(site: Site, store: secrets.SecretStore) -> dict[str, str]:
     out = {str(dit.service_dn(site, s)): store.read(layout.secret_service(s))
            for s in layout.SERVICE_ACCOUNTS}
     for account in site.accounts:
-        name = account.password_secret or layout.secret_account(account.mail)
+        name = layout.account_secret(account)
         out[str(dit.account_dn(site, account.mail))] = store.read(name)
     return out
 

@@ -82,7 +82,7 @@ class _HostRun:
         targets = [(self.host.facts["service_dns"][s], self.secrets[layout.secret_service(s)])
                    for s in layout.SERVICE_ACCOUNTS]
         for account in self.site.accounts:
-            name = account.password_secret or layout.secret_account(account.mail)
+            name = layout.account_secret(account)
             targets.append((str(dit.account_dn(self.site, account.mail)), self.secrets[name]))
         lines = ["set -e"]
         for i, (who, password) in enumerate(targets):
@@ -140,7 +140,7 @@ class _HostRun:
         if not self.site.accounts:
             return
         account = self.site.accounts[0]
-        password = self.secrets[account.password_secret or layout.secret_account(account.mail)]
+        password = self.secrets[layout.account_secret(account)]
         path = "/root/.mailstack-auth"
         self.box.put_file(path, password, 0o600)
         self.step(f"doveadm auth test {account.mail} (right password)",

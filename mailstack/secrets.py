@@ -50,7 +50,7 @@ def required(site: Site) -> list[SecretRef]:
     refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap",))]
     refs += [SecretRef(layout.secret_service(s), "password", ("ldap",)) for s in layout.SERVICE_ACCOUNTS]
     for i, account in enumerate(site.accounts):
-        name = account.password_secret or layout.secret_account(account.mail)
+        name = layout.account_secret(account)
         refs.append(SecretRef(name, "password", ("accounts", i, "password_secret")
                               if account.password_secret else ("accounts", i, "mail")))
     for rname, relay in sorted(site.relays.items()):

@@ -29,6 +29,8 @@ PACKAGES = {
     "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap"),
 }
 SERVICES = {"ldap": ("slapd",), "mta": ("postfix",), "imap": ("dovecot",)}
+DAEMON_SERVICES = frozenset(s for services in SERVICES.values() for s in services)
+"""The services the daemon roles manage themselves."""
 
 
 def debconf(site: Site, name: str) -> dict[str, list[str]]:
@@ -66,6 +68,14 @@ def packages(site: Site, name: str) -> tuple[str, ...]:
 def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> list[FileSpec]:
     """``files`` as placed by ``role``, each with how its daemon picks it up (by its path)."""
     return [replace(f, role=role, pickup=pickup(f.path)) for f in files]
+
+
+def services(site: Site, name: str) -> tuple[str, ...]:
+    """The services host ``name`` runs: its daemons, then getmail6's timers on the mta."""
+    roles = host_roles(site, name)
+    fetching = "mta" in roles and bool(site.fetch)
+    return tuple(s for r in roles for s in SERVICES[r]) + (
+        fetch.services(site) if fetching else ())
 
 
 def host_with(site: Site, role: str) -> str:
@@ -107,6 +117,12 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         # unprivileged system users the host needs before its files can be placed
         "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
         "debconf": debconf(site, name),
+        # the host's services no daemon role manages (getmail6's timers): base starts them
+        "other_services": [s for s in services(site, name) if s not in DAEMON_SERVICES],
+        **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
+                      "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
+                      "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
+                      "placeholder": dit.PLACEHOLDER_PASSWORD}} if "ldap" in roles else {}),
         # what apply looks at on a host it has not applied before (mailstack_survey)
         "survey": {
             "marker": layout.HOST_MARKER,
@@ -118,13 +134,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
             "backup_dir": layout.TAKEOVER_BACKUP_DIR,
         },
     }
-    fetching = "mta" in roles and bool(site.fetch)
     return HostPlan(
         name=name, hostname=host.hostname, roles=roles, files=tuple(files),
-        packages=packages(site, name),
-        services=tuple(s for r in roles for s in SERVICES[r]) +
-        (fetch.services(site) if fetching else ()),
-        facts=facts_out,
+        packages=packages(site, name), services=services(site, name), facts=facts_out,
     )
 
 

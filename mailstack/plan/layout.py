@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailstack.site.model import Account
+
 # Where mailstack keeps what it loads rather than places, on every host.
 STATE_DIR = "/var/lib/mailstack"
 LDAP_STATE_DIR = f"{STATE_DIR}/ldap"
@@ -81,6 +86,11 @@ def secret_service(name: str) -> str:
 
 def secret_account(mail: str) -> str:
     return f"accounts/{mail}"
+
+
+def account_secret(account: Account) -> str:
+    """The secret holding an account's initial password: its own, or accounts/<mail>."""
+    return account.password_secret or secret_account(account.mail)
 
 
 def secret_host_cert(host: str) -> str:

@@ -108,7 +108,7 @@ def _inventory_targets(plan: SitePlan, inventory: Path) -> dict[str, Target]:
 
 def _secret(site: Site, values: dict[str, str], account_mail: str) -> str:
     account = next(a for a in site.accounts if a.mail == account_mail)
-    return values[account.password_secret or layout.secret_account(account.mail)]
+    return values[layout.account_secret(account)]
 
 
 def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str) -> dict:

@@ -101,7 +101,7 @@ class HopChecks:
 
     def password(self, mail: str) -> str:
         account = next(a for a in self.site.accounts if a.mail == mail)
-        return self.values[account.password_secret or layout.secret_account(mail)]
+        return self.values[layout.account_secret(account)]
 
     def submit(self, case: Case) -> tuple[bool, str]:
         """Submit on 587 from the lab's client (STARTTLS, AUTH as the sender's owner)."""

@@ -24,15 +24,23 @@ def defaults(role: str) -> dict:
     return yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
 
 
-def test_slapd_role_paths_are_the_plans() -> None:
+def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example, tmp_path) -> None:
+    """Nothing plan/ decided is written again in a role: the roles read it from the manifest."""
+    tree = core.render(example, tmp_path / "build")
+    facts = yaml.safe_load((tree / "manifest.json").read_text())["hosts"]["mail"]["facts"]
+    assert facts["slapd"] == {
+        "config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
+        "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
+        "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
+        "placeholder": dit.PLACEHOLDER_PASSWORD}
     d = defaults("slapd")
-    assert d["mailstack_slapd__config_ldif"] == layout.CONFIG_LDIF
-    assert d["mailstack_slapd__dit_ldif"] == layout.DIT_LDIF
-    assert d["mailstack_slapd__config_dir"] == layout.SLAPD_D
-    assert d["mailstack_slapd__db_dir"] == layout.SLAPD_DB_DIR
-    assert d["mailstack_slapd__run_dir"] == layout.SLAPD_RUN_DIR
-    assert d["mailstack_slapd__ldapi_uri"] == layout.LDAPI_URI
-    assert d["mailstack_slapd__placeholder"] == dit.PLACEHOLDER_PASSWORD
+    for key in facts["slapd"]:
+        assert d[f"mailstack_slapd__{key}"] == f"{{{{ mailstack_slapd__host.facts.slapd.{key} }}}}"
+    assert facts["other_services"] == [
+        "mailstack-fetch@pop3-shop-provider.example-pop.provider.example.timer",
+        "mailstack-fetch@imap-olga-provider.example-imap.provider.example.timer"]
+    assert defaults("base")["mailstack_base__services"] == \
+        "{{ mailstack_base__host.facts.other_services }}"
 
 
 def test_every_rendered_file_says_which_role_places_it_and_how_it_is_picked_up(
