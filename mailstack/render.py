@@ -34,9 +34,11 @@ def _ldif_filter(entry: object) -> str:
     return "\n".join(ldif.entry_lines(entry))
 
 
-def environment() -> jinja2.Environment:
+def environment(root: Path | None = None) -> jinja2.Environment:
+    """The one Jinja environment (StrictUndefined: a missing value is an error, never an empty
+    string) for the site's templates, or for another folder of templates (the lab's fixtures)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(root or TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

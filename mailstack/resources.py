@@ -23,3 +23,8 @@ PLAYBOOK = COLLECTION / "playbooks" / "site.yml"
 ROLES = COLLECTION / "roles"
 MODULES = COLLECTION / "plugins" / "modules"
 LAB_SCRIPTS = PACKAGE / "lab" / "scripts"
+
+
+def lab_script(name: str) -> str:
+    """The text of a helper script the lab runs in a container (``python3 -c TEXT ARGS``)."""
+    return (LAB_SCRIPTS / name).read_text(encoding="utf-8")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from mailstack.container import Container
 from mailstack.errors import ToolError
 from mailstack.lab.plan import LabContainer
+from mailstack.resources import lab_script as script
 
 __all__ = [
     "DOVECOT_LOG",
@@ -83,103 +84,26 @@ class Setup:
 
 # Runs as `python3 -c _INSTALL SPEC` in the container, after the files were copied in as
 # PATH.lab-new. Prints what it restarted, one per line.
-_INSTALL = r"""
-import hashlib, json, os, shutil, subprocess, sys
-spec = json.loads(sys.argv[1])
-changed = set()
-
-def owner(path, spec_owner):
-    user, _, group = spec_owner.partition(":")
-    conv = lambda v: int(v) if v.isdigit() else v
-    shutil.chown(path, conv(user), conv(group or user))
-
-def run(*argv):
-    return subprocess.run(argv, capture_output=True, text=True)
-
-def digest(*paths):
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            h.update(open(p, "rb").read())
-        except FileNotFoundError:
-            h.update(b"-")
-    return h.hexdigest()
-
-for path, own, mode in spec["dirs"]:
-    os.makedirs(path, exist_ok=True)
-    owner(path, own)
-    os.chmod(path, mode)
-units = False
-for f in spec["files"]:
-    new = f["path"] + ".lab-new"
-    owner(new, f["owner"])
-    os.chmod(new, f["mode"])
-    try:
-        same = open(new, "rb").read() == open(f["path"], "rb").read()
-    except FileNotFoundError:
-        same = False
-    if same:
-        os.remove(new)
-        owner(f["path"], f["owner"])
-        os.chmod(f["path"], f["mode"])
-    else:
-        os.replace(new, f["path"])
-        if f["tag"]:
-            changed.add(f["tag"])
-        units = units or f["path"].startswith("/etc/systemd/")
-if units:
-    run("systemctl", "daemon-reload")
-
-if spec["smtpd"] is not None:
-    before = digest("/etc/postfix/master.cf")
-    want = {("smtp" if int(p) == 25 else str(p)): kind for p, kind in spec["smtpd"].items()}
-    for line in run("postconf", "-M").stdout.splitlines():
-        f = line.split()
-        if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd" and f[0] not in want:
-            run("postconf", "-MX", f[0] + "/inet")
-    for svc, kind in want.items():
-        if not run("postconf", "-M", svc + "/inet").stdout.strip():
-            run("postconf", "-M", f"{svc}/inet={svc} inet n - y - - smtpd")
-        opts = {"smtpd_tls_wrappermode": "yes" if kind == "smtps" else None,
-                "smtpd_tls_security_level": "encrypt" if kind == "smtp-encrypt" else None}
-        have = run("postconf", "-P", *[f"{svc}/inet/{k}" for k in opts]).stdout
-        for k, v in opts.items():
-            cur = next((l.split("=", 1)[1].strip() for l in have.splitlines()
-                        if l.split("=", 1)[0].strip() == f"{svc}/inet/{k}"), None)
-            if v is not None and cur != v:
-                run("postconf", "-P", f"{svc}/inet/{k}={v}")
-            elif v is None and cur is not None:
-                run("postconf", "-PX", f"{svc}/inet/{k}")
-    if digest("/etc/postfix/master.cf") != before:
-        changed.add("postfix")
-
-for log in spec["logs"]:
-    open(log, "a").close()
-
-checks = {"postfix": ["postfix", "check"], "dovecot": ["doveconf", "-n"]}
-for daemon in spec["daemons"]:
-    if daemon not in changed and run("systemctl", "-q", "is-active", daemon).returncode == 0:
-        continue
-    proc = run(*checks[daemon])
-    noise = proc.stderr.strip() if daemon == "dovecot" else (proc.stdout + proc.stderr).strip()
-    if proc.returncode != 0 or noise:
-        sys.exit(f"{' '.join(checks[daemon])}: {noise or 'exit ' + str(proc.returncode)}")
-    proc = run("systemctl", "restart", daemon)
-    if proc.returncode != 0:
-        status = run("systemctl", "status", "--no-pager", "-n", "15", daemon).stdout
-        sys.exit(f"systemctl restart {daemon} failed:\n{proc.stderr}\n{status}")
-    print(daemon)
-"""
+_INSTALL = script("install_fixture.py")
 
 
 DOVECOT_DROP_IN = "/etc/systemd/system/dovecot.service.d/mailstack-lab.conf"
 
 
+FIXTURES = Path(str(resources.files("mailstack.lab"))) / "fixtures"
+
+
+def render(kind: str, name: str, **data: object) -> str:
+    """Fixture ``fixtures/KIND/NAME.j2`` rendered with the site's own Jinja environment
+    (StrictUndefined: a value the template names and ``data`` lacks is an error)."""
+    from mailstack import render as rendering
+
+    return rendering.environment(FIXTURES).get_template(f"{kind}/{name}.j2").render(**data)
+
+
 def dovecot_drop_in() -> Put:
     """The dovecot.service drop-in that turns Dovecot's auth penalty off in a lab fixture."""
-    text = resources.files("mailstack.lab").joinpath(
-        "fixtures", "common", "dovecot-no-penalty.conf").read_text(encoding="utf-8")
-    return Put(DOVECOT_DROP_IN, text, tag="dovecot")
+    return Put(DOVECOT_DROP_IN, render("common", "dovecot-no-penalty.conf"), tag="dovecot")
 
 
 def install(box: Container, setup: Setup) -> list[str]:
@@ -206,24 +130,7 @@ def install(box: Container, setup: Setup) -> list[str]:
     return proc.stdout.split()
 
 
-_READ_MAILDIR = r"""
-import json, os, sys
-base = sys.argv[1]
-found = []
-for sub in ("new", "cur"):
-    folder = os.path.join(base, sub)
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        continue
-    for name in names:
-        path = os.path.join(folder, name)
-        with open(path, "rb") as handle:
-            data = handle.read().decode("utf-8", "surrogateescape")
-        found.append((os.stat(path).st_mtime_ns, name, data))
-found.sort()
-json.dump([data for _, _, data in found], sys.stdout)
-"""
+_READ_MAILDIR = script("read_maildir.py")
 
 
 def maildir_messages(c: LabContainer, maildir: str) -> list[str]:
@@ -259,33 +166,7 @@ def fingerprint(cert_pem: str) -> str:
 
 # Runs as `python3 -c _PROBE PORT WRAPPER SHA256`: connects to Postfix on 127.0.0.1 until the
 # certificate it presents has that fingerprint (a reload lets old smtpd processes finish).
-_PROBE = r"""
-import hashlib, smtplib, ssl, sys, time
-port, wrapper, want = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-deadline = time.monotonic() + 15
-last = "no answer"
-while True:
-    try:
-        if wrapper:
-            s = smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=5)
-        else:
-            s = smtplib.SMTP("127.0.0.1", port, timeout=5)
-            s.starttls(context=ctx)
-        der = s.sock.getpeercert(binary_form=True)
-        s.quit()
-        got = hashlib.sha256(der).hexdigest()
-        if got == want:
-            sys.exit(0)
-        last = "it presents " + got
-    except (OSError, smtplib.SMTPException) as err:
-        last = str(err)
-    if time.monotonic() > deadline:
-        sys.exit(f"port {port} does not present certificate {want}: {last}")
-    time.sleep(0.2)
-"""
+_PROBE = script("probe_certificate.py")
 
 
 def serve_certificate(c: LabContainer, cert: str, key: str) -> None:

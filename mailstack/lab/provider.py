@@ -28,8 +28,9 @@ from mailstack.errors import InputError, ToolError
 from mailstack.lab import fixture
 from mailstack.lab.fixture import DOVECOT_LOG, MAIL_LOG, SINK_DIR, Put, Setup
 from mailstack.lab.plan import LabContainer
-from mailstack.lab.relay import fixture_text, smtpd_listeners
+from mailstack.lab.relay import smtpd_listeners
 from mailstack.lab.tls import KeyPair
+from mailstack.resources import lab_script as script
 
 __all__ = [
     "MAILBOX_ROOT",
@@ -70,28 +71,13 @@ def mailbox_dir(user: str) -> str:
 
 
 def render_main_cf(provider: LabContainer) -> str:
-    return fixture_text("provider", "main.cf").replace("@PROVIDER_HOSTNAME@", provider.hostname)
-
-
-def _listeners(provider: LabContainer, kind: str) -> str:
-    blocks = [f"  inet_listener {kind}_{port} {{\n    port = {port}\n    ssl = yes\n  }}"
-              for port in provider.ports(kind)]
-    return "\n".join(blocks)
+    return fixture.render("provider", "main.cf", provider_hostname=provider.hostname)
 
 
 def render_dovecot_conf(provider: LabContainer) -> str:
     """The fixture dovecot.conf with one TLS listener per imaps/pop3s port of the provider."""
-    out = []
-    for line in fixture_text("provider", "dovecot.conf").splitlines():
-        if line == "@IMAPS_LISTENERS@":
-            line = _listeners(provider, "imaps")
-        elif line == "@POP3S_LISTENERS@":
-            line = _listeners(provider, "pop3s")
-        if line:
-            out.append(line)
-        elif out and out[-1] != "":
-            out.append("")
-    return "\n".join(out) + "\n"
+    return fixture.render("provider", "dovecot.conf", imaps_ports=provider.ports("imaps"),
+                          pop3s_ports=provider.ports("pop3s"))
 
 
 def users_file(passwords: Mapping[str, str]) -> str:
@@ -154,19 +140,7 @@ def mailbox(provider: LabContainer, user: str) -> list[str]:
 
 # Runs as `python3 -c _PUT DIR NAME SEEN UID` with the message on stdin: written to tmp/, then
 # moved to new/NAME or cur/NAME:2,S (the Maildir way: no reader sees half a message).
-_PUT = r"""
-import os, sys
-base, name, seen, uid = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
-data = sys.stdin.buffer.read()
-tmp = os.path.join(base, "tmp", name)
-with open(tmp, "wb") as handle:
-    handle.write(data)
-os.chown(tmp, uid, uid)
-os.chmod(tmp, 0o600)
-final = os.path.join(base, "cur", name + ":2,S") if seen else os.path.join(base, "new", name)
-os.rename(tmp, final)
-print(final)
-"""
+_PUT = script("put_message.py")
 
 
 def put_message(provider: LabContainer, user: str, raw: str, *, seen: bool = False) -> str:
@@ -194,24 +168,7 @@ def clear_mailbox(provider: LabContainer, user: str) -> None:
 # Dovecot looks at a passwd-file at most once a second (per whole second of its clock) and
 # reads it again only when its mtime or size changed: the new file gets a later mtime than the
 # old one, and the script returns only after the current second is over.
-_SET_PASSWORD = r"""
-import os, shutil, sys, time
-path, user, encoded = sys.argv[1:4]
-lines = open(path).read().splitlines()
-prefix = user + ":"
-new = [f"{user}:{{PLAIN.b64}}{encoded}::::::" if l.startswith(prefix) else l for l in lines]
-if new == lines and not any(l.startswith(prefix) for l in lines):
-    sys.exit(f"{user} is not in {path}")
-tmp = path + ".lab-tmp"
-with open(tmp, "w") as handle:
-    handle.write("".join(l + "\n" for l in new))
-shutil.chown(tmp, "root", "dovecot")
-os.chmod(tmp, 0o640)
-stamp = max(int(time.time()), int(os.stat(path).st_mtime) + 1)
-os.utime(tmp, (stamp, stamp))
-os.replace(tmp, path)
-time.sleep(max(0.0, max(stamp, int(time.time())) + 1.05 - time.time()))
-"""
+_SET_PASSWORD = script("set_password.py")
 
 
 def set_password(provider: LabContainer, user: str, password: str) -> None:

@@ -16,8 +16,6 @@ credentials meant for another one.
 
 from __future__ import annotations
 
-from importlib import resources
-
 from mailstack.container import Container
 from mailstack.lab import fixture
 from mailstack.lab.fixture import DOVECOT_LOG, MAIL_LOG, SINK_DIR, Put, Setup
@@ -40,19 +38,10 @@ LOG_FILE = MAIL_LOG
 SINK_UID = fixture.MAIL_UID
 
 
-def fixture_text(kind: str, name: str) -> str:
-    return resources.files("mailstack.lab").joinpath("fixtures", kind, name).read_text(
-        encoding="utf-8"
-    )
-
-
 def render_main_cf(plan: LabPlan, relay: LabContainer) -> str:
-    """The fixture main.cf with the lab's subnet and the relay's host name filled in."""
-    return (
-        fixture_text("relay", "main.cf")
-        .replace("@LAB_SUBNET@", plan.subnet)
-        .replace("@RELAY_HOSTNAME@", relay.hostname)
-    )
+    """The fixture main.cf with the lab's subnet and the relay's host name."""
+    return fixture.render("relay", "main.cf", lab_subnet=plan.subnet,
+                          relay_hostname=relay.hostname)
 
 
 def smtpd_listeners(c: LabContainer, *, starttls: str = "smtp") -> dict[int, str]:
@@ -74,7 +63,7 @@ def configure(plan: LabPlan, relay: LabContainer, cert: KeyPair) -> list[str]:
             Put("/etc/postfix/main.cf", render_main_cf(plan, relay), tag="postfix"),
             Put(fixture.POSTFIX_KEY, cert.key, 0o600, tag="postfix"),
             Put(fixture.POSTFIX_CERT, cert.cert, tag="postfix"),
-            Put("/etc/dovecot/dovecot.conf", fixture_text("relay", "dovecot.conf"),
+            Put("/etc/dovecot/dovecot.conf", fixture.render("relay", "dovecot.conf"),
                 tag="dovecot"),
             Put("/etc/dovecot/lab-nobody", "", 0o640, "root:dovecot"),
             fixture.dovecot_drop_in(),

@@ -47,6 +47,7 @@ from mailstack.lab.state import (
     write_atomic,
 )
 from mailstack.plan.hosts import packages as host_packages
+from mailstack.resources import lab_script as script
 from mailstack.site.load import load_site
 from mailstack.site.model import Site
 
@@ -311,32 +312,7 @@ def _mac(plan: LabPlan, c: LabContainer) -> str:
 # relay MAC], ...]}. Then a gratuitous ARP: a container recreated at the same address (restore)
 # has a new MAC, and the host and the other containers would keep sending to the old one for
 # up to ~30 s (SSH from the host hung 20 s before this).
-_WIRE = r"""
-import ipaddress, json, socket, subprocess, sys
-want = json.loads(sys.argv[1])
-dev = None
-for line in subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
-                           check=True).stdout.splitlines():
-    f = line.split()
-    if f[3].split("/")[0] == want["ip"]:
-        dev = f[1]
-        break
-if dev is None:
-    sys.exit(f"no interface holds {want['ip']}")
-def ip(*args):
-    subprocess.run(["ip", *args], check=True)
-for a in want["pin"]:
-    ip("addr", "replace", f"{a}/32", "dev", dev)
-for a, mac in want["routes"]:
-    ip("route", "replace", f"{a}/32", "dev", dev, "src", want["ip"])
-    ip("neigh", "replace", a, "lladdr", mac, "dev", dev, "nud", "permanent")
-mac = bytes.fromhex(open(f"/sys/class/net/{dev}/address").read().strip().replace(":", ""))
-addr = ipaddress.IPv4Address(want["ip"]).packed
-arp = (b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + addr + b"\x00" * 6 + addr)
-with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-    s.bind((dev, 0))
-    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
-"""
+_WIRE = script("wire.py")
 
 
 def _wire(plan: LabPlan, targets: Iterable[LabContainer]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from mailstack.container import Container
 from mailstack.plan import fetch as fetch_plan
 from mailstack.plan import layout
+from mailstack.resources import lab_script
 from mailstack.site.model import Site
 
 WAIT = 40
@@ -105,19 +106,11 @@ class HopChecks:
 
     def submit(self, case: Case) -> tuple[bool, str]:
         """Submit on 587 from the lab's client (STARTTLS, AUTH as the sender's owner)."""
-        script = (
-            "import smtplib, ssl, sys, json\n"
-            "a = json.load(sys.stdin)\n"
-            "ctx = ssl.create_default_context(cadata=a['ca'])\n"
-            "s = smtplib.SMTP(a['host'], 587, timeout=20); s.ehlo('client.example.test')\n"
-            "s.starttls(context=ctx); s.ehlo('client.example.test'); s.login(a['login'], a['pw'])\n"
-            "msg = ('From: %s\\r\\nTo: %s\\r\\nSubject: mailstack verify %s\\r\\n\\r\\n%s\\r\\n'"
-            " % (a['from'], a['to'], a['token'], a['token']))\n"
-            "print(s.sendmail(a['from'], [a['to']], msg)); s.quit()\n")
         job = {"ca": self.values[layout.SECRET_CA_CERT], "host": self.hostname,
                "login": case.login, "pw": self.password(case.login), "from": case.sender,
                "to": case.rcpt, "token": case.token}
-        proc = self.client.exec(["python3", "-c", script], input=json.dumps(job), timeout=60)
+        proc = self.client.exec(["python3", "-c", lab_script("submit.py")],
+                                input=json.dumps(job), timeout=60)
         return proc.returncode == 0, (proc.stderr or proc.stdout).strip()[-500:]
 
     def arrived(self, relay: str) -> list[str]:
