@@ -74,8 +74,12 @@ def compare(files):
 
 
 def main():
-    module = AnsibleModule(argument_spec={"files": {"type": "dict", "required": True}},
-                           supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={
+            "files": {"type": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
     why = compare(module.params["files"])
     module.exit_json(changed=False, differ=sorted(why), why=why)
 
