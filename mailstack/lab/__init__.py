@@ -25,7 +25,6 @@ from mailstack.lab.outside import OutsideReport, OutsideSecret, outside_secrets
 from mailstack.lab.plan import LabContainer, LabPlan, fixture_id, plan_lab, relay_name_ok
 from mailstack.lab.run import (
     CLIENT_CA_DIR,
-    SNAPSHOT_REPO,
     auth_usernames,
     break_relay_certificate,
     clear_provider_mailbox,
@@ -42,16 +41,14 @@ from mailstack.lab.run import (
     relay_auth_attempts,
     relay_log,
     relay_messages,
-    restore,
     restore_relay_certificate,
     set_provider_password,
     setup,
-    snapshot,
-    snapshot_image,
-    ssh_argv,
     state,
     up,
 )
+from mailstack.lab.snapshots import SNAPSHOT_REPO, restore, snapshot, snapshot_image
+from mailstack.lab.ssh import ssh_argv
 from mailstack.lab.state import LabState, render_inventory
 
 __all__ = [

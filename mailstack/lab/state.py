@@ -32,6 +32,7 @@ __all__ = [
     "LAB_JSON",
     "LabState",
     "lab_dir",
+    "load_state",
     "read_state",
     "render_inventory",
     "write_atomic",
@@ -164,6 +165,21 @@ class LabState:
 
     def write(self) -> None:
         write_atomic(self.lab_json, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def load_state(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build"
+               ) -> LabState:
+    """The state recorded by the last ``lab up`` of the site in ``site_file`` (ToolError if
+    there is none). Load it once and keep it: each call reads the site file and lab.json."""
+    from mailstack.site.load import load_site
+
+    site = load_site(site_file)
+    where = lab_dir(build_dir, site.site)
+    lab = read_state(where)
+    if lab is None:
+        raise ToolError(f"no lab is up for site {site.site} ({where / 'lab.json'} is missing): "
+                        f"run `mailstack lab up {site_file}`")
+    return lab
 
 
 def read_state(where: Path) -> LabState | None:

@@ -88,11 +88,12 @@ class HopChecks:
     def __init__(self, site: Site, site_file: str | Path, build_dir: str | Path,
                  values: dict[str, str], result: Callable[[str, bool, str], None]) -> None:
         from mailstack import lab
+        from mailstack.lab.stand_ins import StandIns
 
-        self.lab = lab
         self.site, self.site_file, self.build_dir = site, site_file, build_dir
         self.values, self.result = values, result
         self.state = lab.state(site_file, build_dir=build_dir)
+        self.world = StandIns(self.state)  # loaded once: the checks poll it
         mta = next(k for k, h in site.hosts.items() if "mta" in h.roles)
         self.mail = Container(self.state.host(mta).name)
         self.client = Container(self.state.client.name)
@@ -115,8 +116,8 @@ class HopChecks:
 
     def arrived(self, relay: str) -> list[str]:
         if self.site.relays[relay].auth:
-            return self.lab.provider_messages(self.site_file, build_dir=self.build_dir)
-        return self.lab.relay_messages(self.site_file, relay, build_dir=self.build_dir)
+            return self.world.provider_messages()
+        return self.world.relay_messages(relay)
 
     def where(self, token: str) -> list[str]:
         return sorted(name for name in self.site.relays
@@ -164,14 +165,14 @@ class HopChecks:
                         f"{self.queued(case.token) or 'empty'}")
             relay = self.site.relays[case.relay]
             if relay.auth and seen == [case.relay]:
-                log = self.lab.provider_log(self.site_file, build_dir=self.build_dir)
+                log = self.world.provider_log()
                 self.result(f"{case.what}: authenticated at '{case.relay}' as {relay.auth.user}",
                             f"sasl_username={relay.auth.user}" in log,
                             f"no sasl_username={relay.auth.user} in the provider's log")
         for name in sorted(self.site.relays):
             if name in auth_relays:
                 continue
-            tried = self.lab.relay_auth_attempts(self.site_file, name, build_dir=self.build_dir)
+            tried = self.world.relay_auth_attempts(name)
             self.result(f"no credentials were offered to relay '{name}'", not tried,
                         f"login attempts seen there: {tried}")
 
@@ -206,10 +207,9 @@ class HopChecks:
             self._fault(
                 name, f"wrong credentials for relay '{name}': the message is deferred, not "
                       "bounced, not sent elsewhere",
-                functools.partial(self.lab.set_provider_password, self.site_file, user,
-                                  "wrong-" + uuid.uuid4().hex, build_dir=self.build_dir),
-                functools.partial(self.lab.set_provider_password, self.site_file, user, right,
-                                  build_dir=self.build_dir))
+                functools.partial(self.world.set_provider_password, user,
+                                  "wrong-" + uuid.uuid4().hex),
+                functools.partial(self.world.set_provider_password, user, right))
 
     def bad_certificate(self) -> None:
         for name, relay in sorted(self.site.relays.items()):
@@ -218,10 +218,8 @@ class HopChecks:
             self._fault(
                 name, f"relay '{name}' with a certificate that does not verify is not used "
                       "(deferred, nothing sent in clear)",
-                functools.partial(self.lab.break_relay_certificate, self.site_file, name,
-                                  build_dir=self.build_dir),
-                functools.partial(self.lab.restore_relay_certificate, self.site_file, name,
-                                  build_dir=self.build_dir))
+                functools.partial(self.world.break_relay_certificate, name),
+                functools.partial(self.world.restore_relay_certificate, name))
 
     def count_local(self, account: str, token: str) -> int:
         proc = self.mail.exec(["doveadm", "search", "-u", account, "mailbox", "INBOX",
@@ -237,8 +235,7 @@ class HopChecks:
                 raw = (f"From: someone@outside.example.net\r\nTo: {f.user}\r\n"
                        f"Subject: mailstack verify {token}\r\nMessage-ID: <{token}@lab.test>\r\n"
                        f"\r\n{token}\r\n")
-                self.lab.put_provider_message(self.site_file, f.user, raw, seen=seen,
-                                              build_dir=self.build_dir)
+                self.world.put_provider_message(f.user, raw, seen=seen)
             label = f"{f.protocol} {f.user} at {f.host} -> {f.account}"
             counts = []
             for _ in range(3):  # each run is a new getmail process: state lives on disk
@@ -256,8 +253,7 @@ class HopChecks:
                 self.result(f"{label}: an unread and an already-read message arrive exactly once "
                             "(three runs, each a new process)",
                             all(c == [1, 1] for c in counts), f"copies per run: {counts}")
-                remote = self.lab.provider_mailbox(self.site_file, f.user,
-                                                   build_dir=self.build_dir)
+                remote = self.world.provider_mailbox(f.user)
                 left = [t for t in tokens if any(t in m for m in remote)]
                 want = tokens if f.keep else []
                 self.result(f"{label}: {'kept' if f.keep else 'removed'} at the provider",

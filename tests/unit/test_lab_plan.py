@@ -273,8 +273,10 @@ def test_up_refuses_an_unsafe_site_before_touching_podman(
     def no_podman(*args: object, **kwargs: object) -> None:
         raise AssertionError("podman must not run for a refused site")
 
-    monkeypatch.setattr(run.podman, "_podman", no_podman)
-    monkeypatch.setattr(run.podman, "podman_available", no_podman)
+    from mailstack import container
+
+    monkeypatch.setattr(container, "_podman", no_podman)
+    monkeypatch.setattr(container, "podman_available", no_podman)
     monkeypatch.setattr(run.subprocess, "run", no_podman)
     _, path = _site_with_relays(tmp_path, "  head-office:\n    host: smtp.yandex.ru\n")
     with pytest.raises(InputError, match=r"smtp\.yandex\.ru is not a reserved example name"):
