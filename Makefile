@@ -40,7 +40,7 @@ lint: venv host
 	ANSIBLE_CONFIG=$(CURDIR)/mailstack/ansible/ansible.cfg $(VENV)/bin/ansible-lint -q mailstack/ansible
 	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/ansible_collections/mailstack/mail/roles/*/files/*.sh
 
-unit: venv
+unit: venv host
 	$(PY) -m pytest -q -m 'not live'
 
 live: venv image

@@ -141,7 +141,12 @@ def main():
         if root is not None:
             root.unbind()
     msg = f"set the password of {', '.join(done['set'])}" if done["set"] else "nothing to set"
-    module.exit_json(changed=bool(done["set"]), msg=msg, **done)
+    result = dict(changed=bool(done["set"]), msg=msg, **done)
+    if module._diff and done["set"]:  # which passwords, never their values
+        result["diff"] = {"prepared": "".join(
+            f"dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: (secret, set "
+            "with RFC 3062)\n-\n\n" for dn in done["set"])}
+    module.exit_json(**result)
 
 if __name__ == "__main__":
     main()
