@@ -62,12 +62,13 @@ class Target:
         copy_secrets(folder / "secrets")
         return folder / "site.yml"
 
-    def apply(self, site: Path, stage: str, *, check_only: bool = False) -> applying.ApplyReport:
+    def apply(self, site: Path, stage: str, *, check_only: bool = False,
+              diff: bool = False) -> applying.ApplyReport:
         lines: list[str] = []
         started = time.monotonic()
         try:
             return applying.apply(site, inventory=self.inventory, build_dir=self.root / "build",
-                                  check_only=check_only, out=lines.append)
+                                  check_only=check_only, diff=diff, out=lines.append)
         finally:
             self.timings[stage] = time.monotonic() - started
             print(f"\n[{stage}: {self.timings[stage]:.1f} s]\n" + "\n".join(lines))
@@ -177,8 +178,13 @@ def test_new_account_gets_its_password_and_a_users_own_password_stays(target: Ta
                         f"-y /root/.mailstack-pw -s {own}; rc=$?; rm -f /root/.mailstack-pw; "
                         "exit $rc")
     assert changed.returncode == 0, changed.stderr
-    dry = target.apply(site, "grown site, check mode", check_only=True)
+    dry = target.apply(site, "grown site, check mode", check_only=True, diff=True)  # plan
     assert f"added {PETR_DN}" in "\n".join(dry.hosts["mail"].changes)
+    diffs = dict(dry.hosts["mail"].diffs)
+    entries = "\n".join(text for what, text in diffs.items() if "Bring the directory" in what)
+    assert f"dn: {PETR_DN}\nchangetype: add" in entries
+    assert diffs["/var/lib/mailstack/ldap/dit.ldif"] == "(secret: diff hidden)"
+    assert "unusable-until-set" not in "\n".join(diffs.values())  # userPassword: (secret)
     assert target.sh(f"ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -b {shlex.quote(PETR_DN)} "
                      "-s base dn").returncode == 32, "check mode must not add the entry"
     report = target.apply(site, "grown site")
