@@ -241,6 +241,13 @@ def _headline(event: dict) -> str:
     return msg or "failed (no message)"
 
 
+def _first_error(tail: str) -> str:
+    """One line out of Ansible's own output: its first error line, else its last line."""
+    lines = [line.strip() for line in _clean(tail).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("ERROR", "[ERROR]", "FATAL"))]
+    return (errors or lines or [""])[0 if errors else -1]
+
+
 def _failure_text(event: dict) -> str:
     """One line for a failed result: its message, and what the command printed."""
     msg = _clean(event.get("msg") or "").strip()
@@ -294,7 +301,8 @@ def run_playbook(inventory: Path, build: Path, extra_vars: dict, *, limit: str |
     report = ApplyReport(build.name, build, inventory, check_only, hosts, seconds)
     bad = [h for h in hosts.values() if h.failed or h.unreachable]
     if rc != 0 and not (rc in (2, 4) and bad):
-        raise ToolError(f"ansible-playbook exited with {rc}" + (f":\n{tail}" if tail else ""))
+        raise ToolError(f"ansible-playbook exited with {rc}" + (f": {_first_error(tail)}"
+                                                                 if tail else ""))
     for line in report.lines():
         out(line)
     if bad:
