@@ -198,8 +198,8 @@ def test_ansible_errors_without_a_recap_are_tool_errors(example: Path, inventory
                                                         tmp_path: Path, monkeypatch) -> None:
     use(monkeypatch, fake_playbook(tmp_path, [], rc=1,
                                    stderr="ERROR! the role 'x' was not found\n"))
-    with pytest.raises(ToolError, match="^ansible-playbook exited with 1: ERROR! the role 'x' "
-                       "was not found$"):
+    with pytest.raises(ToolError, match=r"^ansible-playbook exited with 1: ERROR! the role 'x' "
+                       r"was not found$"):
         applying.apply(example, inventory=inventory, build_dir=tmp_path / "build",
                        out=lambda _: None)
 
