@@ -69,3 +69,21 @@ def live(*, ssh: bool = False, ansible: bool = False, bare: bool = False
         except ToolError as err:
             reason = str(err)
     return [pytest.mark.live, *([pytest.mark.skip(reason=reason)] if reason else [])]
+
+
+class LabSite:
+    """A site whose lab is up (lab.up done): its state and a shell on its host ``mail``."""
+
+    def __init__(self, site: Path, build: Path) -> None:
+        from mailstack import lab
+        from mailstack.container import Container
+
+        self.site, self.build = site, build
+        self.state = lab.state(site, build_dir=build)
+        self.mail = Container(self.state.host("mail").name)
+
+    def sh(self, script: str) -> str:
+        """Run ``script`` on the host; it must succeed; its stdout."""
+        proc = self.mail.exec(["sh", "-c", script], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout

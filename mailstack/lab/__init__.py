@@ -5,10 +5,11 @@
     state.inventory, state.key, state.client.ip, state.relay("head-office").pinned
     state.secrets_created, state.warnings                   # outside secrets the lab made up
     lab.snapshot(site_file, "applied"); ...; lab.restore(site_file, "applied")
-    lab.relay_messages(site_file, "head-office")            # raw messages the relay kept
-    lab.relay_auth_attempts(site_file, "head-office")       # nobody may log in there: []
-    lab.provider_messages(site_file)                        # what the provider took to send
-    lab.put_provider_message(site_file, "shop@provider.example", raw, seen=True)
+    world = lab.stand_ins(site_file)                        # the relays and the provider
+    world.relay_messages("head-office")                     # raw messages the relay kept
+    world.relay_auth_attempts("head-office")                # nobody may log in there: []
+    world.provider_messages()                               # what the provider took to send
+    world.put_provider_message("shop@provider.example", raw, seen=True)
     lab.down(site_file)
 
 The lab stands in for the outside world: a relay container per relay without ``auth`` (the
@@ -26,29 +27,17 @@ from mailstack.lab.plan import LabContainer, LabPlan, fixture_id, plan_lab, rela
 from mailstack.lab.run import (
     CLIENT_CA_DIR,
     auth_usernames,
-    break_relay_certificate,
-    clear_provider_mailbox,
-    clear_provider_messages,
-    clear_relay_messages,
     down,
     ensure_outside_secrets,
     prepare_outside_secrets,
-    provider_auth_attempts,
-    provider_log,
-    provider_mailbox,
-    provider_messages,
-    put_provider_message,
-    relay_auth_attempts,
-    relay_log,
-    relay_messages,
-    restore_relay_certificate,
-    set_provider_password,
     setup,
+    stand_ins,
     state,
     up,
 )
 from mailstack.lab.snapshots import SNAPSHOT_REPO, restore, snapshot, snapshot_image
 from mailstack.lab.ssh import ssh_argv
+from mailstack.lab.stand_ins import StandIns
 from mailstack.lab.state import LabState, render_inventory
 
 __all__ = [
@@ -59,34 +48,22 @@ __all__ = [
     "LabState",
     "OutsideReport",
     "OutsideSecret",
+    "StandIns",
     "auth_usernames",
-    "break_relay_certificate",
-    "clear_provider_mailbox",
-    "clear_provider_messages",
-    "clear_relay_messages",
     "down",
     "ensure_outside_secrets",
     "fixture_id",
     "outside_secrets",
     "plan_lab",
     "prepare_outside_secrets",
-    "provider_auth_attempts",
-    "provider_log",
-    "provider_mailbox",
-    "provider_messages",
-    "put_provider_message",
-    "relay_auth_attempts",
-    "relay_log",
-    "relay_messages",
     "relay_name_ok",
     "render_inventory",
     "restore",
-    "restore_relay_certificate",
-    "set_provider_password",
     "setup",
     "snapshot",
     "snapshot_image",
     "ssh_argv",
+    "stand_ins",
     "state",
     "up",
 ]

@@ -51,27 +51,14 @@ __all__ = [
     "CLIENT_CA_DIR",
     "SNAPSHOT_REPO",
     "auth_usernames",
-    "break_relay_certificate",
-    "clear_provider_mailbox",
-    "clear_provider_messages",
-    "clear_relay_messages",
     "down",
     "ensure_outside_secrets",
     "prepare_outside_secrets",
-    "provider_auth_attempts",
-    "provider_log",
-    "provider_mailbox",
-    "provider_messages",
-    "put_provider_message",
-    "relay_auth_attempts",
-    "relay_log",
-    "relay_messages",
     "restore",
-    "restore_relay_certificate",
-    "set_provider_password",
     "setup",
     "snapshot",
     "snapshot_image",
+    "stand_ins",
     "state",
     "up",
 ]
@@ -326,91 +313,10 @@ def down(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str]
 
 
 
-# -- the stand-ins, by site file (one-off calls; loops keep a StandIns) ---------------------
+# -- the stand-ins ------------------------------------------------------------------------
 
-def _world(site_file: str | os.PathLike[str], build_dir: str | os.PathLike[str]) -> StandIns:
+def stand_ins(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] = "build"
+              ) -> StandIns:
+    """The relays and the provider of the lab of ``site_file`` (site and lab.json read once:
+    keep the object for several calls)."""
     return StandIns(state(site_file, build_dir=build_dir))
-
-
-def relay_messages(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """:meth:`StandIns.relay_messages` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).relay_messages(relay_name)
-
-
-def clear_relay_messages(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.clear_relay_messages` of the lab of ``site_file``."""
-    _world(site_file, build_dir).clear_relay_messages(relay_name)
-
-
-def relay_log(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> str:
-    """:meth:`StandIns.relay_log` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).relay_log(relay_name)
-
-
-def relay_auth_attempts(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """:meth:`StandIns.relay_auth_attempts` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).relay_auth_attempts(relay_name)
-
-
-def break_relay_certificate(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.break_relay_certificate` of the lab of ``site_file``."""
-    _world(site_file, build_dir).break_relay_certificate(relay_name)
-
-
-def restore_relay_certificate(site_file: str | os.PathLike[str], relay_name: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.restore_relay_certificate` of the lab of ``site_file``."""
-    _world(site_file, build_dir).restore_relay_certificate(relay_name)
-
-
-def provider_messages(site_file: str | os.PathLike[str], *,
-        build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """:meth:`StandIns.provider_messages` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).provider_messages()
-
-
-def clear_provider_messages(site_file: str | os.PathLike[str], *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.clear_provider_messages` of the lab of ``site_file``."""
-    _world(site_file, build_dir).clear_provider_messages()
-
-
-def provider_mailbox(site_file: str | os.PathLike[str], user: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """:meth:`StandIns.provider_mailbox` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).provider_mailbox(user)
-
-
-def put_provider_message(site_file: str | os.PathLike[str], user: str, raw: str, seen: bool = False, *,
-        build_dir: str | os.PathLike[str] = "build") -> str:
-    """:meth:`StandIns.put_provider_message` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).put_provider_message(user, raw, seen)
-
-
-def clear_provider_mailbox(site_file: str | os.PathLike[str], user: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.clear_provider_mailbox` of the lab of ``site_file``."""
-    _world(site_file, build_dir).clear_provider_mailbox(user)
-
-
-def provider_log(site_file: str | os.PathLike[str], daemon: str = "postfix", *,
-        build_dir: str | os.PathLike[str] = "build") -> str:
-    """:meth:`StandIns.provider_log` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).provider_log(daemon)
-
-
-def provider_auth_attempts(site_file: str | os.PathLike[str], *,
-        build_dir: str | os.PathLike[str] = "build") -> list[str]:
-    """:meth:`StandIns.provider_auth_attempts` of the lab of ``site_file``."""
-    return _world(site_file, build_dir).provider_auth_attempts()
-
-
-def set_provider_password(site_file: str | os.PathLike[str], user: str, password: str, *,
-        build_dir: str | os.PathLike[str] = "build") -> None:
-    """:meth:`StandIns.set_provider_password` of the lab of ``site_file``."""
-    _world(site_file, build_dir).set_provider_password(user, password)

@@ -14,29 +14,18 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from mailstack import apply, lab, secrets, verify
 from mailstack.container import Container
 from mailstack.site.load import load_site
-from tests.conftest import EXAMPLE, live
+from tests.conftest import EXAMPLE, LabSite, live
 
 pytestmark = live(ssh=True, ansible=True, bare=True)
 
 
-class Lab:
-    def __init__(self, site: Path, build: Path) -> None:
-        self.site, self.build = site, build
-        self.state = lab.state(site, build_dir=build)
-        self.mail = Container(self.state.host("mail").name)
-
-    def sh(self, script: str) -> str:
-        proc = self.mail.exec(["sh", "-c", script], timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
+class Lab(LabSite):
     def verify(self, *parts: str, host_checks: bool = False) -> dict[str, verify.Check]:
         report = verify.verify(self.site, lab=True, build_dir=self.build,
                                host_checks=host_checks, parts=list(parts))

@@ -44,7 +44,7 @@ class Lab:
         return Container(self.state.host(role_key).name)
 
     def messages(self) -> list[str]:
-        return lab.relay_messages(self.site_file, RELAY, build_dir=self.build_dir)
+        return lab.stand_ins(self.site_file, build_dir=self.build_dir).relay_messages(RELAY)
 
 
 def _podman_lines(*args: str) -> list[str]:
@@ -129,7 +129,7 @@ def test_relay_keeps_mail_from_the_client_over_starttls(lab_up: Lab) -> None:
     assert len(messages) == before + 1
     assert "Subject: lab relay probe" in messages[-1]
     assert "(using TLSv1" in messages[-1]  # smtpd_tls_received_header
-    log = lab.relay_log(lab_up.site_file, RELAY, build_dir=lab_up.build_dir)
+    log = lab.stand_ins(lab_up.site_file, build_dir=lab_up.build_dir).relay_log(RELAY)
     assert "from=<a@b.example>" in log
     assert f"client=unknown[{lab_up.state.client.ip}]" in log
 

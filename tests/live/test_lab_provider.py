@@ -108,6 +108,10 @@ class Lab:
     def kw(self) -> dict[str, object]:
         return {"build_dir": self.build_dir}
 
+    @property
+    def world(self) -> lab.StandIns:
+        return lab.stand_ins(self.site_file, build_dir=self.build_dir)
+
 
 @pytest.fixture(scope="module")
 def lab_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
@@ -162,19 +166,19 @@ def test_up_makes_the_missing_outside_secrets(lab_up: Lab) -> None:
 
 
 def test_auth_on_465_with_the_lab_password_and_a_verified_certificate(lab_up: Lab) -> None:
-    lab.clear_provider_messages(lab_up.site_file, **lab_up.kw())
+    lab_up.world.clear_provider_messages()
     got = lab_up.probe(what="smtp", host="smtp.provider.example", port=465, mode="wrapper",
                        ca="/tmp/provider-ca.crt", user=SHOP,
                        password=lab_up.secret("provider/shop"), to="x@partner.example.net",
                        message=_message(SHOP, "sent as shop"), **{"from": SHOP})
     assert got["ok"] is True, got
     assert got["tls"] in ("TLSv1.2", "TLSv1.3")
-    kept = _wait_for(lambda: lab.provider_messages(lab_up.site_file, **lab_up.kw()), 1)
+    kept = _wait_for(lambda: lab_up.world.provider_messages(), 1)
     assert len(kept) == 1 and "Subject: sent as shop" in kept[0]
     assert f"(Authenticated sender: {SHOP})" in kept[0]
-    assert lab.provider_auth_attempts(lab_up.site_file, **lab_up.kw()) == [SHOP]
-    assert lab.relay_messages(lab_up.site_file, "provider", **lab_up.kw()) == kept
-    assert f"sasl_username={SHOP}" in lab.provider_log(lab_up.site_file, **lab_up.kw())
+    assert lab_up.world.provider_auth_attempts() == [SHOP]
+    assert lab_up.world.relay_messages("provider") == kept
+    assert f"sasl_username={SHOP}" in lab_up.world.provider_log()
 
 
 def test_sending_as_an_address_the_login_does_not_own_is_refused(lab_up: Lab) -> None:
@@ -204,7 +208,7 @@ def test_without_login_nothing_is_taken(lab_up: Lab) -> None:
 
 
 def test_a_wrong_password_is_refused(lab_up: Lab) -> None:
-    lab.set_provider_password(lab_up.site_file, SHOP, "not-the-site's", **lab_up.kw())
+    lab_up.world.set_provider_password(SHOP, "not-the-site's")
     try:
         got = lab_up.probe(what="smtp", host="smtp.provider.example", port=587,
                            mode="starttls", ca="/tmp/provider-ca.crt", user=SHOP,
@@ -214,18 +218,16 @@ def test_a_wrong_password_is_refused(lab_up: Lab) -> None:
                             mode="starttls", ca="/tmp/provider-ca.crt", user=SHOP,
                             password="not-the-site's")["ok"] is True
     finally:
-        lab.set_provider_password(lab_up.site_file, SHOP, lab_up.secret("provider/shop"),
-                                  **lab_up.kw())
-    log = lab.provider_log(lab_up.site_file, **lab_up.kw())
+        lab_up.world.set_provider_password(SHOP, lab_up.secret("provider/shop"))
+    log = lab_up.world.provider_log()
     assert f"authentication failed: (reason unavailable), sasl_username={SHOP}" in log
 
 
 def test_pop3_and_imap_show_what_was_put_there(lab_up: Lab) -> None:
-    lab.put_provider_message(lab_up.site_file, SHOP, "From: a@b.example\nSubject: for pop\n\n"
-                             "hi\n", **lab_up.kw())
-    lab.put_provider_message(lab_up.site_file, OLGA, "From: a@b.example\nSubject: read\n\nhi\n",
-                             seen=True, **lab_up.kw())
-    assert len(lab.provider_mailbox(lab_up.site_file, SHOP, **lab_up.kw())) == 1
+    world = lab_up.world
+    world.put_provider_message(SHOP, "From: a@b.example\nSubject: for pop\n\nhi\n")
+    world.put_provider_message(OLGA, "From: a@b.example\nSubject: read\n\nhi\n", seen=True)
+    assert len(lab_up.world.provider_mailbox(SHOP)) == 1
     pop = lab_up.probe(what="pop3", host="pop.provider.example", port=995,
                        ca="/tmp/provider-ca.crt", user=SHOP,
                        password=lab_up.secret("provider/shop"))
@@ -236,20 +238,20 @@ def test_pop3_and_imap_show_what_was_put_there(lab_up: Lab) -> None:
                         password=lab_up.secret("provider/olga"))
     assert imap["ok"] is True, imap
     assert imap["count"] == 1 and "\\Seen" in str(imap["flags"])
-    logins = lab.provider_log(lab_up.site_file, "dovecot", **lab_up.kw())
+    logins = lab_up.world.provider_log("dovecot")
     assert f"pop3-login: Info: Login: user=<{SHOP}>" in logins
     assert f"imap-login: Info: Login: user=<{OLGA}>" in logins
 
 
 def test_head_office_offers_auth_and_shows_who_tried(lab_up: Lab) -> None:
-    lab.clear_relay_messages(lab_up.site_file, "head-office", **lab_up.kw())
-    assert lab.relay_auth_attempts(lab_up.site_file, "head-office", **lab_up.kw()) == []
+    lab_up.world.clear_relay_messages("head-office")
+    assert lab_up.world.relay_auth_attempts("head-office") == []
     got = lab_up.probe(what="smtp", host=HEAD_OFFICE_IP, port=25, mode="starttls",
                        name=HEAD_OFFICE_NAME, ca="/tmp/head-office-ca.crt", user=SHOP,
                        password=lab_up.secret("provider/shop"))
     assert got["auth_offered"] is True
     assert got["ok"] is False and "535" in str(got["error"]), got
-    assert lab.relay_auth_attempts(lab_up.site_file, "head-office", **lab_up.kw()) == [SHOP]
+    assert lab_up.world.relay_auth_attempts("head-office") == [SHOP]
     # Mail from the lab network still goes without a login.
     sent = lab_up.probe(what="smtp", host=HEAD_OFFICE_IP, port=25, mode="starttls",
                         name=HEAD_OFFICE_NAME, ca="/tmp/head-office-ca.crt",
@@ -281,14 +283,14 @@ def test_a_broken_relay_certificate_does_not_verify(lab_up: Lab) -> None:
         return lab_up.probe(what="smtp", host=HEAD_OFFICE_IP, port=25, mode="starttls",
                             name=HEAD_OFFICE_NAME, ca="/tmp/head-office-ca.crt")
 
-    lab.break_relay_certificate(lab_up.site_file, "head-office", **lab_up.kw())
+    lab_up.world.break_relay_certificate("head-office")
     try:
         broken = check()
         assert broken["ok"] is False
         assert "certificate verify failed: unable to get local issuer certificate" in \
             str(broken["error"])
     finally:
-        lab.restore_relay_certificate(lab_up.site_file, "head-office", **lab_up.kw())
+        lab_up.world.restore_relay_certificate("head-office")
     assert check()["ok"] is True
 
 

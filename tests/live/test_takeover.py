@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
 from mailstack import apply, lab, secrets, verify
-from mailstack.container import Container
 from mailstack.lab import handmade
 from mailstack.plan import layout
 from mailstack.site.load import load_site
-from tests.conftest import EXAMPLE, live
+from tests.conftest import EXAMPLE, LabSite, live
 
 pytestmark = live(ssh=True, ansible=True)
 
@@ -27,17 +25,7 @@ STATE = f"md5sum /etc/postfix/main.cf /etc/dovecot/dovecot.conf {handmade.MBOX};
         f"ls -d {layout.HOST_MARKER} {layout.VMAIL_DIR} {layout.TAKEOVER_BACKUP_DIR} 2>&1 | sort"
 
 
-class Handmade:
-    def __init__(self, site: Path, build: Path) -> None:
-        self.site, self.build = site, build
-        self.state = lab.state(site, build_dir=build)
-        self.box = Container(self.state.host("mail").name)
-
-    def sh(self, script: str) -> str:
-        proc = self.box.exec(["sh", "-c", script], timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
+class Handmade(LabSite):
     def apply(self, **kw: object) -> apply.ApplyReport:
         return apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
                            out=lambda line: None, **kw)  # type: ignore[arg-type]
