@@ -10,6 +10,8 @@ Non-LDAP tables are ``texthash:`` (no .db files).
 
 from __future__ import annotations
 
+import ipaddress
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -71,6 +73,32 @@ def table(name: str) -> str:
 SENDER_LOGIN_EXTRA = "/etc/postfix/sender_login_extra"
 TRANSPORT = "/etc/postfix/transport"
 SENDER_TRANSPORT = "/etc/postfix/sender_transport"
+OWN_SENDERS = "/etc/postfix/own_senders"
+TRUSTED_CLIENTS = "/etc/postfix/trusted_clients"
+OWN_SENDER_REFUSED = ("REJECT 5.7.1 this sender belongs to the site: log in on port 587 "
+                      "(submission) to send as it")
+
+
+def own_senders(site: Site) -> list[tuple[str, str]]:
+    """check_sender_access rows refusing, from clients that did not log in, every sender of the
+    site's own domains and every outside address an account may send as (access(5): a domain
+    key matches every address of that domain)."""
+    keys = sorted({d.lower() for d in site.domains} |
+                  {a.lower() for acc in site.accounts for a in acc.send_as})
+    return [(k, OWN_SENDER_REFUSED) for k in keys]
+
+
+def trusted_clients(site: Site) -> list[tuple[str, str]]:
+    """check_client_access cidr rows exempting the site's own relays named by IP address (the
+    head office's relay hands inbound mail over with the site's senders in it)."""
+    out = []
+    for relay in site.relays.values():
+        try:
+            ip = ipaddress.ip_address(relay.host)
+        except ValueError:
+            continue  # a relay named by host name: cidr tables need addresses
+        out.append((f"{ip}/{ip.max_prefixlen}", "OK"))
+    return sorted(set(out))
 
 
 def main_cf(site: Site, host: str) -> dict[str, str]:
@@ -137,6 +165,10 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_helo_required": "yes",
         "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
         "smtpd_recipient_restrictions": "reject_unlisted_recipient",
+        # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
+        "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
+                                     f"{TRUSTED_CLIENTS}, check_sender_access "
+                                     f"texthash:{OWN_SENDERS}",
         "disable_vrfy_command": "yes",
         # the submission services' restrictions, referenced from master.cf
         "mailstack_submission_client_restrictions":
@@ -265,6 +297,8 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         out.append(FileSpec(TRANSPORT, "_formats/table.j2", {"rows": list(routes.recipients)}))
     if routes.senders:
         out.append(FileSpec(SENDER_TRANSPORT, "_formats/table.j2", {"rows": list(routes.senders)}))
+    out.append(FileSpec(OWN_SENDERS, "_formats/table.j2", {"rows": own_senders(site)}))
+    out.append(FileSpec(TRUSTED_CLIENTS, "_formats/table.j2", {"rows": trusted_clients(site)}))
     extra = sorted((addr.lower(), a.mail) for a in site.accounts for addr in a.send_as)
     if extra:
         rows: dict[str, list[str]] = {}

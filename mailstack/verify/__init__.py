@@ -144,6 +144,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "ca": values[layout.SECRET_CA_CERT],
         "accounts": accounts,
         "outside_rcpt": OUTSIDE_RCPT,
+        "send_as": sorted({a.lower() for acc in site.accounts for a in acc.send_as}),
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),

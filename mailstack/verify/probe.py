@@ -219,8 +219,16 @@ class Probe:
         self.run(f"port 25: relaying to {outside} is refused (no open relay)",
                  self.expect_refusal, 25, "sender@outside.example.net", outside,
                  "Relay access denied", None, False)
+        # refused as a forged sender (5.7.1 Sender address rejected) or as relaying
         self.run(f"port 25: relaying with a forged local sender {me} is refused",
-                 self.expect_refusal, 25, me, outside, "Relay access denied", None, False)
+                 self.expect_refusal, 25, me, outside, "5.7.1", None, False)
+        # impersonation: the site's own senders from a client that did not log in
+        local = self.job["accounts"][-1]["mail"]
+        self.run(f"port 25: a forged sender {me} of the site's own domain is refused, even to "
+                 f"local {local}", self.expect_refusal, 25, me, local, "5.7.1", None, False)
+        for address in self.job.get("send_as", []):
+            self.run(f"port 25: mail as {address} (an address the site sends as) from outside "
+                     "is refused", self.expect_refusal, 25, address, local, "5.7.1", None, False)
 
     def plaintext(self) -> None:
         me = self.job["accounts"][0]

@@ -115,6 +115,17 @@ def test_an_open_relay_fails(site_lab: Lab) -> None:
         "port 25: relaying to verify@relay-check.example.net is refused (no open relay)"]
 
 
+def test_a_forged_colleague_on_port_25_fails(site_lab: Lab) -> None:
+    """The forum main.cf: no smtpd_sender_restrictions, so anyone may send as a colleague."""
+    site_lab.restore()
+    site_lab.sh("postconf -e 'smtpd_sender_restrictions =' && postfix reload")
+    bad = failed(site_lab.verify("port25"))
+    forged = next(name for name in bad if name.startswith("port 25: a forged sender"))
+    assert "answered 250" in bad[forged]
+    assert "answered 250" in bad["port 25: mail as shop@provider.example (an address the site "
+                                 "sends as) from outside is refused"]
+
+
 def test_a_lost_sender_route_fails(site_lab: Lab) -> None:
     site_lab.restore()
     site_lab.sh("postconf -e 'sender_dependent_default_transport_maps =' && postfix reload")

@@ -119,3 +119,19 @@ def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
     site = load_site(example)
     every_role = {p for r in hosts.PACKAGES.values() for p in r} | set(hosts.BASE_PACKAGES)
     assert set(hosts.packages(site, "mail")) | every_role <= listed
+
+
+def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(example) -> None:
+    site = load_site(example)
+    assert postfix.own_senders(site) == [
+        ("krasnoyarsk.example.org", postfix.OWN_SENDER_REFUSED),
+        ("shop@provider.example", postfix.OWN_SENDER_REFUSED)]  # a send_as address
+    assert postfix.trusted_clients(site) == [("192.0.2.1/32", "OK")]  # head-office, by IP
+    restrictions = postfix.main_cf(site, "mail")["smtpd_sender_restrictions"]
+    assert restrictions == (f"permit_mynetworks, check_client_access cidr:"
+                            f"{postfix.TRUSTED_CLIENTS}, check_sender_access "
+                            f"texthash:{postfix.OWN_SENDERS}")
+    # submission keeps its own: log in, then only one's own addresses
+    services = {s.name: dict(s.options) for s in postfix.master_cf(site)}
+    assert services["submission"]["smtpd_sender_restrictions"] == \
+        "$mailstack_submission_sender_restrictions"
