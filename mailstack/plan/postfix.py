@@ -11,7 +11,6 @@ Non-LDAP tables are ``texthash:`` (no .db files).
 from __future__ import annotations
 
 import ipaddress
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 
