@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--only", action="append", metavar="PART", choices=VERIFY_PARTS,
                    help=f"only these checks ({', '.join(VERIFY_PARTS)}); repeatable")
     v.add_argument("--no-host-checks", action="store_true", help="skip the testinfra checks")
+    v.add_argument("--allow-writes", action="store_true",
+                   help="with -i: also run the checks that mail the accounts and write to the "
+                        "directory (the lab always runs them)")
     return p
 
 
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
             result = verify.verify(args.site, lab=args.lab, inventory=args.inventory,
                                    build_dir=args.build, secrets_dir=args.secrets,
-                                   parts=args.only, host_checks=not args.no_host_checks)
+                                   parts=args.only, host_checks=not args.no_host_checks,
+                                   allow_writes=args.allow_writes)
             print(result.to_json() if args.json else result.table())
             return 0 if result.ok else 1
     except MailstackError as err:

@@ -178,8 +178,12 @@ def test_collecting_everything_again_fails(site_lab: Lab) -> None:
 
 
 def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
-    """-i INVENTORY: probes run on this machine (outside mynetworks), host checks over SSH."""
+    """-i INVENTORY: probes run on this machine (outside mynetworks), host checks over SSH;
+    read-only unless asked: nothing mailed to the accounts, nothing written to the directory."""
     site_lab.restore()
+    count = ("for u in ivan olga; do doveadm -f flow mailbox status -u $u@krasnoyarsk.example.org"
+             " messages INBOX; done")
+    before = site_lab.sh(count)
     report = verify.verify(site_lab.site, inventory=site_lab.state.inventory,
                            build_dir=site_lab.build, parts=["submission", "port25", "ldap"])
     assert failed({c.name: c for c in report.checks}) == {}
@@ -187,3 +191,12 @@ def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
     assert "port 25: relaying to verify@relay-check.example.net is refused (no open relay)" in names
     assert "host: services are running" in names
     assert not any(n.startswith("wrong credentials") for n in names)  # lab-only checks
+    assert not any("may send as" in n or "can write" in n or "cannot write" in n for n in names)
+    assert report.notes and report.notes[0].startswith("read-only against real servers")
+    assert site_lab.sh(count) == before  # no message reached an account
+    writes = verify.verify(site_lab.site, inventory=site_lab.state.inventory,
+                           build_dir=site_lab.build, parts=["ldap"], host_checks=False,
+                           allow_writes=True)
+    assert failed({c.name: c for c in writes.checks}) == {}
+    assert "LDAP: the admin can write" in {c.name for c in writes.checks}
+    assert not writes.notes
