@@ -124,6 +124,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "recipient_delimiter": "+",
         "mailbox_size_limit": "0",
         "message_size_limit": "52428800",
+        # a sender learns within hours that a message waits behind a dead relay
+        "delay_warning_time": "4h",
         # local domains: mailboxes and aliases from LDAP, delivered to Dovecot over LMTP
         "virtual_mailbox_domains": table("virtual_mailbox_domains"),
         "virtual_mailbox_maps": table("virtual_mailbox_maps"),

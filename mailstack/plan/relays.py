@@ -12,6 +12,8 @@ password map: credentials reach only their own relay.
 
 from __future__ import annotations
 
+import ipaddress
+
 from dataclasses import dataclass
 
 from mailstack.site.model import Relay, Site
@@ -48,6 +50,14 @@ def tls_level(relay: Relay) -> str:
     return "encrypt" if relay.tls == "encrypt" else "secure"
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def transport_options(name: str, relay: Relay) -> tuple[tuple[str, str], ...]:
     """The ``-o`` overrides of one relay's smtp transport in master.cf."""
     opts = [
@@ -57,6 +67,10 @@ def transport_options(name: str, relay: Relay) -> tuple[tuple[str, str], ...]:
     ]
     if relay.tls_name and relay.tls != "encrypt":
         opts.append(("smtp_tls_secure_cert_match", relay.tls_name))
+    # SNI: the relay's certificate name (a relay behind a shared address picks its certificate)
+    servername = relay.tls_name or (None if _is_ip(relay.host) else "hostname")
+    if servername:
+        opts.append(("smtp_tls_servername", servername))
     if relay.tls == "wrapper":
         opts.append(("smtp_tls_wrappermode", "yes"))
     if relay.auth:

@@ -127,3 +127,17 @@ def test_verifys_route_cases_take_the_relay_the_site_file_names(example) -> None
         "sender route shop@provider.example": ("shop@provider.example",
                                                "verify@relay-check.example.net", "provider"),
     }
+
+
+def test_each_relay_gets_sni_and_the_queue_warns_senders(two) -> None:
+    site = load_site(two)
+    opts = {name: dict(relays.transport_options(name, relay))
+            for name, relay in site.relays.items()}
+    for name, relay in site.relays.items():
+        if relay.tls_name:
+            assert opts[name]["smtp_tls_servername"] == relay.tls_name
+        elif any(c.isalpha() for c in relay.host.split(".")[-1]):
+            assert opts[name]["smtp_tls_servername"] == "hostname"  # the nexthop's name
+        else:
+            assert "smtp_tls_servername" not in opts[name]  # an IP: no name to send
+    assert postfix.main_cf(site, next(iter(site.hosts)))["delay_warning_time"] == "4h"
