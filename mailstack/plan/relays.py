@@ -13,7 +13,6 @@ password map: credentials reach only their own relay.
 from __future__ import annotations
 
 import ipaddress
-
 from dataclasses import dataclass
 
 from mailstack.site.model import Relay, Site
