@@ -32,10 +32,49 @@ class _Missing:
 MISSING = _Missing()
 
 
+MAX_BYTES = 64 * 1024 * 1024
+"""A site file larger than this is refused before it is parsed (100,000 accounts: ~15 MB)."""
+MAX_DEPTH = 32
+"""Nesting deeper than this is refused (the model is five levels deep)."""
+MAX_ALIAS_VALUES = 10_000
+"""Values reached again through YAML aliases, at most: more is a "billion laughs", refused."""
+
+
+class _Walk:
+    """The bounds of one walk over a YAML node graph: depth, alias expansion, cycles."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: set[int] = set()
+        self.ancestors: list[int] = []
+        self.in_alias = 0
+        """How many of the collections being walked were reached again (through an alias)."""
+        self.aliased = 0
+        """Values visited through aliases so far."""
+
+    def refuse(self, node: yaml.Node, message: str) -> InputError:
+        return InputError(f"{self.name}:{node.start_mark.line + 1}: (top): {message}")
+
+    def count(self, node: yaml.Node, again: bool) -> None:
+        if again or self.in_alias:
+            self.aliased += 1
+            if self.aliased > MAX_ALIAS_VALUES:
+                raise self.refuse(node, f"YAML aliases expand to more than {MAX_ALIAS_VALUES} "
+                                        "values (refused: this is how a billion-laughs file "
+                                        "starts)")
+
+
 def read_yaml(path: FsPath) -> tuple[Any, Marks]:
-    """Parse YAML into plain values and a table of line marks by key path."""
+    """Parse YAML into plain values and a table of line marks by key path.
+
+    Hostile input is refused with a clear error by size, depth, alias expansion and cycles,
+    counted, not timed."""
     name = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"{name}: the site file has {size} bytes; at most {MAX_BYTES} are "
+                             "read")
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(f"{name}: cannot read the site file: {err.strerror}") from None
@@ -47,24 +86,54 @@ def read_yaml(path: FsPath) -> tuple[Any, Marks]:
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else 1
         raise InputError(f"{name}:{line}: (top): YAML syntax error: {err.problem}") from None
+    except RecursionError:
+        raise InputError(f"{name}: (top): the YAML is nested too deeply (at most {MAX_DEPTH} "
+                         "levels)") from None
     finally:
         loader.dispose()
     marks = Marks(file=name)
     if node is None:
         return {}, marks
     findings: list[Finding] = []
-    value = _to_python(loader, node, (), marks, findings)
+    value = _to_python(loader, node, (), marks, findings, _Walk(name))
     raise_errors(findings)
     return value, marks
 
 
 def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Marks,
-               findings: list[Finding]) -> Any:
+               findings: list[Finding], walk: _Walk) -> Any:
     marks.lines.setdefault(path, node.start_mark.line + 1)
+    ident = id(node)
+    again = ident in walk.seen
+    walk.seen.add(ident)
+    walk.count(node, again)
+    if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        try:
+            return loader.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
+            where = ".".join(str(k) for k in path) or "(top)"
+            problem = getattr(err, "problem", None) or str(err)
+            raise InputError(f"{walk.name}:{node.start_mark.line + 1}: {where}: cannot read "
+                             f"the value {node.value!r} ({node.tag}): {problem}") from None
+    if ident in walk.ancestors:
+        raise walk.refuse(node, "a YAML alias refers to the value that contains it")
+    if len(walk.ancestors) >= MAX_DEPTH:
+        raise walk.refuse(node, f"the YAML is nested too deeply (at most {MAX_DEPTH} levels)")
+    walk.ancestors.append(ident)
+    walk.in_alias += again
+    try:
+        return _collection(loader, node, path, marks, findings, walk)
+    finally:
+        walk.ancestors.pop()
+        walk.in_alias -= again
+
+
+def _collection(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Marks,
+                findings: list[Finding], walk: _Walk) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
+            key = _to_python(loader, key_node, path, marks, findings, walk)
             if not isinstance(key, str):
                 key = str(key)
             child = (*path, key)
@@ -72,12 +141,10 @@ def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Mark
                 findings.append(Finding(Mark(marks.file, key_node.start_mark.line + 1), child,
                                         "duplicate key (YAML keeps only the last one)"))
             marks.lines[child] = key_node.start_mark.line + 1
-            out[key] = _to_python(loader, value_node, child, marks, findings)
+            out[key] = _to_python(loader, value_node, child, marks, findings, walk)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(loader, item, (*path, i), marks, findings)
-                for i, item in enumerate(node.value)]
-    return loader.construct_object(node)
+    return [_to_python(loader, item, (*path, i), marks, findings, walk)
+            for i, item in enumerate(node.value)]
 
 
 def _type_name(tp: Any) -> str:
