@@ -43,6 +43,9 @@ def _unsafe_strings(value: object, path: Path) -> Iterator[Path]:
 
 
 ALL_PROTOCOLS = typing.get_args(Protocol)
+ROLE_ADDRESSES = (("postmaster", "RFC 5321 requires it"),
+                  ("abuse", "RFC 2142: where the Internet reports abuse"))
+"""Addresses every mail domain must deliver: the site names who reads them."""
 
 
 def check(site: Site) -> Iterator[Finding]:
@@ -143,10 +146,11 @@ def check(site: Site) -> Iterator[Finding]:
                                 f"address{hint}")
             elif target.lower() == alias.address.lower():
                 yield err(path, "an alias cannot point to itself")
-    for domain in site.domains:
-        if f"postmaster@{domain.lower()}" not in addresses:
-            yield err(("domains",), f"no postmaster@{domain}: RFC 5321 requires it; add it as "
-                                    "an alias of the admin's account", "warning")
+    for i, domain in enumerate(site.domains):
+        for local_part, why in ROLE_ADDRESSES:
+            if site.accounts and f"{local_part}@{domain.lower()}" not in addresses:
+                yield err(("domains", i), f"no one receives {local_part}@{domain} ({why}): add "
+                                          "it to the aliases of the account that reads it")
 
 
 def _near(word: str, choices: dict[str, Path]) -> str:

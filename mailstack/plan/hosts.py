@@ -98,7 +98,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         files += placed(slapd.files(site, name, secrets), "slapd", slapd.pickup)
     if "mta" in roles:
         files += placed(postfix.files(site, name, ldap_uri(site, name), secrets), "postfix",
-                        lambda _: "reload")
+                        lambda path: "aliases" if path == postfix.ALIASES else "reload")
         files += placed(fetch.files(site, secrets), "base", fetch.pickup)
     if "imap" in roles:
         files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",

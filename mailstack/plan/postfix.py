@@ -73,6 +73,14 @@ SENDER_LOGIN_EXTRA = "/etc/postfix/sender_login_extra"
 TRANSPORT = "/etc/postfix/transport"
 SENDER_TRANSPORT = "/etc/postfix/sender_transport"
 OWN_SENDERS = "/etc/postfix/own_senders"
+ALIASES = "/etc/aliases"
+
+
+def system_aliases(site: Site) -> list[tuple[str, str]]:
+    """/etc/aliases: the local names that must reach a person, all to the site's postmaster."""
+    postmaster = f"postmaster@{site.domains[0]}" if site.domains else "root"
+    return [("postmaster:", "root"), ("MAILER-DAEMON:", "postmaster"), ("abuse:", "root"),
+            ("root:", postmaster)]
 TRUSTED_CLIENTS = "/etc/postfix/trusted_clients"
 OWN_SENDER_REFUSED = ("REJECT 5.7.1 this sender belongs to the site: log in on port 587 "
                       "(submission) to send as it")
@@ -118,8 +126,11 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "biff": "no",
         "append_dot_mydomain": "no",
         "readme_directory": "no",
-        "alias_maps": "hash:/etc/aliases",
-        "alias_database": "hash:/etc/aliases",
+        "alias_maps": f"hash:{ALIASES}",
+        "alias_database": f"hash:{ALIASES}",
+        # local recipients are the aliases only: system users (nobody, openldap, vmail) are not
+        # recipients from outside; root's and Postfix's notices go to the site's postmaster
+        "local_recipient_maps": "$alias_maps",
         "smtpd_banner": "$myhostname ESMTP",
         "recipient_delimiter": "+",
         "mailbox_size_limit": "0",
@@ -276,6 +287,7 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         FileSpec("/etc/postfix/master.cf", "etc/postfix/master.cf.j2",
                  {"services": master_cf(site)}),
         FileSpec("/etc/mailname", "_formats/verbatim.j2", {"text": site.hosts[host].hostname + "\n"}),
+        FileSpec(ALIASES, "_formats/table.j2", {"rows": system_aliases(site)}),
     ]
     pw = secrets[layout.secret_service("postfix")]
     for lookup in dit.lookups(site):

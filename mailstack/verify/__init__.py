@@ -148,6 +148,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "accounts": accounts,
         "outside_rcpt": OUTSIDE_RCPT,
         "send_as": sorted({a.lower() for acc in site.accounts for a in acc.send_as}),
+        "domains": list(site.domains),
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),

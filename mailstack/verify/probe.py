@@ -86,6 +86,18 @@ class Probe:
                 s.rset()
             return code >= 500 and want in answer, f"RCPT TO <{rcpt}> answered {answer}"
 
+    def rcpt_accepted(self, port: int, sender: str, rcpt: str) -> tuple[bool, str]:
+        """MAIL and RCPT only, then RSET: whether ``rcpt`` is a recipient (nothing is sent)."""
+        with self.smtp(port) as s:
+            s.ehlo("client.verify.mailstack.invalid")
+            s.starttls(context=self.ctx)
+            s.ehlo("client.verify.mailstack.invalid")
+            s.mail(sender)
+            code, text = s.rcpt(rcpt)
+            with contextlib.suppress(smtplib.SMTPException):
+                s.rset()
+            return code == 250, f"RCPT TO <{rcpt}> answered {code} {text.decode(errors='replace')}"
+
     def auth_offered(self, port: int, tls: bool) -> bool:
         with self.smtp(port) as s:
             s.ehlo("client.verify.mailstack.invalid")
@@ -228,6 +240,15 @@ class Probe:
         local = self.job["accounts"][-1]["mail"]
         self.run(f"port 25: a forged sender {me} of the site's own domain is refused, even to "
                  f"local {local}", self.expect_refusal, 25, me, local, "5.7.1", None, False)
+        # only real recipients: no system user; postmaster@ and abuse@ of every domain
+        system = f"nobody@{self.job['hostname']}"
+        self.run(f"port 25: a system account ({system}) is not a recipient",
+                 self.expect_refusal, 25, "sender@outside.example.net", system, "5.1.1", None,
+                 True)
+        for domain in self.job.get("domains", []):
+            for role in ("postmaster", "abuse"):
+                self.run(f"port 25: {role}@{domain} is a recipient", self.rcpt_accepted, 25,
+                         "sender@outside.example.net", f"{role}@{domain}")
         for address in self.job.get("send_as", []):
             self.run(f"port 25: mail as {address} (an address the site sends as) from outside "
                      "is refused", self.expect_refusal, 25, address, local, "5.7.1", None, False)

@@ -126,6 +126,15 @@ def test_a_forged_colleague_on_port_25_fails(site_lab: Lab) -> None:
                                  "sends as) from outside is refused"]
 
 
+def test_system_users_as_recipients_fail(site_lab: Lab) -> None:
+    """Postfix's default local_recipient_maps: every system user is a recipient from outside."""
+    site_lab.restore()
+    site_lab.sh("postconf -X local_recipient_maps && postfix reload")
+    bad = failed(site_lab.verify("port25"))
+    assert "answered 250" in bad[
+        "port 25: a system account (nobody@mail.krasnoyarsk.example.org) is not a recipient"]
+
+
 def test_a_lost_sender_route_fails(site_lab: Lab) -> None:
     site_lab.restore()
     site_lab.sh("postconf -e 'sender_dependent_default_transport_maps =' && postfix reload")

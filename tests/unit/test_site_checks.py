@@ -24,7 +24,7 @@ GOOD = textwrap.dedent("""\
       head-office: {host: 192.0.2.1, tls: encrypt}
     accounts:
       - {mail: ivan@krasnoyarsk.example.org, name: Ivan Petrov,
-         aliases: [postmaster@krasnoyarsk.example.org]}
+         aliases: [postmaster@krasnoyarsk.example.org, abuse@krasnoyarsk.example.org]}
       - {mail: olga@krasnoyarsk.example.org, name: Olga Sidorova}
     """)
 
@@ -103,9 +103,12 @@ def test_load_errors(write_site, old: str, new: str, expected: list[str]) -> Non
     ("{host: 192.0.2.1, tls: encrypt}", "{host: mail.krasnoyarsk.example.org, tls: encrypt}",
      ["site.yml:8: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
       "itself: mail sent there would loop"]),
-    ("aliases: [postmaster@krasnoyarsk.example.org]", "aliases: []",
-     ["site.yml:2: domains: warning: no postmaster@krasnoyarsk.example.org: RFC 5321 requires "
-      "it; add it as an alias of the admin's account"]),
+    ("aliases: [postmaster@krasnoyarsk.example.org, abuse@krasnoyarsk.example.org]",
+     "aliases: []",
+     ["site.yml:2: domains[0]: no one receives abuse@krasnoyarsk.example.org (RFC 2142: where "
+      "the Internet reports abuse): add it to the aliases of the account that reads it",
+      "site.yml:2: domains[0]: no one receives postmaster@krasnoyarsk.example.org (RFC 5321 "
+      "requires it): add it to the aliases of the account that reads it"]),
 ])
 def test_check_findings(write_site, old: str, new: str, expected: list[str]) -> None:
     assert old in GOOD
