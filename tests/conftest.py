@@ -87,3 +87,20 @@ class LabSite:
         proc = self.mail.exec(["sh", "-c", script], timeout=120)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
+
+
+def example_lab_site(root: Path, prefix: str) -> tuple[Path, Path]:
+    """A copy of the example under a unique site name (so labs never collide), with the lab's
+    outside secrets and generated secrets beside it; returns (site file, build dir)."""
+    import uuid
+
+    from mailstack import lab, secrets
+    from mailstack.site.load import load_site
+
+    site = root / "site.yml"
+    site.write_text(EXAMPLE.read_text().replace("site: krasnoyarsk",
+                                                f"site: {prefix}{uuid.uuid4().hex[:6]}", 1))
+    build = root / "build"
+    lab.ensure_outside_secrets(site, build_dir=build)
+    secrets.generate(load_site(site), root / "secrets")
+    return site, build

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 
 import pytest
 
-from mailstack import apply, lab, secrets, verify
+from mailstack import apply, lab, verify
 from mailstack.container import Container
-from mailstack.site.load import load_site
-from tests.conftest import EXAMPLE, LabSite, live
+from tests.conftest import LabSite, example_lab_site, live
 
 pytestmark = live(ssh=True, ansible=True, bare=True)
 
@@ -39,12 +37,7 @@ class Lab(LabSite):
 @pytest.fixture(scope="module")
 def site_lab(tmp_path_factory) -> Lab:
     root = tmp_path_factory.mktemp("e2e")
-    name = f"e2e{uuid.uuid4().hex[:6]}"
-    site = root / "site.yml"
-    site.write_text(EXAMPLE.read_text().replace("site: krasnoyarsk", f"site: {name}", 1))
-    build = root / "build"
-    lab.ensure_outside_secrets(site, build_dir=build)
-    secrets.generate(load_site(site), root / "secrets")
+    site, build = example_lab_site(root, "e2e")
     try:
         started = time.monotonic()
         lab.up(site, build_dir=build, start="bare")

@@ -9,15 +9,13 @@ leaves the existing mail where it was. The tests run in order on one lab.
 from __future__ import annotations
 
 import shutil
-import uuid
 
 import pytest
 
-from mailstack import apply, lab, secrets, verify
+from mailstack import apply, lab, verify
 from mailstack.lab import handmade
 from mailstack.plan import layout
-from mailstack.site.load import load_site
-from tests.conftest import EXAMPLE, LabSite, live
+from tests.conftest import LabSite, example_lab_site, live
 
 pytestmark = live(ssh=True, ansible=True)
 
@@ -34,12 +32,7 @@ class Handmade(LabSite):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Handmade:
     root = tmp_path_factory.mktemp("takeover")
-    name = f"take{uuid.uuid4().hex[:6]}"
-    site = root / "site.yml"
-    site.write_text(EXAMPLE.read_text().replace("site: krasnoyarsk", f"site: {name}", 1))
-    build = root / "build"
-    lab.ensure_outside_secrets(site, build_dir=build)
-    secrets.generate(load_site(site), root / "secrets")
+    site, build = example_lab_site(root, "take")
     try:
         lab.up(site, build_dir=build, start="handmade")
         yield Handmade(site, build)
