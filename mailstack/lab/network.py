@@ -7,7 +7,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mailstack.container import Container
 from mailstack.errors import ToolError
@@ -15,9 +15,6 @@ from mailstack.lab.containers import inspect_container, parallel, podman_run
 from mailstack.lab.plan import LabContainer, LabPlan, Start, plan_lab
 from mailstack.resources import lab_script as script
 from mailstack.site.model import Site
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def networks() -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TypeVar
 
 from mailstack import resources
 from mailstack import secrets as site_secrets
@@ -66,20 +65,6 @@ __all__ = [
 CLIENT_CA_DIR = "/etc/mailstack-lab/ca"
 """Where the client container finds the stand-ins' CA certificates: ``<fixture id>.crt``
 (``relay-head-office.crt``, ``provider.crt``), for probes that verify them."""
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-# -- small helpers -----------------------------------------------------------------------
-
-
-
-
-
-def _load(site_file: str | os.PathLike[str]) -> Site:
-    return load_site(site_file)
-
-
 
 
 def setup() -> None:
@@ -96,54 +81,6 @@ def setup() -> None:
             raise ToolError(f"{' '.join(argv[1:])} did not finish within 30 minutes") from None
         if rc != 0:
             raise ToolError(f"lab setup failed: {' '.join(argv[1:])} exited with {rc}")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- network -----------------------------------------------------------------------------
-
-
-
-
-
-
-
-# -- containers --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- SSH ---------------------------------------------------------------------------------
-
-
-
-
-
-
-
 
 
 # -- public API --------------------------------------------------------------------------
@@ -163,7 +100,7 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     hosts get a local apt repository of their packages (:mod:`mailstack.lab.debs`), built on
     first use; ``handmade`` hosts are given a hand-made stack (:mod:`mailstack.lab.handmade`).
     """
-    site = _load(site_file)
+    site = load_site(site_file)
     if start not in STARTS:
         raise InputError(f"lab up: unknown start {start!r} (one of {', '.join(STARTS)})")
     plan_lab(site)  # refuse an unsafe site before anything runs
@@ -240,7 +177,7 @@ def prepare_outside_secrets(site_file: str | os.PathLike[str], *,
                             ) -> outside.OutsideReport:
     """:func:`ensure_outside_secrets` with the whole report: also ``warnings`` (secrets that
     exist but do not fit the lab), the provider's passwords and the CAs."""
-    site = _load(site_file)
+    site = load_site(site_file)
     return _prepare_outside(site, plan_lab(site), site_file, build_dir, secrets_dir)
 
 
@@ -275,7 +212,7 @@ def down(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str]
 
     ``build/<site>/lab-ca`` stays, like the secrets the lab wrote from it: the next ``up``
     uses the same CAs, so a ``ca_secret`` it wrote before still matches."""
-    site = _load(site_file)
+    site = load_site(site_file)
     where = lab_dir(build_dir, site.site)
     previous = _safe_read_state(where)
     network = f"mailstack-{site.site}"
@@ -301,16 +238,6 @@ def down(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str]
     if where.is_dir():
         shutil.rmtree(where)
     return removed
-
-
-
-
-
-
-
-
-
-
 
 
 # -- the stand-ins ------------------------------------------------------------------------

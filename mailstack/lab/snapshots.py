@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import TypeVar
 
 from mailstack.container import Container, commit, image_exists
 from mailstack.errors import InputError, ToolError
@@ -15,10 +14,6 @@ from mailstack.lab.network import wire
 from mailstack.lab.plan import LabContainer
 from mailstack.lab.ssh import wait_ssh
 from mailstack.lab.state import LabState, load_state
-
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 SNAPSHOT_REPO = "localhost/mailstack-snap"
 

@@ -7,16 +7,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TypeVar
 
 from mailstack.container import Container
 from mailstack.errors import ToolError
 from mailstack.lab.plan import LabContainer
 from mailstack.lab.state import KEY, write_atomic
-
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 SSH_TIMEOUT = 30.0
 

@@ -80,17 +80,24 @@ def read_yaml(path: FsPath) -> tuple[Any, Marks]:
         raise InputError(f"{name}: cannot read the site file: {err.strerror}") from None
     except UnicodeDecodeError:
         raise InputError(f"{name}: the site file is not UTF-8 text") from None
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses characters YAML does not allow
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else 1
         raise InputError(f"{name}:{line}: (top): YAML syntax error: {err.problem}") from None
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (NUL, ...)
+        line = text.count("\n", 0, err.position) + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        raise InputError(f"{name}:{line}: (top): the site file holds the character "
+                         f"U+{code:04X}, which YAML does not allow") from None
     except RecursionError:
         raise InputError(f"{name}: (top): the YAML is nested too deeply (at most {MAX_DEPTH} "
                          "levels)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     marks = Marks(file=name)
     if node is None:
         return {}, marks
@@ -110,9 +117,11 @@ def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Mark
     if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         try:
             return loader.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
+        except Exception as err:  # PyYAML's tag constructors fail in many ways on bad text
             where = ".".join(str(k) for k in path) or "(top)"
-            problem = getattr(err, "problem", None) or str(err)
+            kind = node.tag.rsplit(":", 1)[-1]
+            problem = getattr(err, "problem", None) or (
+                str(err) if isinstance(err, ValueError) else f"not a valid {kind}")
             raise InputError(f"{walk.name}:{node.start_mark.line + 1}: {where}: cannot read "
                              f"the value {node.value!r} ({node.tag}): {problem}") from None
     if ident in walk.ancestors:
