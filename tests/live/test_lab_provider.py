@@ -9,6 +9,7 @@ Needs root, podman, the image and an SSH client; skipped with the reason otherwi
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -108,7 +109,7 @@ class Lab:
     def kw(self) -> dict[str, object]:
         return {"build_dir": self.build_dir}
 
-    @property
+    @functools.cached_property
     def world(self) -> lab.StandIns:
         return lab.stand_ins(self.site_file, build_dir=self.build_dir)
 
