@@ -47,7 +47,8 @@ def default_dir(site_file: str | os.PathLike[str]) -> Path:
 
 def required(site: Site) -> list[SecretRef]:
     """Every secret the site's render needs, in a stable order."""
-    refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap",))]
+    refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap", "root_password"))
+            ] if site.ldap.root_password else []
     refs += [SecretRef(layout.secret_service(s), "password", ("ldap",)) for s in layout.SERVICE_ACCOUNTS]
     for i, account in enumerate(site.accounts):
         name = layout.account_secret(account)

@@ -146,6 +146,15 @@ def check(site: Site) -> Iterator[Finding]:
                                 f"address{hint}")
             elif target.lower() == alias.address.lower():
                 yield err(path, "an alias cannot point to itself")
+    if site.verify.probe is not None and site.verify.probe.lower() not in {
+            a.mail.lower() for a in site.accounts}:
+        yield err(("verify", "probe"), f"'{site.verify.probe}' is not an account of the site: "
+                                       "verify's probe account is created like any account"
+                                       f"{_near(site.verify.probe, addresses)}")
+    remote = [n for n, h in site.hosts.items() if "ldap" not in h.roles]
+    if site.ldap.network is False and remote:
+        yield err(("ldap", "network"), f"host {remote[0]} reads the directory over the network: "
+                                       "slapd must listen on port 389 (remove the key)")
     for i, domain in enumerate(site.domains):
         for local_part, why in ROLE_ADDRESSES:
             if site.accounts and f"{local_part}@{domain.lower()}" not in addresses:

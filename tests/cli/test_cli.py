@@ -20,7 +20,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_check_ok(capsys, example) -> None:
     code, out, err = run(capsys, "check", str(example))
-    assert (code, out, err) == (0, f"{example}: ok (2 accounts, 1 hosts)\n", "")
+    assert (code, out, err) == (0, f"{example}: ok (3 accounts, 1 hosts)\n", "")
 
 
 def test_check_typo_exact_text(capsys, example) -> None:
@@ -39,7 +39,7 @@ def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
     assert err.splitlines() == [
         f"{example}:26: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
         "itself: mail sent there would loop",
-        f"{example}:53: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
+        f"{example}:60: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
         "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?",
     ]
 
@@ -58,8 +58,8 @@ def test_render_and_secrets(capsys, tmp_path) -> None:
     site.write_text((ROOT / "inventories/branch-office/site.yml").read_text())
     code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
     assert code == 2 and out == ""
-    assert f"{site}:12: ldap: secret 'ldap/admin' is missing: expected the file " \
-           f"{tmp_path}/secrets/ldap/admin; `mailstack secrets SITE` creates it" in err.splitlines()
+    assert f"{site}:12: ldap: secret 'ldap/dovecot' is missing: expected the file " \
+           f"{tmp_path}/secrets/ldap/dovecot; `mailstack secrets SITE` creates it" in err.splitlines()
     code, out, err = run(capsys, "secrets", str(site))
     assert code == 1 and f"created {tmp_path}/secrets/tls/mail.key\n" in out
     # the outside world's secrets cannot be generated (in the lab, `lab up` stands in for them)
@@ -72,10 +72,10 @@ def test_render_and_secrets(capsys, tmp_path) -> None:
         (tmp_path / "secrets" / name).chmod(0o600)
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").rglob("*") if p.is_file()}
     assert modes == {0o600}
-    before = (tmp_path / "secrets/ldap/admin").read_bytes()
+    before = (tmp_path / "secrets/ldap/dovecot").read_bytes()
     code, out, _ = run(capsys, "secrets", str(site))
     assert (code, out) == (0, f"{tmp_path}/secrets: nothing to create\n")
-    assert (tmp_path / "secrets/ldap/admin").read_bytes() == before
+    assert (tmp_path / "secrets/ldap/dovecot").read_bytes() == before
     code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
     assert (code, out, err) == (0, f"rendered {tmp_path}/out/krasnoyarsk\n", "")
 

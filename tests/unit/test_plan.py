@@ -6,6 +6,7 @@ import base64
 import hashlib
 
 from mailstack import core
+from mailstack import secrets as secrets_mod
 from mailstack.ldap import filter as lf
 from mailstack.plan import dit, dovecot, layout, postfix, slapd
 from mailstack.site.load import load_site
@@ -135,3 +136,40 @@ def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(example) -
     services = {s.name: dict(s.options) for s in postfix.master_cf(site)}
     assert services["submission"]["smtpd_sender_restrictions"] == \
         "$mailstack_submission_sender_restrictions"
+
+
+def _config(site, secrets) -> dict[str, list[str]]:
+    mdb = next(e for e in slapd.config_entries(site, "mail", secrets)
+               if not isinstance(e, str) and str(e.dn) == "olcDatabase={1}mdb,cn=config")
+    out: dict[str, list[str]] = {}
+    for attr, value in mdb.attrs:
+        out.setdefault(attr, []).append(value)
+    return out
+
+
+def test_slapd_listens_on_ldapi_only_and_has_no_root_password_by_default(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    site = load_site(write_site(GOOD))
+    secrets = {layout.secret_host_key("mail"): "k", layout.SECRET_LDAP_ADMIN: "pw"}
+    assert slapd.listen_uris(site) == "ldapi:///"
+    config = _config(site, secrets)
+    assert "olcRootPW" not in config
+    assert config["olcSecurity"] == ["simple_bind=64 ssf=64"]
+    assert layout.SECRET_LDAP_ADMIN not in {r.name for r in secrets_mod.required(site)}
+
+    asked = load_site(write_site(GOOD.replace(
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}',
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org", root_password: true, network: true}')))
+    assert slapd.listen_uris(asked) == "ldap:/// ldapi:///"
+    assert _config(asked, secrets)["olcRootPW"][0].startswith("{SSHA512}")
+
+
+def test_slapd_serves_the_network_when_another_host_reads_the_directory(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    split = load_site(write_site(GOOD.replace(
+        "roles: [ldap, mta, imap]}",
+        "roles: [mta, imap]}\n  dir: {hostname: dir.krasnoyarsk.example.org, roles: [ldap]}")))
+    assert slapd.serves_network(split)
+    assert slapd.listen_uris(split) == "ldap:/// ldapi:///"

@@ -17,7 +17,7 @@ GOOD = textwrap.dedent("""\
     site: krasnoyarsk
     domains: [krasnoyarsk.example.org]
     hosts:
-      mail: {hostname: mail.krasnoyarsk.example.org}
+      mail: {hostname: mail.krasnoyarsk.example.org, roles: [ldap, mta, imap]}
     ldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}
     relay: {default: head-office}
     relays:
@@ -109,6 +109,15 @@ def test_load_errors(write_site, old: str, new: str, expected: list[str]) -> Non
       "the Internet reports abuse): add it to the aliases of the account that reads it",
       "site.yml:2: domains[0]: no one receives postmaster@krasnoyarsk.example.org (RFC 5321 "
       "requires it): add it to the aliases of the account that reads it"]),
+    ("Olga Sidorova}", "Olga Sidorova}\nverify: {probe: olgа@krasnoyarsk.example.org}",
+     ["site.yml:13: verify.probe: 'olgа@krasnoyarsk.example.org' is not an account of the "
+      "site: verify's probe account is created like any account; did you mean "
+      "'olga@krasnoyarsk.example.org'?"]),
+    ('roles: [ldap, mta, imap]}\nldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}',
+     'roles: [mta, imap]}\n  dir: {hostname: dir.krasnoyarsk.example.org, roles: [ldap]}\n'
+     'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org", network: false}',
+     ["site.yml:6: ldap.network: host mail reads the directory over the network: slapd must "
+      "listen on port 389 (remove the key)"]),
 ])
 def test_check_findings(write_site, old: str, new: str, expected: list[str]) -> None:
     assert old in GOOD

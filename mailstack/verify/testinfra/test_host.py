@@ -54,6 +54,28 @@ def test_slaptest_is_clean(host, host_plan) -> None:
     assert out.rc == 0, f"slaptest: exit {out.rc}: {out.stderr}"
 
 
+def test_slapd_listens_only_where_the_site_needs_it(host, host_plan) -> None:
+    needs(host_plan, "ldap")
+    ports = {int(line.split()[3].rsplit(":", 1)[1])
+             for line in host.run("ss -Hltn").stdout.splitlines() if line.strip()}
+    network = host_plan["facts"]["slapd"]["network"]
+    open_ports = sorted(ports & {389, 636})
+    assert open_ports == ([389] if network else []), (
+        f"slapd listens on {open_ports or 'no TCP port'}; the site needs "
+        f"{'389 (StartTLS)' if network else 'the ldapi socket only'}")
+
+
+def test_the_directory_has_a_root_password_only_if_the_site_asks(host, host_plan) -> None:
+    needs(host_plan, "ldap")
+    out = host.run("ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -b cn=config "
+                   "'(olcRootPW=*)' dn")
+    assert out.rc == 0, f"ldapsearch: exit {out.rc}: {out.stderr}"
+    found = [line[4:] for line in out.stdout.splitlines() if line.startswith("dn: ")]
+    want = host_plan["facts"]["slapd"]["root_password"]
+    assert bool(found) == want, (f"olcRootPW is set on {', '.join(found)}" if found else
+                                 "the site asks for a root password and none is set")
+
+
 def test_slapacl_answers_the_acl_matrix(host, host_plan) -> None:
     needs(host_plan, "ldap")
     rows = json.loads(host.file("/var/lib/mailstack/ldap/acl-expectations.json").content_string)
