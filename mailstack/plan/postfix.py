@@ -73,6 +73,7 @@ SENDER_LOGIN_EXTRA = "/etc/postfix/sender_login_extra"
 TRANSPORT = "/etc/postfix/transport"
 SENDER_TRANSPORT = "/etc/postfix/sender_transport"
 OWN_SENDERS = "/etc/postfix/own_senders"
+VIRTUAL_DOMAINS = "/etc/postfix/virtual_mailbox_domains"
 ALIASES = "/etc/aliases"
 
 
@@ -138,7 +139,9 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         # a sender learns within hours that a message waits behind a dead relay
         "delay_warning_time": "4h",
         # local domains: mailboxes and aliases from LDAP, delivered to Dovecot over LMTP
-        "virtual_mailbox_domains": table("virtual_mailbox_domains"),
+        # the site's domains are a static table rendered from the site file: outside addresses
+        # cost no LDAP lookup, and an LDAP outage does not stop outbound mail
+        "virtual_mailbox_domains": f"texthash:{VIRTUAL_DOMAINS}",
         "virtual_mailbox_maps": table("virtual_mailbox_maps"),
         "virtual_alias_maps": table("virtual_alias_maps"),
         "virtual_alias_domains": "",
@@ -273,6 +276,10 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         "scope": lookup.scope,
         "query_filter": lf.render(lookup.filter),
         "result_attribute": ", ".join(lookup.returns),
+        # every Postfix lookup is keyed by an address: only the site's own domains reach LDAP
+        # (ldap_table(5): bare-domain and "@domain" keys are then not looked up, which no
+        # table here uses)
+        "domain": ", ".join(d.lower() for d in site.domains),
     }
     if not ldap_uri.startswith("ldapi:"):
         settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
@@ -288,6 +295,8 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                  {"services": master_cf(site)}),
         FileSpec("/etc/mailname", "_formats/verbatim.j2", {"text": site.hosts[host].hostname + "\n"}),
         FileSpec(ALIASES, "_formats/table.j2", {"rows": system_aliases(site)}),
+        FileSpec(VIRTUAL_DOMAINS, "_formats/table.j2",
+                 {"rows": [(d.lower(), "OK") for d in site.domains]}),
     ]
     pw = secrets[layout.secret_service("postfix")]
     for lookup in dit.lookups(site):

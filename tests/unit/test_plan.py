@@ -47,7 +47,7 @@ def test_lookups_filters_and_indices(example) -> None:
     assert lf.render(by_name["passdb"].filter) == "(&(objectClass=CourierMailAccount)(mail=%u))"
     assert lf.render(by_name["virtual_alias_maps"].filter) == \
         "(&(objectClass=CourierMailAlias)(mail=%s))"
-    assert dit.index_attributes(site) == ("associatedDomain", "mail", "objectClass")
+    assert dit.index_attributes(site) == ("mail", "objectClass")
     assert {lk.service for lk in by_name.values()} == {"dovecot", "postfix"}
 
 

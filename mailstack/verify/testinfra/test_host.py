@@ -58,7 +58,7 @@ def test_slapd_listens_only_where_the_site_needs_it(host, host_plan) -> None:
     needs(host_plan, "ldap")
     ports = {int(line.split()[3].rsplit(":", 1)[1])
              for line in host.run("ss -Hltn").stdout.splitlines() if line.strip()}
-    network = host_plan["facts"]["slapd"]["network"]
+    network = host_plan["facts"]["directory"]["network"]
     open_ports = sorted(ports & {389, 636})
     assert open_ports == ([389] if network else []), (
         f"slapd listens on {open_ports or 'no TCP port'}; the site needs "
@@ -71,7 +71,7 @@ def test_the_directory_has_a_root_password_only_if_the_site_asks(host, host_plan
                    "'(olcRootPW=*)' dn")
     assert out.rc == 0, f"ldapsearch: exit {out.rc}: {out.stderr}"
     found = [line[4:] for line in out.stdout.splitlines() if line.startswith("dn: ")]
-    want = host_plan["facts"]["slapd"]["root_password"]
+    want = host_plan["facts"]["directory"]["root_password"]
     assert bool(found) == want, (f"olcRootPW is set on {', '.join(found)}" if found else
                                  "the site asks for a root password and none is set")
 
