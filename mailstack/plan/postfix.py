@@ -83,6 +83,7 @@ def system_aliases(site: Site) -> list[tuple[str, str]]:
     return [("postmaster:", "root"), ("MAILER-DAEMON:", "postmaster"), ("abuse:", "root"),
             ("root:", postmaster)]
 TRUSTED_CLIENTS = "/etc/postfix/trusted_clients"
+TRUSTED_CLIENT_NAMES = "/etc/postfix/trusted_client_names"
 OWN_SENDER_REFUSED = ("REJECT 5.7.1 this sender belongs to the site: log in on port 587 "
                       "(submission) to send as it")
 
@@ -96,17 +97,36 @@ def own_senders(site: Site) -> list[tuple[str, str]]:
     return [(k, OWN_SENDER_REFUSED) for k in keys]
 
 
+def _own_relays(site: Site) -> list[str]:
+    """The hosts of the site's own relays: those that take the site's mail without
+    credentials, trusting it by address (a head office's relay). A relay that wants a login is
+    a provider's, shared with strangers: it is never trusted with the site's senders."""
+    return sorted({r.host.lower() for r in site.relays.values() if r.auth is None})
+
+
 def trusted_clients(site: Site) -> list[tuple[str, str]]:
     """check_client_access cidr rows exempting the site's own relays named by IP address (the
     head office's relay hands inbound mail over with the site's senders in it)."""
     out = []
-    for relay in site.relays.values():
+    for host in _own_relays(site):
         try:
-            ip = ipaddress.ip_address(relay.host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
-            continue  # a relay named by host name: cidr tables need addresses
+            continue  # named by host name: trusted_client_names
         out.append((f"{ip}/{ip.max_prefixlen}", "OK"))
-    return sorted(set(out))
+    return out
+
+
+def trusted_client_names(site: Site) -> list[tuple[str, str]]:
+    """check_client_access rows for the site's own relays named by host name. Postfix matches
+    a client's name only when its reverse and forward DNS agree, else the name is "unknown"."""
+    out = []
+    for host in _own_relays(site):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            out.append((host, "OK"))
+    return out
 
 
 def main_cf(site: Site, host: str) -> dict[str, str]:
@@ -182,7 +202,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_recipient_restrictions": "reject_unlisted_recipient",
         # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
         "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
-                                     f"{TRUSTED_CLIENTS}, check_sender_access "
+                                     f"{TRUSTED_CLIENTS}, check_client_access texthash:"
+                                     f"{TRUSTED_CLIENT_NAMES}, check_sender_access "
                                      f"texthash:{OWN_SENDERS}",
         "disable_vrfy_command": "yes",
         # the submission services' restrictions, referenced from master.cf
@@ -321,6 +342,8 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         out.append(FileSpec(SENDER_TRANSPORT, "_formats/table.j2", {"rows": list(routes.senders)}))
     out.append(FileSpec(OWN_SENDERS, "_formats/table.j2", {"rows": own_senders(site)}))
     out.append(FileSpec(TRUSTED_CLIENTS, "_formats/table.j2", {"rows": trusted_clients(site)}))
+    out.append(FileSpec(TRUSTED_CLIENT_NAMES, "_formats/table.j2",
+                        {"rows": trusted_client_names(site)}))
     extra = sorted((addr.lower(), a.mail) for a in site.accounts for addr in a.send_as)
     if extra:
         rows: dict[str, list[str]] = {}

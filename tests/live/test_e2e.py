@@ -121,6 +121,14 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
         "host: the directory has a root password only if the site asks"]
 
 
+def test_an_lmtp_socket_open_to_local_users_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("chmod 0666 /var/spool/postfix/private/dovecot-lmtp")
+    bad = failed(site_lab.verify("port25", host_checks=True))
+    assert "is postfix:postfix 0666, not postfix:postfix 0600" in bad[
+        "host: only postfix may use the lmtp socket"]
+
+
 def test_an_open_relay_fails(site_lab: Lab) -> None:
     site_lab.restore()
     site_lab.sh("postconf -e 'mynetworks = 0.0.0.0/0' && postfix reload")

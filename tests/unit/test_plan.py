@@ -122,16 +122,25 @@ def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
     assert set(hosts.packages(site, "mail")) | every_role <= listed
 
 
-def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(example) -> None:
-    site = load_site(example)
+def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(write_site) -> None:
+    from tests.conftest import example_text
+
+    site = load_site(write_site(example_text()))
     assert postfix.own_senders(site) == [
         ("krasnoyarsk.example.org", postfix.OWN_SENDER_REFUSED),
         ("shop@provider.example", postfix.OWN_SENDER_REFUSED)]  # a send_as address
     assert postfix.trusted_clients(site) == [("192.0.2.1/32", "OK")]  # head-office, by IP
+    # the provider's relay wants a login: shared with strangers, never trusted
+    assert postfix.trusted_client_names(site) == []
     restrictions = postfix.main_cf(site, "mail")["smtpd_sender_restrictions"]
     assert restrictions == (f"permit_mynetworks, check_client_access cidr:"
-                            f"{postfix.TRUSTED_CLIENTS}, check_sender_access "
+                            f"{postfix.TRUSTED_CLIENTS}, check_client_access texthash:"
+                            f"{postfix.TRUSTED_CLIENT_NAMES}, check_sender_access "
                             f"texthash:{postfix.OWN_SENDERS}")
+    named = load_site(write_site(example_text().replace("host: 192.0.2.1",
+                                                        "host: relay.head-office.example")))
+    assert postfix.trusted_clients(named) == []
+    assert postfix.trusted_client_names(named) == [("relay.head-office.example", "OK")]
     # submission keeps its own: log in, then only one's own addresses
     services = {s.name: dict(s.options) for s in postfix.master_cf(site)}
     assert services["submission"]["smtpd_sender_restrictions"] == \

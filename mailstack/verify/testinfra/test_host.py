@@ -12,6 +12,7 @@ import shlex
 import pytest
 
 from mailstack.ldap import slapacl
+from mailstack.plan import layout
 
 
 def needs(host_plan: dict, role: str) -> None:
@@ -102,3 +103,23 @@ def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
     locations = {p: host.run(f"doveconf -h -f protocol={p} mail_location").stdout.strip()
                  for p in ("lmtp", "imap", "pop3")}
     assert len(set(locations.values())) == 1, f"mail_location differs by protocol: {locations}"
+
+
+def _postfix_only(host, socket: str, mode: int) -> None:
+    path = f"{layout.POSTFIX_QUEUE_DIR}/{socket}"
+    f = host.file(path)
+    assert f.exists and f.is_socket, f"{path} is missing"
+    assert (f.user, f.group, f.mode) == ("postfix", "postfix", mode), (
+        f"{path} is {f.user}:{f.group} {f.mode:04o}, not postfix:postfix {mode:04o}")
+
+
+def test_only_postfix_may_use_the_lmtp_socket(host, host_plan) -> None:
+    """Local users cannot hand Dovecot a message directly, with any sender they like."""
+    needs(host_plan, "imap")
+    _postfix_only(host, layout.LMTP_SOCKET, 0o600)
+
+
+def test_only_postfix_may_use_the_auth_socket(host, host_plan) -> None:
+    """Local users cannot guess passwords at Dovecot's auth service, past every rate limit."""
+    needs(host_plan, "imap")
+    _postfix_only(host, layout.SASL_SOCKET, 0o660)
