@@ -1,0 +1,139 @@
+"""Values that land in another file's syntax: refused where that syntax cannot carry them.
+
+Each rendered format is escaped where it has an escape: LDIF (``ldap/ldif.py``: base64), DNs
+(``ldap/dn.py``, RFC 4514), filters (``ldap/filter.py``, RFC 4515), getmail's Python literals
+(``plan/fetch.py``). What a format cannot carry is refused here, at the value's line:
+
+- Postfix's tables (texthash, cidr: own_senders, sender_login_extra, transport maps) read a line
+  that starts with ``#`` as a comment and have no quoting, so a key that starts with ``#``
+  would silently drop out of the table (tried with postmap -q on Postfix 3.7);
+- Postfix's SASL password maps hold ``user:password`` and split at the first ``:``;
+- Postfix, Dovecot and getmail strip the whitespace around a value (``key = value``);
+- main.cf parameter names are letters, digits and ``_``; anything else would be a different
+  line (``a = b`` as a name sets ``a``);
+- the directory suffix lands unquoted in Postfix's and Dovecot's LDAP files, slapd's ACL and
+  their ``%`` expansions; it is kept to letters, digits, ``.``, ``-``, ``_`` and inner spaces;
+- an account's address names its mailbox directory (``/var/vmail/<domain>/<local part>``) and
+  its secret file, so a ``/`` in it is refused;
+- secret names are file names below the secrets folder: no absolute paths, no ``..``;
+- a remote mailbox names a systemd unit ``mailstack-fetch@<id>``: two mailboxes may not share
+  an id and a unit name is at most 255 characters.
+
+Control characters anywhere are refused by ``names.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from mailstack import secrets
+from mailstack.findings import Finding
+from mailstack.ldap.dn import DNError, dn
+from mailstack.plan import fetch as fetch_plan
+from mailstack.site.marks import Path
+from mailstack.site.model import Site
+
+UNIT_NAME_MAX = 255
+"""systemd refuses a longer unit name (UNIT_NAME_MAX - 1)."""
+_PARAMETER = re.compile(r"[A-Za-z0-9_]+\Z")
+_SUFFIX_VALUE = re.compile(r"[^\W_]([\w.-]| (?! ))*(?<! )\Z")
+
+
+def _padded(value: str) -> bool:
+    return value != value.strip()
+
+
+def check(site: Site) -> Iterator[Finding]:
+    def err(path: Path, message: str) -> Finding:
+        return Finding(site.marks.at(path), path, message)
+
+    # Postfix: main.cf names, table keys, SASL maps
+    for key in site.postfix.main:
+        if not _PARAMETER.match(key):
+            yield err(("postfix", "main", key), f"'{key}' is not a Postfix parameter name "
+                                                "(letters, digits and _)")
+    for i, account in enumerate(site.accounts):
+        for j, address in enumerate(account.send_as):
+            if address.startswith("#"):
+                yield err(("accounts", i, "send_as", j), _COMMENT.format("own_senders"))
+    for section in ("recipients", "senders"):
+        for key in getattr(site.routes, section):
+            if key.startswith("#"):
+                yield err(("routes", section, key), _COMMENT.format(
+                    "transport" if section == "recipients" else "sender_transport"))
+    for name, relay in sorted(site.relays.items()):
+        if relay.auth is None:
+            continue
+        path: Path = ("relays", name, "auth", "user")
+        user = relay.auth.user
+        if not user.strip():
+            yield err(path, "the login name cannot be empty")
+        elif ":" in user:
+            yield err(path, f"'{user}' holds ':', which Postfix's SASL password map uses to "
+                            "split user:password; the relay cannot be given this login")
+        elif _padded(user):
+            yield err(path, f"{user!r} starts or ends with a space, which Postfix strips")
+
+    # the directory suffix, unquoted in many files
+    try:
+        for rdn in dn(site.ldap.base).rdns:
+            for attr, value in rdn:
+                if not _SUFFIX_VALUE.match(value):
+                    yield err(("ldap", "base"), f"'{attr}={value}': a suffix value may hold "
+                                                "letters, digits, '.', '-', '_' and single "
+                                                "inner spaces (it lands unquoted in Postfix's "
+                                                "and Dovecot's LDAP files and slapd's ACL)")
+    except DNError:
+        pass  # names.py reports it
+
+    # accounts: the address names a directory and a file
+    for i, account in enumerate(site.accounts):
+        if "/" in account.mail.rpartition("@")[0]:
+            yield err(("accounts", i, "mail"), f"'{account.mail}' holds '/': an account's "
+                                               "address names its mailbox directory and its "
+                                               "secret file; use an alias for this address")
+
+    yield from secret_names(site)
+
+    # remote mailboxes: getmail's rc file, systemd unit names
+    units: dict[str, int] = {}
+    for i, fetch in enumerate(site.fetch):
+        path = ("fetch", i, "user")
+        if not fetch.user.strip():
+            yield err(path, "the login name cannot be empty")
+        elif _padded(fetch.user):
+            yield err(path, f"{fetch.user!r} starts or ends with a space, which getmail's "
+                            "configuration parser strips")
+        for j, folder in enumerate(fetch.folders):
+            if not folder:
+                yield err(("fetch", i, "folders", j), "a folder name cannot be empty")
+        ident = fetch_plan.fetch_id(fetch)
+        unit = f"{fetch_plan.UNIT}{ident}.service"
+        if len(unit) > UNIT_NAME_MAX:
+            yield err(("fetch", i), f"the remote mailbox's systemd unit {unit[:40]}... would be "
+                                    f"{len(unit)} characters long; systemd allows at most "
+                                    f"{UNIT_NAME_MAX}: shorten the user or host")
+        if ident in units:
+            first = site.marks.at(("fetch", units[ident]))
+            yield err(("fetch", i), f"this remote mailbox and the one at line {first.line} "
+                                    f"would share the systemd unit {fetch_plan.UNIT}{ident} and "
+                                    "its files (user and host are reduced to a-z, 0-9, '.' "
+                                    "and '-' for it)")
+        else:
+            units[ident] = i
+
+
+_COMMENT = ("an address that starts with '#' cannot be a key of Postfix's {} table: Postfix "
+            "reads that line as a comment and would silently leave it out")
+
+
+def secret_names(site: Site) -> Iterator[Finding]:
+    """Secret names are file names below the secrets folder (``mailstack secrets`` asks too,
+    before it writes any)."""
+    for ref in secrets.required(site):
+        if ref.path[-1] in ("password_secret", "ca_secret") and not secrets.valid_name(ref.name):
+            yield Finding(site.marks.at(ref.path), ref.path,
+                          f"'{ref.name}' is not a valid secret name: a path below the secrets "
+                          "folder of letters, digits, @._+- and /, without '..' (no absolute "
+                          "paths)")
