@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterator
 
 from mailstack import secrets
+from mailstack.checks.names import valid_address
 from mailstack.findings import Finding
 from mailstack.ldap.dn import DNError, dn
 from mailstack.plan import fetch as fetch_plan
@@ -89,7 +90,7 @@ def check(site: Site) -> Iterator[Finding]:
 
     # accounts: the address names a directory and a file
     for i, account in enumerate(site.accounts):
-        if "/" in account.mail.rpartition("@")[0]:
+        if valid_address(account.mail) and "/" in account.mail.rpartition("@")[0]:
             yield err(("accounts", i, "mail"), f"'{account.mail}' holds '/': an account's "
                                                "address names its mailbox directory and its "
                                                "secret file; use an alias for this address")

@@ -1,0 +1,163 @@
+"""Values that could escape their context: refused at their line where the format has no escape,
+escaped where it has one, and ordinary values (Ivan Petrov, O'Brien, Отправленные) accepted.
+
+The live half (tests/live/test_escaping_live.py) reads the escaped values back with the real
+parsers: slapadd/slapd, postmap, getmail's own configuration code, systemd.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+from mailstack.cli import main
+from mailstack.plan import fetch as fetch_plan
+from mailstack.site.load import load_site
+from tests.conftest import example_text
+from tests.unit.test_site_checks import errors_of
+
+EXAMPLE = example_text()
+OLGA = "    aliases: [buh@krasnoyarsk.example.org]\n"
+FETCH_OLGA = "     user: olga@provider.example, password_secret: provider/olga, keep: false,\n"
+NO_COMMENT = ("an address that starts with '#' cannot be a key of Postfix's {} table: Postfix "
+              "reads that line as a comment and would silently leave it out")
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # main.cf: a parameter name is one word, or it writes another line's setting
+    ("  loglevel: [stats]\n", '  loglevel: [stats]\npostfix:\n  main: {"mynetworks = 0/0 #": x}\n',
+     ["site.yml:17: postfix.main.mynetworks = 0/0 #: 'mynetworks = 0/0 #' is not a Postfix "
+      "parameter name (letters, digits and _)"]),
+    # texthash keys: a leading '#' makes the line a comment (postmap -q finds nothing)
+    (OLGA, OLGA + '    send_as: ["#shop@isp.example"]\n',
+     ["site.yml:50: accounts[1].send_as[0]: " + NO_COMMENT.format("own_senders")]),
+    ('recipients: {"@head-office.example": head-office}',
+     'recipients: {"@head-office.example": head-office, "#x@isp.example": head-office}',
+     ["site.yml:38: routes.recipients.#x@isp.example: " + NO_COMMENT.format("transport")]),
+    # the SASL map holds user:password
+    ("auth: {user: shop@provider.example,", "auth: {user: 'shop:1@provider.example',",
+     ["site.yml:36: relays.provider.auth.user: 'shop:1@provider.example' holds ':', which "
+      "Postfix's SASL password map uses to split user:password; the relay cannot be given this "
+      "login"]),
+    ("auth: {user: shop@provider.example,", "auth: {user: ' shop@provider.example',",
+     ["site.yml:36: relays.provider.auth.user: ' shop@provider.example' starts or ends with a "
+      "space, which Postfix strips"]),
+    # the suffix lands unquoted in Postfix's and Dovecot's LDAP files and slapd's ACL
+    ("base: dc=krasnoyarsk,dc=example,dc=org", r"base: 'dc=krasnoyarsk\,x,dc=example,dc=org'",
+     ["site.yml:13: ldap.base: 'dc=krasnoyarsk,x': a suffix value may hold letters, digits, "
+      "'.', '-', '_' and single inner spaces (it lands unquoted in Postfix's and Dovecot's LDAP "
+      "files and slapd's ACL)"]),
+    ("base: dc=krasnoyarsk,dc=example,dc=org", r"base: 'dc=krasnoyarsk\ ,dc=example,dc=org'",
+     ["site.yml:13: ldap.base: 'dc=krasnoyarsk ': a suffix value may hold letters, digits, "
+      "'.', '-', '_' and single inner spaces (it lands unquoted in Postfix's and Dovecot's LDAP "
+      "files and slapd's ACL)"]),
+    # an account's address names a directory and a file
+    (OLGA, OLGA + "  - {mail: ol/../ga@krasnoyarsk.example.org, name: Olga}\n",
+     ["site.yml:50: accounts[2].mail: 'ol/../ga@krasnoyarsk.example.org' is not a valid mail "
+      "address"]),
+    (OLGA, OLGA + "  - {mail: ol/ga@krasnoyarsk.example.org, name: Olga}\n",
+     ["site.yml:50: accounts[2].mail: 'ol/ga@krasnoyarsk.example.org' holds '/': an account's "
+      "address names its mailbox directory and its secret file; use an alias for this "
+      "address"]),
+    # secret names are paths below the secrets folder
+    ("password_secret: provider/olga", "password_secret: ../../etc/shadow",
+     ["site.yml:61: fetch[1].password_secret: '../../etc/shadow' is not a valid secret name: a "
+      "path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+      "absolute paths)"]),
+    ("ca_secret: lab/head-office-ca", "ca_secret: /etc/ssl/private/x",
+     ["site.yml:30: relays.head-office.ca_secret: '/etc/ssl/private/x' is not a valid secret "
+      "name: a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+      "absolute paths)"]),
+    (OLGA, OLGA + "    password_secret: accounts/../../x\n",
+     ["site.yml:50: accounts[1].password_secret: 'accounts/../../x' is not a valid secret name: "
+      "a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+      "absolute paths)"]),
+    # getmail's parser strips a value's spaces
+    (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: ' olga'"),
+     ["site.yml:61: fetch[1].user: ' olga' starts or ends with a space, which getmail's "
+      "configuration parser strips"]),
+    (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: ''"),
+     ["site.yml:61: fetch[1].user: the login name cannot be empty"]),
+    ("folders: [INBOX]", "folders: [INBOX, '']",
+     ["site.yml:62: fetch[1].folders[1]: a folder name cannot be empty"]),
+    # systemd unit names: one per mailbox, at most 255 characters
+    (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: " + "o" * 205),
+     ["site.yml:60: fetch[1]: the remote mailbox's systemd unit mailstack-fetch@imap-ooooooooooo"
+      "oooooooo... would be 256 characters long; systemd allows at most 255: shorten the "
+      "user or host"]),
+])
+def test_a_value_its_file_cannot_carry_is_refused_at_its_line(write_site, old: str, new: str,
+                                                               expected: list[str]) -> None:
+    assert errors_of(write_site(edit(EXAMPLE, old, new))) == expected
+
+
+def test_two_remote_mailboxes_that_would_share_a_unit_are_refused(write_site) -> None:
+    """user 'shop@provider.example' at host 'pop.provider.example' and user 'shop' at host
+    'provider.example-pop.provider.example' both reduce to one instance name."""
+    text = edit(EXAMPLE, "protocol: imap, host: imap.provider.example",
+                "protocol: pop3, host: provider.example-pop.provider.example")
+    text = edit(text, "user: olga@provider.example", "user: shop").replace("folders: [INBOX], ", "")
+    assert errors_of(write_site(text)) == [
+        "site.yml:60: fetch[1]: this remote mailbox and the one at line 57 would share the "
+        "systemd unit mailstack-fetch@pop3-shop-provider.example-pop.provider.example and its "
+        "files (user and host are reduced to a-z, 0-9, '.' and '-' for it)"]
+
+
+ORDINARY = [
+    ("name: Ivan Petrov", "name: Ivan Petrov"),
+    ("name: Ivan Petrov", "name: O'Brien"),
+    ("name: Ivan Petrov", 'name: "Ivan \\"Vanya\\" Petrov, Jr. #1 = ok"'),
+    ("name: Ivan Petrov", "name: Иван Петров"),
+    ("name: Ivan Petrov", "name: '#1 <Ivan>; +\\\\ Petrov '"),
+    ("folders: [INBOX]", "folders: [INBOX, Отправленные, 'Входящие/Счета', 'a \"b\" \\\\ c']"),
+    ("base: dc=krasnoyarsk,dc=example,dc=org", "base: o=Krasnoyarsk Branch,dc=example,dc=org"),
+    ("user: olga@provider.example", "user: 'o%(x)s;l #g=a'"),
+    ("aliases: [buh@", "aliases: [o'brien@krasnoyarsk.example.org, a+b=c@krasnoyarsk.example.org, "
+                       "'#hash@krasnoyarsk.example.org', buh@"),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), ORDINARY)
+def test_ordinary_values_are_accepted(write_site, old: str, new: str) -> None:
+    assert errors_of(write_site(edit(EXAMPLE, old, new))) == []
+
+
+HOSTILE_FOLDERS = ["Отправленные", 'a"b', "c\\d", "x\\", '", __import__("os").system("id"), "',
+                   "'single' and \"double\"", "tab\\t not a tab", "%(sender)s"]
+
+
+def test_getmail_tuples_are_python_literals_that_read_back_exactly(write_site) -> None:
+    """getmail eval()s its tuple settings: a folder pasted between quotes ran code (tried with
+    getmail 6.18.11: os.system from a folder name). Python's own parser reads them back."""
+    folders = ", ".join("'" + f.replace("'", "''") + "'" for f in HOSTILE_FOLDERS)
+    site = load_site(write_site(edit(EXAMPLE, "folders: [INBOX]", f"folders: [INBOX, {folders}]")))
+    imap = site.fetch[1]
+    rc = {name: dict(items) for name, items in fetch_plan.getmailrc(imap)}
+    assert ast.literal_eval(rc["retriever"]["mailboxes"]) == ("INBOX", *HOSTILE_FOLDERS)
+    assert ast.literal_eval(rc["destination"]["arguments"]) == (
+        "-i", "-f", "%(sender)", "--", "olga@krasnoyarsk.example.org")
+    assert ast.literal_eval(rc["retriever"]["password_command"])[0] == "/bin/cat"
+    # ordinary folders render as before
+    plain = load_site(write_site(edit(EXAMPLE, "folders: [INBOX]", "folders: [INBOX, Archive]")))
+    assert dict(dict(fetch_plan.getmailrc(plain.fetch[1]))["retriever"])["mailboxes"] == \
+        '("INBOX", "Archive", )'
+
+
+def test_secrets_refuses_a_path_outside_the_folder_before_writing(capsys, write_site,
+                                                                  tmp_path) -> None:
+    site = write_site(edit(EXAMPLE, OLGA, OLGA + "    password_secret: ../../escaped\n"))
+    code = main(["secrets", str(site), "--secrets", str(tmp_path / "fresh" / "secrets")])
+    _, err = capsys.readouterr()
+    assert code != 0 and "Traceback" not in err
+    assert err == (f"{site}:50: accounts[1].password_secret: '../../escaped' is not a valid secret "
+                   "name: a path below the secrets folder of letters, digits, @._+- and /, "
+                   "without '..' (no absolute paths)\n")
+    assert not (tmp_path / "fresh").exists() and not (tmp_path / "escaped").exists()
+    assert not os.path.exists(tmp_path.parent / "escaped")
