@@ -23,7 +23,11 @@ from mailstack.plan import layout
 from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
-_NAME = re.compile(r"[A-Za-z0-9@._+-]+(/[A-Za-z0-9@._+-]+)*\Z")
+_PART = r"[A-Za-z0-9@._+!#$&'*=?^`{|}~-]+"
+"""A secret name's part: what a mail address holds (accounts/<mail> names one), except '/'."""
+_NAME = re.compile(rf"{_PART}(/{_PART})*\Z")
+NAME_RULE = ("a path below the secrets folder of letters, digits, the other characters of a mail "
+             "address and /, without '..' (no absolute paths)")
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 Kind = Literal["password", "tls", "external"]
 
@@ -83,7 +87,7 @@ class SecretStore:
 
     def path(self, name: str) -> Path:
         if not valid_name(name):
-            raise InputError(f"{name!r} is not a valid secret name (letters, digits, @._+- and /)")
+            raise InputError(f"{name!r} is not a valid secret name: {NAME_RULE}")
         return self.root / name
 
     def exists(self, name: str) -> bool:

@@ -135,6 +135,4 @@ def secret_names(site: Site) -> Iterator[Finding]:
     for ref in secrets.required(site):
         if ref.path[-1] in ("password_secret", "ca_secret") and not secrets.valid_name(ref.name):
             yield Finding(site.marks.at(ref.path), ref.path,
-                          f"'{ref.name}' is not a valid secret name: a path below the secrets "
-                          "folder of letters, digits, @._+- and /, without '..' (no absolute "
-                          "paths)")
+                          f"'{ref.name}' is not a valid secret name: {secrets.NAME_RULE}")

@@ -14,8 +14,8 @@ def check(site: Site, store: secrets.SecretStore) -> Iterator[Finding]:
     for ref in secrets.required(site):
         mark = site.marks.at(ref.path)
         if not secrets.valid_name(ref.name):
-            yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name "
-                                          "(letters, digits, @._+- and /)")
+            yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name: "
+                                          f"{secrets.NAME_RULE}")
             continue
         if not store.exists(ref.name):
             how = ("`mailstack secrets SITE` creates it" if ref.kind != "external"

@@ -21,6 +21,8 @@ from tests.unit.test_site_checks import errors_of
 EXAMPLE = example_text()
 OLGA = "    aliases: [buh@krasnoyarsk.example.org]\n"
 FETCH_OLGA = "     user: olga@provider.example, password_secret: provider/olga, keep: false,\n"
+RULE = ("a path below the secrets folder of letters, digits, the other characters of a mail "
+        "address and /, without '..' (no absolute paths)")
 NO_COMMENT = ("an address that starts with '#' cannot be a key of Postfix's {} table: Postfix "
               "reads that line as a comment and would silently leave it out")
 
@@ -68,17 +70,14 @@ def edit(text: str, old: str, new: str) -> str:
       "address"]),
     # secret names are paths below the secrets folder
     ("password_secret: provider/olga", "password_secret: ../../etc/shadow",
-     ["site.yml:61: fetch[1].password_secret: '../../etc/shadow' is not a valid secret name: a "
-      "path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
-      "absolute paths)"]),
+     ["site.yml:61: fetch[1].password_secret: '../../etc/shadow' is not a valid secret name: "
+      + RULE]),
     ("ca_secret: lab/head-office-ca", "ca_secret: /etc/ssl/private/x",
      ["site.yml:30: relays.head-office.ca_secret: '/etc/ssl/private/x' is not a valid secret "
-      "name: a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
-      "absolute paths)"]),
+      "name: " + RULE]),
     (OLGA, OLGA + "    password_secret: accounts/../../x\n",
      ["site.yml:50: accounts[1].password_secret: 'accounts/../../x' is not a valid secret name: "
-      "a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
-      "absolute paths)"]),
+      + RULE]),
     # getmail's parser strips a value's spaces
     (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: ' olga'"),
      ["site.yml:61: fetch[1].user: ' olga' starts or ends with a space, which getmail's "
@@ -157,7 +156,19 @@ def test_secrets_refuses_a_path_outside_the_folder_before_writing(capsys, write_
     _, err = capsys.readouterr()
     assert code != 0 and "Traceback" not in err
     assert err == (f"{site}:50: accounts[1].password_secret: '../../escaped' is not a valid secret "
-                   "name: a path below the secrets folder of letters, digits, @._+- and /, "
-                   "without '..' (no absolute paths)\n")
+                   f"name: {RULE}\n")
     assert not (tmp_path / "fresh").exists() and not (tmp_path / "escaped").exists()
     assert not os.path.exists(tmp_path.parent / "escaped")
+
+
+def test_accounts_with_the_rarer_address_characters_are_accepted(write_site) -> None:
+    """o'brien@ and #a+b=c@ are mail addresses: their default secret files are valid names."""
+    site = write_site(edit(EXAMPLE, OLGA, OLGA + "  - {mail: o'brien@krasnoyarsk.example.org, "
+                                                 "name: O'Brien}\n"
+                                                 "  - {mail: '#a+b=c@krasnoyarsk.example.org', "
+                                                 "name: 'Hash'}\n"))
+    for local in ("o'brien", "#a+b=c"):
+        secret = site.parent / "secrets" / "accounts" / f"{local}@krasnoyarsk.example.org"
+        secret.write_text("a-password\n")
+        secret.chmod(0o600)
+    assert errors_of(site) == []
