@@ -13,8 +13,9 @@ Each rendered format is escaped where it has an escape: LDIF (``ldap/ldif.py``: 
   line (``a = b`` as a name sets ``a``);
 - the directory suffix lands unquoted in Postfix's and Dovecot's LDAP files, slapd's ACL and
   their ``%`` expansions; it is kept to letters, digits, ``.``, ``-``, ``_`` and inner spaces;
-- an account's address names its mailbox directory (``/var/vmail/<domain>/<local part>``) and
-  its secret file, so a ``/`` in it is refused;
+- an account's address is its login name, and Dovecot refuses a login with characters other than
+  letters, digits, ``.``, ``-``, ``_`` (``auth_username_chars``); it also names the mailbox
+  directory (``/var/vmail/<domain>/<local part>``): rarer characters go in aliases;
 - secret names are file names below the secrets folder: no absolute paths, no ``..``;
 - a remote mailbox names a systemd unit ``mailstack-fetch@<id>``: two mailboxes may not share
   an id and a unit name is at most 255 characters.
@@ -35,6 +36,10 @@ from mailstack.plan import fetch as fetch_plan
 from mailstack.site.marks import Path
 from mailstack.site.model import Site
 
+DOVECOT_USERNAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@")
+"""Dovecot 2.3's default auth_username_chars (dovecot.conf keeps it): a login with any other
+character fails before a lookup (tried: doveadm auth test '#v+w=x@...' exit 77)."""
 UNIT_NAME_MAX = 255
 """systemd refuses a longer unit name (UNIT_NAME_MAX - 1)."""
 _PARAMETER = re.compile(r"[A-Za-z0-9_]+\Z")
@@ -88,12 +93,16 @@ def check(site: Site) -> Iterator[Finding]:
     except DNError:
         pass  # names.py reports it
 
-    # accounts: the address names a directory and a file
+    # accounts: the address is a login name, and names a directory and a file
     for i, account in enumerate(site.accounts):
-        if valid_address(account.mail) and "/" in account.mail.rpartition("@")[0]:
-            yield err(("accounts", i, "mail"), f"'{account.mail}' holds '/': an account's "
-                                               "address names its mailbox directory and its "
-                                               "secret file; use an alias for this address")
+        local = account.mail.rpartition("@")[0]
+        odd = sorted({c for c in local if c not in DOVECOT_USERNAME_CHARS})
+        if valid_address(account.mail) and odd:
+            yield err(("accounts", i, "mail"),
+                      f"'{account.mail}' holds {' '.join(odd)}: an account's address is its "
+                      "login name, and Dovecot refuses logins with anything but letters, "
+                      "digits, '.', '-' and '_' (auth_username_chars); make it an alias of an "
+                      "account instead")
 
     yield from secret_names(site)
 
