@@ -55,10 +55,13 @@ def check(site: Site) -> Iterator[Finding]:
         return Finding(site.marks.at(path), path, message)
 
     # Postfix: main.cf names, table keys, SASL maps
-    for key in site.postfix.main:
+    for key, value in site.postfix.main.items():
         if not _PARAMETER.match(key):
             yield err(("postfix", "main", key), f"'{key}' is not a Postfix parameter name "
                                                 "(letters, digits and _)")
+        elif _padded(value):
+            yield err(("postfix", "main", key), f"{value!r} starts or ends with a space, which "
+                                                "Postfix strips")
     for i, account in enumerate(site.accounts):
         for j, address in enumerate(account.send_as):
             if address.startswith("#"):

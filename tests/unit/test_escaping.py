@@ -41,6 +41,9 @@ def edit(text: str, old: str, new: str) -> str:
     ("  loglevel: [stats]\n", '  loglevel: [stats]\npostfix:\n  main: {"mynetworks = 0/0 #": x}\n',
      ["site.yml:17: postfix.main.mynetworks = 0/0 #: 'mynetworks = 0/0 #' is not a Postfix "
       "parameter name (letters, digits and _)"]),
+    ("  loglevel: [stats]\n", "  loglevel: [stats]\npostfix:\n  main: {smtpd_banner: 'x '}\n",
+     ["site.yml:17: postfix.main.smtpd_banner: 'x ' starts or ends with a space, which Postfix "
+      "strips"]),
     # texthash keys: a leading '#' makes the line a comment (postmap -q finds nothing)
     (OLGA, OLGA + '    send_as: ["#shop@isp.example"]\n',
      ["site.yml:50: accounts[1].send_as[0]: " + NO_COMMENT.format("own_senders")]),
@@ -161,6 +164,10 @@ def test_secrets_refuses_a_path_outside_the_folder_before_writing(capsys, write_
                    f"name: {RULE}\n")
     assert not (tmp_path / "fresh").exists() and not (tmp_path / "escaped").exists()
     assert not os.path.exists(tmp_path.parent / "escaped")
+    code = main(["lab", "secrets", str(site), "--build", str(tmp_path / "build")])
+    _, err = capsys.readouterr()
+    assert (code, err.splitlines()[0]) == (2, f"{site}:50: accounts[1].password_secret: "
+                                              f"'../../escaped' is not a valid secret name: {RULE}")
 
 
 def test_the_rarer_address_characters_are_aliases_not_logins(write_site) -> None:
