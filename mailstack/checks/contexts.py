@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterator
 
 from mailstack import secrets
+from mailstack.checks import names
 from mailstack.checks.names import valid_address
 from mailstack.findings import Finding
 from mailstack.ldap.dn import DNError, dn
@@ -107,7 +108,7 @@ def check(site: Site) -> Iterator[Finding]:
                       "digits, '.', '-' and '_' (auth_username_chars); make it an alias of an "
                       "account instead")
 
-    yield from secret_names(site)
+    yield from _named_secrets(site)
 
     # remote mailboxes: getmail's rc file, systemd unit names
     units: dict[str, int] = {}
@@ -141,10 +142,19 @@ _COMMENT = ("an address that starts with '#' cannot be a key of Postfix's {} tab
             "reads that line as a comment and would silently leave it out")
 
 
-def secret_names(site: Site) -> Iterator[Finding]:
-    """Secret names are file names below the secrets folder (``mailstack secrets`` asks too,
-    before it writes any)."""
+def _named_secrets(site: Site) -> Iterator[Finding]:
     for ref in secrets.required(site):
         if ref.path[-1] in ("password_secret", "ca_secret") and not secrets.valid_name(ref.name):
             yield Finding(site.marks.at(ref.path), ref.path,
                           f"'{ref.name}' is not a valid secret name: {secrets.NAME_RULE}")
+
+
+def secret_names(site: Site) -> Iterator[Finding]:
+    """What ``mailstack secrets`` and ``lab secrets`` ask before they write a file: the names
+    the site gives its secrets and its host keys (tls/<host>.crt) are paths below the folder.
+    (``check`` finds the same through ``names.py`` and :func:`check`.)"""
+    yield from _named_secrets(site)
+    for name in site.hosts:
+        if not names.HOST_KEY.match(name):
+            yield Finding(site.marks.at(("hosts", name)), ("hosts", name),
+                          names.host_key_message(name))

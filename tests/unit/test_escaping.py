@@ -182,3 +182,13 @@ def test_the_rarer_address_characters_are_aliases_not_logins(write_site) -> None
         f"site.yml:51: accounts[3].mail: '{rare[1]}' holds # + =: " + LOGIN]
     aliases = OLGA.replace("[buh@", "[" + "".join(f"{json.dumps(m)}, " for m in rare) + "buh@")
     assert errors_of(write_site(edit(EXAMPLE, OLGA, aliases))) == []
+
+
+def test_secrets_refuses_a_host_key_that_is_a_path_at_its_line(capsys, write_site,
+                                                               tmp_path) -> None:
+    site = write_site(edit(EXAMPLE, "  mail:\n", '  "../evil":\n'))
+    code = main(["secrets", str(site), "--secrets", str(tmp_path / "fresh")])
+    _, err = capsys.readouterr()
+    assert (code, err) == (2, f"{site}:8: hosts.../evil: host name '../evil' must be lowercase "
+                              "letters, digits, -\n")
+    assert not (tmp_path / "fresh").exists()
