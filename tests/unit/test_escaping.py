@@ -31,75 +31,101 @@ NO_COMMENT = ("an address that starts with '#' cannot be a key of Postfix's {} t
               "reads that line as a comment and would silently leave it out")
 
 
+def line_of(text: str, snippet: str) -> int:
+    """The number of the first line holding ``snippet``."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if snippet in line)
+
+
 def edit(text: str, old: str, new: str) -> str:
     assert old in text, old
     return text.replace(old, new, 1)
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
+@pytest.mark.parametrize(("old", "new", "at", "expected"), [
     # main.cf: a parameter name is one word, or it writes another line's setting
     ("  loglevel: [stats]\n", '  loglevel: [stats]\npostfix:\n  main: {"mynetworks = 0/0 #": x}\n',
-     ["site.yml:17: postfix.main.mynetworks = 0/0 #: 'mynetworks = 0/0 #' is not a Postfix "
+     '  main:',
+     ["site.yml:{line}: postfix.main.mynetworks = 0/0 #: 'mynetworks = 0/0 #' is not a Postfix "
       "parameter name (letters, digits and _)"]),
     ("  loglevel: [stats]\n", "  loglevel: [stats]\npostfix:\n  main: {smtpd_banner: 'x '}\n",
-     ["site.yml:17: postfix.main.smtpd_banner: 'x ' starts or ends with a space, which Postfix "
+     '  main:',
+     ["site.yml:{line}: postfix.main.smtpd_banner: 'x ' starts or ends with a space, which Postfix "
       "strips"]),
     # texthash keys: a leading '#' makes the line a comment (postmap -q finds nothing)
     (OLGA, OLGA + '    send_as: ["#shop@isp.example"]\n',
-     ["site.yml:50: accounts[1].send_as[0]: " + NO_COMMENT.format("own_senders")]),
+     'send_as: ["#shop',
+     ["site.yml:{line}: accounts[1].send_as[0]: " + NO_COMMENT.format("own_senders")]),
     ('recipients: {"@head-office.example": head-office}',
      'recipients: {"@head-office.example": head-office, "#x@isp.example": head-office}',
-     ["site.yml:38: routes.recipients.#x@isp.example: " + NO_COMMENT.format("transport")]),
+     'recipients:',
+     ["site.yml:{line}: routes.recipients.#x@isp.example: " + NO_COMMENT.format("transport")]),
     # the SASL map holds user:password
     ("auth: {user: shop@provider.example,", "auth: {user: 'shop:1@provider.example',",
-     ["site.yml:36: relays.provider.auth.user: 'shop:1@provider.example' holds ':', which "
+     'auth: {user:',
+     ["site.yml:{line}: relays.provider.auth.user: 'shop:1@provider.example' holds ':', which "
       "Postfix's SASL password map uses to split user:password; the relay cannot be given this "
       "login"]),
     ("auth: {user: shop@provider.example,", "auth: {user: ' shop@provider.example',",
-     ["site.yml:36: relays.provider.auth.user: ' shop@provider.example' starts or ends with a "
+     'auth: {user:',
+     ["site.yml:{line}: relays.provider.auth.user: ' shop@provider.example' starts or ends with a "
       "space, which Postfix strips"]),
     # the suffix lands unquoted in Postfix's and Dovecot's LDAP files and slapd's ACL
     ("base: dc=krasnoyarsk,dc=example,dc=org", r"base: 'dc=krasnoyarsk\,x,dc=example,dc=org'",
-     ["site.yml:13: ldap.base: 'dc=krasnoyarsk,x': a suffix value may hold letters, digits, "
+     '  base:',
+     ["site.yml:{line}: ldap.base: 'dc=krasnoyarsk,x': a suffix value may hold letters, digits, "
       "'.', '-', '_' and single inner spaces (it lands unquoted in Postfix's and Dovecot's LDAP "
       "files and slapd's ACL)"]),
     ("base: dc=krasnoyarsk,dc=example,dc=org", r"base: 'dc=krasnoyarsk\ ,dc=example,dc=org'",
-     ["site.yml:13: ldap.base: 'dc=krasnoyarsk ': a suffix value may hold letters, digits, "
+     '  base:',
+     ["site.yml:{line}: ldap.base: 'dc=krasnoyarsk ': a suffix value may hold letters, digits, "
       "'.', '-', '_' and single inner spaces (it lands unquoted in Postfix's and Dovecot's LDAP "
       "files and slapd's ACL)"]),
     # an account's address names a directory and a file
     (OLGA, OLGA + "  - {mail: ol/../ga@krasnoyarsk.example.org, name: Olga}\n",
-     ["site.yml:50: accounts[2].mail: 'ol/../ga@krasnoyarsk.example.org' is not a valid mail "
+     'ol/../ga@',
+     ["site.yml:{line}: accounts[2].mail: 'ol/../ga@krasnoyarsk.example.org' is not a valid mail "
       "address"]),
     (OLGA, OLGA + "  - {mail: ol/ga@krasnoyarsk.example.org, name: Olga}\n",
-     ["site.yml:50: accounts[2].mail: 'ol/ga@krasnoyarsk.example.org' holds /: " + LOGIN]),
+     'ol/ga@',
+     ["site.yml:{line}: accounts[2].mail: 'ol/ga@krasnoyarsk.example.org' holds /: " + LOGIN]),
     # secret names are paths below the secrets folder
     ("password_secret: provider/olga", "password_secret: ../../etc/shadow",
-     ["site.yml:61: fetch[1].password_secret: '../../etc/shadow' is not a valid secret name: "
+     '../../etc/shadow',
+     ["site.yml:{line}: fetch[1].password_secret: '../../etc/shadow' is not a valid secret name: "
       + RULE]),
     ("ca_secret: lab/head-office-ca", "ca_secret: /etc/ssl/private/x",
-     ["site.yml:30: relays.head-office.ca_secret: '/etc/ssl/private/x' is not a valid secret "
+     '/etc/ssl/private/x',
+     ["site.yml:{line}: relays.head-office.ca_secret: '/etc/ssl/private/x' is not a valid secret "
       "name: " + RULE]),
     (OLGA, OLGA + "    password_secret: accounts/../../x\n",
-     ["site.yml:50: accounts[1].password_secret: 'accounts/../../x' is not a valid secret name: "
+     'accounts/../../x',
+     ["site.yml:{line}: accounts[1].password_secret: 'accounts/../../x' is not a valid secret name: "
       + RULE]),
     # getmail's parser strips a value's spaces
     (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: ' olga'"),
-     ["site.yml:61: fetch[1].user: ' olga' starts or ends with a space, which getmail's "
+     "user: ' olga'",
+     ["site.yml:{line}: fetch[1].user: ' olga' starts or ends with a space, which getmail's "
       "configuration parser strips"]),
     (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: ''"),
-     ["site.yml:61: fetch[1].user: the login name cannot be empty"]),
+     "user: ''",
+     ["site.yml:{line}: fetch[1].user: the login name cannot be empty"]),
     ("folders: [INBOX]", "folders: [INBOX, '']",
-     ["site.yml:62: fetch[1].folders[1]: a folder name cannot be empty"]),
+     "folders: [INBOX, '']",
+     ["site.yml:{line}: fetch[1].folders[1]: a folder name cannot be empty"]),
     # systemd unit names: one per mailbox, at most 255 characters
     (FETCH_OLGA, FETCH_OLGA.replace("user: olga@provider.example", "user: " + "o" * 205),
-     ["site.yml:60: fetch[1]: the remote mailbox's systemd unit mailstack-fetch@imap-ooooooooooo"
+     '{account: olga@',
+     ["site.yml:{line}: fetch[1]: the remote mailbox's systemd unit mailstack-fetch@imap-ooooooooooo"
       "oooooooo... would be 256 characters long; systemd allows at most 255: shorten the "
       "user or host"]),
 ])
 def test_a_value_its_file_cannot_carry_is_refused_at_its_line(write_site, old: str, new: str,
-                                                               expected: list[str]) -> None:
-    assert errors_of(write_site(edit(EXAMPLE, old, new))) == expected
+                                                               at: str, expected: list[str]
+                                                               ) -> None:
+    """``at``: a snippet of the line the finding names (the example may grow above it)."""
+    text = edit(EXAMPLE, old, new)
+    line = str(line_of(text, at))
+    assert errors_of(write_site(text)) == [e.replace("{line}", line) for e in expected]
 
 
 def test_two_remote_mailboxes_that_would_share_a_unit_are_refused(write_site) -> None:
@@ -108,8 +134,10 @@ def test_two_remote_mailboxes_that_would_share_a_unit_are_refused(write_site) ->
     text = edit(EXAMPLE, "protocol: imap, host: imap.provider.example",
                 "protocol: pop3, host: provider.example-pop.provider.example")
     text = edit(text, "user: olga@provider.example", "user: shop").replace("folders: [INBOX], ", "")
+    first, second = line_of(text, "{account: ivan@"), line_of(text, "{account: olga@")
     assert errors_of(write_site(text)) == [
-        "site.yml:60: fetch[1]: this remote mailbox and the one at line 57 would share the "
+        f"site.yml:{second}: fetch[1]: this remote mailbox and the one at line {first} would "
+        "share the "
         "systemd unit mailstack-fetch@pop3-shop-provider.example-pop.provider.example and its "
         "files (user and host are reduced to a-z, 0-9, '.' and '-' for it)"]
 
