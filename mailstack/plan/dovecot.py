@@ -20,6 +20,15 @@ USERDB_FILE = "/etc/dovecot/dovecot-ldap-userdb.conf.ext"
 MAIL_LOCATION = "maildir:~/Maildir"
 
 
+def conf_value(value: str) -> str:
+    """A value for Dovecot's ``key = value`` files, quoted where it must be: Dovecot reads ``#``
+    anywhere as a comment, unquotes ``"..."`` and strips spaces around a value (tried with
+    dnpass in doveadm auth test); inside quotes ``\\`` and ``\"`` are its escapes."""
+    if "#" in value or '"' in value or "\\" in value or value != value.strip():
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
 def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[str, str]:
     """One Dovecot LDAP args file (passdb or userdb), from the lookups as data."""
     lookup = {lk.name: lk for lk in dit.lookups(site)}[which]
@@ -27,7 +36,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
     settings = {
         "uris": ldap_uri,
         "dn": str(dit.service_dn(site, "dovecot")),
-        "dnpass": password,
+        "dnpass": conf_value(password),
         "ldap_version": "3",
         "base": str(lookup.base).replace("%", "%%"),
         "scope": "subtree",

@@ -46,6 +46,8 @@ FOLDERS = ("INBOX", "Отправленные", 'a"b', "c\\d", "x\\",
 FETCH_USER = "o%(x)s;l #g=a"
 BANNER = "$myhostname ESMTP #1, ok = yes"
 BASE = "o=Krasnoyarsk Branch,dc=example,dc=org"
+SERVICE_PASSWORD = 'pass word # not a comment "q" %u $x \\ = ;'
+"""Postfix's bind_pw and Dovecot's dnpass: the daemons bind with it (postmap -q, doveadm)."""
 DN_SPECIALS = ["#lead", " lead and trail ", "a+b", "a,b", 'a"b', "a\\b", "<a>", "a;b", "a=b",
                "Отправленные"]
 """cn values of extra entries: every character RFC 4514 escapes, through dn.py and ldapadd."""
@@ -77,6 +79,9 @@ def hostile_site(root: Path) -> Path:
     text += f"postfix:\n  main: {{smtpd_banner: {q(BANNER)}}}\n"
     site = root / "site.yml"
     site.write_text(text, encoding="utf-8")
+    # bind_pw and dnpass: key = value files (Dovecot's quoted, so spaces around it too)
+    (root / "secrets" / "ldap" / "postfix").write_text(SERVICE_PASSWORD + "\n")
+    (root / "secrets" / "ldap" / "dovecot").write_text(f" {SERVICE_PASSWORD} \n")
     for mail, _ in ACCOUNTS:
         path = root / "secrets" / layout.secret_account(mail)
         path.write_text("a-password-for-the-test\n")

@@ -14,6 +14,7 @@ import os
 import pytest
 
 from mailstack.cli import main
+from mailstack.plan import dovecot
 from mailstack.plan import fetch as fetch_plan
 from mailstack.site.load import load_site
 from tests.conftest import example_text
@@ -220,3 +221,27 @@ def test_secrets_refuses_a_host_key_that_is_a_path_at_its_line(capsys, write_sit
     assert (code, err) == (2, f"{site}:8: hosts.../evil: host name '../evil' must be lowercase "
                               "letters, digits, -\n")
     assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.parametrize("name", ["provider/shop", "ldap/postfix"])
+def test_a_secret_with_spaces_around_it_is_refused_where_a_daemon_would_strip_them(
+        write_site, name: str) -> None:
+    site = write_site(EXAMPLE)
+    (site.parent / "secrets" / name).write_text(" a password with spaces around \n")
+    path = "relays.provider.auth.password_secret" if name == "provider/shop" else "ldap"
+    line = line_of(EXAMPLE, "auth: {user:" if name == "provider/shop" else "ldap:")
+    assert errors_of(site) == [
+        f"site.yml:{line}: {path}: secret '{name}' starts or ends with a space, which Postfix "
+        "strips from the files it goes into"]
+    (site.parent / "secrets" / name).write_text("a password with spaces # inside\n")
+    assert errors_of(site) == []
+
+
+def test_dovecot_files_quote_what_they_would_cut_and_keep_the_rest_as_it_was(write_site) -> None:
+    """Dovecot reads '#' anywhere as a comment and unquotes "..." (tried: a dnpass 'a#b' failed
+    doveadm auth test); tests/live binds with such a password."""
+    site = write_site(EXAMPLE)
+    (site.parent / "secrets" / "ldap" / "dovecot").write_text(' a#b "q" \\ \n')
+    assert errors_of(site) == []
+    assert dovecot.conf_value(' a#b "q" \\ ') == '" a#b \\"q\\" \\\\ "'
+    assert dovecot.conf_value("Abc123-xyz") == "Abc123-xyz"
