@@ -20,7 +20,7 @@ from mailstack import core, daemons, render, secrets
 from mailstack.container import Container
 from mailstack.ldap import filter as lf
 from mailstack.ldap import ldif
-from mailstack.plan import dit, layout, plan_site
+from mailstack.plan import dit, layout, plan_site, relays
 from mailstack.plan import fetch as fetch_plan
 from mailstack.plan import postfix as postfix_plan
 from mailstack.site.load import load_site
@@ -82,6 +82,7 @@ def hostile_site(root: Path) -> Path:
     # bind_pw and dnpass: key = value files (Dovecot's quoted, so spaces around it too)
     (root / "secrets" / "ldap" / "postfix").write_text(SERVICE_PASSWORD + "\n")
     (root / "secrets" / "ldap" / "dovecot").write_text(f" {SERVICE_PASSWORD} \n")
+    (root / "secrets" / "provider" / "shop").write_text(SERVICE_PASSWORD + "\n")  # SASL map
     for mail, _ in ACCOUNTS:
         path = root / "secrets" / layout.secret_account(mail)
         path.write_text("a-password-for-the-test\n")
@@ -210,6 +211,9 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
                             ("sender_transport", "relay-provider:[smtp.provider.example]:465")):
             got = sh(f"postmap -q {shlex.quote(SEND_AS)} texthash:/etc/postfix/{table}")
             assert got.rstrip("\n") == want, table
+        got = sh("postmap -q '[smtp.provider.example]:465' "
+                 f"texthash:{relays.sasl_path('provider')}")
+        assert got.rstrip("\n") == f"shop@provider.example:{SERVICE_PASSWORD}"
         # why check refuses a table key that starts with '#': Postfix drops the line
         box.put_file("/root/hash-table", "#x@isp.example REJECT\n")
         assert box.exec(["postmap", "-q", "#x@isp.example", "texthash:/root/hash-table"]
