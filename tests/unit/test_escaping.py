@@ -245,3 +245,16 @@ def test_dovecot_files_quote_what_they_would_cut_and_keep_the_rest_as_it_was(wri
     assert errors_of(site) == []
     assert dovecot.conf_value(' a#b "q" \\ ') == '" a#b \\"q\\" \\\\ "'
     assert dovecot.conf_value("Abc123-xyz") == "Abc123-xyz"
+
+
+def test_check_refuses_with_one_line_per_value_and_a_nonzero_exit(capsys, write_site) -> None:
+    text = edit(EXAMPLE, "folders: [INBOX]", "folders: [INBOX, '']")
+    site = write_site(edit(text, OLGA, OLGA + '    send_as: ["#shop@isp.example"]\n'))
+    code = main(["check", str(site)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"{site}:{line_of(text, OLGA.strip()) + 1}: accounts[1].send_as[0]: "
+        + NO_COMMENT.format("own_senders"),
+        f"{site}:{line_of(text, 'folders:') + 1}: fetch[1].folders[1]: a folder name cannot be "
+        "empty"]
