@@ -17,6 +17,7 @@ Each rendered format is escaped where it has an escape: LDIF (``ldap/ldif.py``: 
   letters, digits, ``.``, ``-``, ``_`` (``auth_username_chars``); it also names the mailbox
   directory (``/var/vmail/<domain>/<local part>``): rarer characters go in aliases;
 - secret names are file names below the secrets folder: no absolute paths, no ``..``;
+- a relay names a Postfix service and its socket: at most 63 characters;
 - a remote mailbox names a systemd unit ``mailstack-fetch@<id>``: two mailboxes may not share
   an id and a unit name is at most 255 characters.
 
@@ -41,6 +42,9 @@ DOVECOT_USERNAME_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@")
 """Dovecot 2.3's default auth_username_chars (dovecot.conf keeps it): a login with any other
 character fails before a lookup (tried: doveadm auth test '#v+w=x@...' exit 77)."""
+RELAY_NAME_MAX = 63
+"""Postfix did not start with a 100-character relay name (its socket path is too long for a
+Unix socket) while postfix check passed; 63 leaves room, like a DNS label."""
 UNIT_NAME_MAX = 255
 """systemd refuses a longer unit name (UNIT_NAME_MAX - 1)."""
 _PARAMETER = re.compile(r"[A-Za-z0-9_]+\Z")
@@ -73,6 +77,11 @@ def check(site: Site) -> Iterator[Finding]:
                 yield err(("routes", section, key), _COMMENT.format(
                     "transport" if section == "recipients" else "sender_transport"))
     for name, relay in sorted(site.relays.items()):
+        if len(name) > RELAY_NAME_MAX:
+            yield err(("relays", name), f"a relay name is at most {RELAY_NAME_MAX} characters "
+                                        f"(this one has {len(name)}): it names the Postfix "
+                                        "service relay-<name>, whose socket private/relay-<name> "
+                                        "must fit a Unix socket path")
         if relay.auth is None:
             continue
         path: Path = ("relays", name, "auth", "user")

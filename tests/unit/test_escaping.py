@@ -70,6 +70,12 @@ def edit(text: str, old: str, new: str) -> str:
      'auth: {user:',
      ["site.yml:{line}: relays.provider.auth.user: ' shop@provider.example' starts or ends with a "
       "space, which Postfix strips"]),
+    # a relay names a master.cf service and its socket (Postfix did not start with 100 chars)
+    ("relays:\n", f"relays:\n  {'r' * 64}: {{host: 192.0.2.7, tls: encrypt}}\n",
+     "rrrr: {host",
+     ["site.yml:{line}: relays." + "r" * 64 + ": a relay name is at most 63 characters (this one "
+      "has 64): it names the Postfix service relay-<name>, whose socket private/relay-<name> "
+      "must fit a Unix socket path"]),
     # the suffix lands unquoted in Postfix's and Dovecot's LDAP files and slapd's ACL
     ("base: dc=krasnoyarsk,dc=example,dc=org", r"base: 'dc=krasnoyarsk\,x,dc=example,dc=org'",
      '  base:',
