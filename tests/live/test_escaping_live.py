@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 
 from mailstack import core, daemons, render, secrets
+from mailstack.checks import contexts
 from mailstack.container import Container
 from mailstack.ldap import filter as lf
 from mailstack.ldap import ldif
@@ -250,3 +251,11 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
             assert "OnUnitInactiveUSec=5min" in sh(f"systemctl show -P TimersMonotonic "
                                                    f"{unit}.timer")
 
+        # why check limits relay names: postfix check passes a service whose socket path is
+        # too long, and Postfix then does not start
+        longest = "relay-" + "r" * contexts.RELAY_NAME_MAX
+        sh(f"echo '{longest} unix - - y - - smtp' >> /etc/postfix/master.cf && "
+           "systemctl restart postfix@-")  # the longest name check allows: Postfix runs
+        too_long = "relay-" + "s" * 100
+        sh(f"echo '{too_long} unix - - y - - smtp' >> /etc/postfix/master.cf && postfix check")
+        assert box.exec(["systemctl", "restart", "postfix@-"]).returncode != 0
