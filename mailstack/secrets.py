@@ -23,11 +23,9 @@ from mailstack.plan import layout
 from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
-_PART = r"[A-Za-z0-9@._+!#$&'*=?^`{|}~-]+"
-"""A secret name's part: what a mail address holds (accounts/<mail> names one), except '/'."""
-_NAME = re.compile(rf"{_PART}(/{_PART})*\Z")
-NAME_RULE = ("a path below the secrets folder of letters, digits, the other characters of a mail "
-             "address and /, without '..' (no absolute paths)")
+_NAME = re.compile(r"[A-Za-z0-9@._+-]+(/[A-Za-z0-9@._+-]+)*\Z")
+NAME_RULE = ("a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+             "absolute paths)")
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 Kind = Literal["password", "tls", "external"]
 

@@ -8,7 +8,8 @@ Each rendered format is escaped where it has an escape: LDIF (``ldap/ldif.py``: 
   that starts with ``#`` as a comment and have no quoting, so a key that starts with ``#``
   would silently drop out of the table (tried with postmap -q on Postfix 3.7);
 - Postfix's SASL password maps hold ``user:password`` and split at the first ``:``;
-- Postfix, Dovecot and getmail strip the whitespace around a value (``key = value``);
+- Postfix and getmail strip the whitespace around a value (``key = value``; Dovecot's LDAP
+  files quote what it would cut, ``plan/dovecot.py``);
 - main.cf parameter names are letters, digits and ``_``; anything else would be a different
   line (``a = b`` as a name sets ``a``);
 - the directory suffix lands unquoted in Postfix's and Dovecot's LDAP files, slapd's ACL and

@@ -23,8 +23,8 @@ from tests.unit.test_site_checks import errors_of
 EXAMPLE = example_text()
 OLGA = "    aliases: [buh@krasnoyarsk.example.org]\n"
 FETCH_OLGA = "     user: olga@provider.example, password_secret: provider/olga, keep: false,\n"
-RULE = ("a path below the secrets folder of letters, digits, the other characters of a mail "
-        "address and /, without '..' (no absolute paths)")
+RULE = ("a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+        "absolute paths)")
 LOGIN = ("an account's address is its login name, and Dovecot refuses logins with anything but "
          "letters, digits, '.', '-' and '_' (auth_username_chars); make it an alias of an account "
          "instead")
@@ -207,8 +207,8 @@ def test_secrets_refuses_a_path_outside_the_folder_before_writing(capsys, write_
 
 def test_the_rarer_address_characters_are_aliases_not_logins(write_site) -> None:
     """o'brien@ and #a+b=c@ are mail addresses, but Dovecot refuses them as login names (tried:
-    doveadm auth test exit 77): as aliases they are accepted (tests/live shows them delivered
-    through LDAP)."""
+    doveadm auth test exit 77): as aliases they are accepted (tests/live looks them up
+    through LDAP with postmap and slapd)."""
     rare = ["o'brien@krasnoyarsk.example.org", "#a+b=c@krasnoyarsk.example.org"]
     accounts = "".join(f"  - {{mail: {json.dumps(m)}, name: Someone}}\n" for m in rare)
     site = write_site(edit(EXAMPLE, OLGA, OLGA + accounts))
