@@ -12,8 +12,8 @@ Each rendered format is escaped where it has an escape: LDIF (``ldap/ldif.py``: 
   files quote what it would cut, ``plan/dovecot.py``);
 - main.cf parameter names are letters, digits and ``_``; anything else would be a different
   line (``a = b`` as a name sets ``a``);
-- the directory suffix lands unquoted in Postfix's and Dovecot's LDAP files, slapd's ACL and
-  their ``%`` expansions; it is kept to letters, digits, ``.``, ``-``, ``_`` and inner spaces;
+- the directory suffix is DN-escaped everywhere, but slapd's access rules quote it (a ``"`` in
+  it made slapadd refuse the configuration) and Postfix strips a space at its end (bind_dn);
 - an account's address is its login name, and Dovecot refuses a login with characters other than
   letters, digits, ``.``, ``-``, ``_`` (``auth_username_chars``); it also names the mailbox
   directory (``/var/vmail/<domain>/<local part>``): rarer characters go in aliases;
@@ -49,7 +49,6 @@ Unix socket) while postfix check passed; 63 leaves room, like a DNS label."""
 UNIT_NAME_MAX = 255
 """systemd refuses a longer unit name (UNIT_NAME_MAX - 1)."""
 _PARAMETER = re.compile(r"[A-Za-z0-9_]+\Z")
-_SUFFIX_VALUE = re.compile(r"[^\W_]([\w.-]| (?! ))*(?<! )\Z")
 
 
 def _padded(value: str) -> bool:
@@ -95,17 +94,20 @@ def check(site: Site) -> Iterator[Finding]:
         elif _padded(user):
             yield err(path, f"{user!r} starts or ends with a space, which Postfix strips")
 
-    # the directory suffix, unquoted in many files
+    # the directory suffix: DN-escaped everywhere (Dovecot's files quoted), but slapd's access
+    # rules quote it and Postfix strips a space at the end of bind_dn
     try:
-        for rdn in dn(site.ldap.base).rdns:
-            for attr, value in rdn:
-                if not _SUFFIX_VALUE.match(value):
-                    yield err(("ldap", "base"), f"'{attr}={value}': a suffix value may hold "
-                                                "letters, digits, '.', '-', '_' and single "
-                                                "inner spaces (it lands unquoted in Postfix's "
-                                                "and Dovecot's LDAP files and slapd's ACL)")
+        suffix = dn(site.ldap.base).rdns
     except DNError:
-        pass  # names.py reports it
+        suffix = ()  # names.py reports it
+    for attr, value in (pair for rdn in suffix for pair in rdn):
+        if '"' in value:
+            yield err(("ldap", "base"), f"'{attr}={value}' holds '\"', which slapd's access "
+                                        "rules cannot carry (they quote the suffix: slapadd "
+                                        "refused the configuration)")
+    if suffix and suffix[-1][-1][1] != suffix[-1][-1][1].rstrip():
+        yield err(("ldap", "base"), "the suffix ends with a space, which Postfix strips from "
+                                    "the end of bind_dn (its bind then fails)")
 
     # accounts: the address is a login name, and names a directory and a file
     for i, account in enumerate(site.accounts):

@@ -36,7 +36,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
     settings = {
         "uris": ldap_uri,
         "dn": str(dit.service_dn(site, "dovecot")),
-        "dnpass": conf_value(password),
+        "dnpass": password,
         "ldap_version": "3",
         "base": str(lookup.base).replace("%", "%%"),
         "scope": "subtree",
@@ -60,7 +60,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
             "iterate_filter": lf.render(dit.iterate_filter(site)),
             "iterate_attrs": "mail=user",
         })
-    return settings
+    return {key: conf_value(value) for key, value in settings.items()}
 
 
 def config(site: Site, host: str) -> dict[str, object]:

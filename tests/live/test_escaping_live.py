@@ -46,7 +46,9 @@ FOLDERS = ("INBOX", "Отправленные", 'a"b', "c\\d", "x\\",
            '", __import__("os").system("touch /tmp/pwned"), "', "%(sender)s")
 FETCH_USER = "o%(x)s;l #g=a"
 BANNER = "$myhostname ESMTP #1, ok = yes"
-BASE = "o=Krasnoyarsk Branch,dc=example,dc=org"
+BASE = r"o=Krasnoyarsk Branch\, #1 \+ %u\\x,dc=example,dc=org"
+"""A suffix with DN specials, '#' (a comment to Dovecot unless quoted) and '%' (an expansion to
+Postfix and Dovecot unless doubled): in slapd's config and ACL, Postfix's and Dovecot's files."""
 SERVICE_PASSWORD = 'pass word # not a comment "q" %u $x \\ = ;'
 """Postfix's bind_pw and Dovecot's dnpass: the daemons bind with it (postmap -q, doveadm)."""
 DN_SPECIALS = ["#lead", " lead and trail ", "a+b", "a,b", 'a"b', "a\\b", "<a>", "a;b", "a=b",
@@ -72,7 +74,7 @@ def hostile_site(root: Path) -> Path:
          f"senders: {{shop@provider.example: provider, {q(SEND_AS)}: provider}}"),
         ("folders: [INBOX]", "folders: [" + ", ".join(q(f) for f in FOLDERS) + "]"),
         ("user: olga@provider.example", f"user: {q(FETCH_USER)}"),
-        ("base: dc=krasnoyarsk,dc=example,dc=org", f"base: {BASE}"),
+        ("base: dc=krasnoyarsk,dc=example,dc=org", f"base: {q(BASE)}"),
     ]
     for old, new in edits:
         assert old in text, old
