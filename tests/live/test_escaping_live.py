@@ -253,6 +253,13 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
             assert "OnUnitInactiveUSec=5min" in sh(f"systemctl show -P TimersMonotonic "
                                                    f"{unit}.timer")
 
+        # why check limits unit names: systemd takes 255 characters and refuses 256
+        longest_unit = f"{fetch_plan.UNIT}{'x' * (contexts.UNIT_NAME_MAX - 24)}.service"
+        assert len(longest_unit) == contexts.UNIT_NAME_MAX
+        sh(f"systemd-analyze verify {longest_unit}")
+        refused = box.exec(["systemd-analyze", "verify", longest_unit.replace("@", "@x")])
+        assert refused.returncode != 0 and "Invalid argument" in refused.stderr
+
         # why check limits relay names: postfix check passes a service whose socket path is
         # too long, and Postfix then does not start
         longest = "relay-" + "r" * contexts.RELAY_NAME_MAX
