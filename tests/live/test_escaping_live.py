@@ -232,6 +232,13 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
         assert conf["mailboxes"] == list(FOLDERS)
         assert conf["username"] == FETCH_USER
         assert conf["arguments"] == ["-i", "-f", "%(sender)", "--", imap.account]
+        # why check refuses spaces around the user: getmail's parser strips them
+        padded = sh(f"cat {shlex.quote(rc)}").replace(f"username = {FETCH_USER}\n",
+                                                     f"username =  {FETCH_USER} \n")
+        assert f"username =  {FETCH_USER} \n" in padded
+        box.put_file("/root/padded.getmailrc", padded)
+        out = sh("python3 /root/getmail_read.py /root/padded.getmailrc")
+        assert json.loads(out.splitlines()[-1])["/root/padded.getmailrc"]["username"] == FETCH_USER
         sh(f"getmail --rcfile {shlex.quote(rc)} --getmaildir /tmp --dump >/dev/null")
         assert box.exec(["test", "-e", "/tmp/pwned"]).returncode == 1
 
