@@ -1,13 +1,15 @@
 """Hostile but valid values, rendered escaped and read back by the real parsers, in one container.
 
-One site holds them all: an account name with quotes, commas, ``#`` and ``=``; DN specials in an
-address (leading ``#``, ``+``, ``=``) and in names; Cyrillic names and folders; a folder name that
-is Python code (getmail ``eval()``s its tuples); a getmail user with ``%``, ``;`` and ``#``; a
-main.cf value with ``#``, ``,`` and ``=``; a suffix with a space. The checks of
-``check --with-daemons`` run on it (slapadd, slaptest, postfix check, postconf, doveconf,
-postmap through LDAP, doveadm auth), then each format is read back: slapd (a base search on
-every DN, a filter search on every value, slapcat), postconf and postmap, getmail's own
-configuration code, systemd.
+One site holds them all: an account name with quotes, commas, ``#`` and ``=``; DN specials in
+addresses (leading ``#``, ``+``, ``=``) and in names; Cyrillic names and folders; a folder name
+that is Python code (getmail ``eval()``s its tuples); a getmail user with ``%``, ``;`` and ``#``;
+a main.cf value with ``#``, ``,`` and ``=``; a suffix with ``,``, ``#``, ``+``, ``%``, ``\\``;
+service and relay passwords with ``#``, quotes and spaces. The checks of ``check --with-daemons``
+run on it (slapadd, slaptest, slapacl, postfix check, postconf, doveconf, postmap through LDAP,
+doveadm auth and user), then each format is read back: slapd (a base search on every DN, a
+filter search on every value, slapcat), postconf and postmap, getmail's own configuration code,
+systemd. Last, the limits check enforces are shown to be real: a '#' table key, spaces around a
+getmail user, a 256-character unit name, a 100-character relay service.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ conn = ldap3.Connection(ldap3.Server("ldapi://%2Frun%2Fslapd%2Fldapi", get_info=
                         sasl_credentials=b"", auto_bind=True)
 out = []
 for q in json.load(sys.stdin):
-    scope = ldap3.BASE if q["scope"] == "base" else ldap3.SUBTREE
+    scope = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}[q["scope"]]
     conn.search(q["base"], q["filter"], search_scope=scope, attributes=["cn", "mail"])
     out.append([{"dn": e.entry_dn, "cn": e.entry_attributes_as_dict.get("cn", []),
                  "mail": e.entry_attributes_as_dict.get("mail", [])} for e in conn.entries])
