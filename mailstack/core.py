@@ -74,7 +74,10 @@ class SecretsReport:
 
 def make_secrets(site_file: str | Path, *, secrets_dir: str | Path | None = None) -> SecretsReport:
     """Create every missing secret that can be generated; never overwrite one."""
+    from mailstack.checks import contexts
+
     site = load_site(site_file)
+    raise_errors(contexts.secret_names(site))  # names are paths: refused before any is made
     directory = Path(secrets_dir) if secrets_dir else secrets.default_dir(site_file)
     created = secrets.generate(site, directory)
     store = secrets.SecretStore(directory)

@@ -24,6 +24,8 @@ from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
 _NAME = re.compile(r"[A-Za-z0-9@._+-]+(/[A-Za-z0-9@._+-]+)*\Z")
+NAME_RULE = ("a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+             "absolute paths)")
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 Kind = Literal["password", "tls", "external"]
 
@@ -84,7 +86,7 @@ class SecretStore:
 
     def path(self, name: str) -> Path:
         if not valid_name(name):
-            raise InputError(f"{name!r} is not a valid secret name (letters, digits, @._+- and /)")
+            raise InputError(f"{name!r} is not a valid secret name: {NAME_RULE}")
         return self.root / name
 
     def exists(self, name: str) -> bool:

@@ -43,6 +43,17 @@ def interval(fetch: Fetch) -> str:
     return fetch.interval.replace("m", "min") if fetch.interval.endswith("m") else fetch.interval
 
 
+def py_string(value: str) -> str:
+    """A Python string literal: getmail ``eval()``s its tuple settings (mailboxes, arguments,
+    password_command), so every string in one is escaped, never pasted between quotes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def py_tuple(*values: str) -> str:
+    """A Python tuple literal of two or more strings."""
+    return "(" + ", ".join(py_string(v) for v in values) + ")"
+
+
 def getmailrc(fetch: Fetch) -> list[tuple[str, list[tuple[str, str]]]]:
     ident = fetch_id(fetch)
     retriever = [
@@ -51,17 +62,17 @@ def getmailrc(fetch: Fetch) -> list[tuple[str, list[tuple[str, str]]]]:
         ("server", fetch.host),
         ("port", str(port(fetch))),
         ("username", fetch.user),
-        ("password_command", f'("/bin/cat", "{CONFIG_DIR}/{ident}.password")'),
+        ("password_command", py_tuple("/bin/cat", f"{CONFIG_DIR}/{ident}.password")),
         ("ca_certs", f"{CONFIG_DIR}/{ident}.ca.crt" if fetch.ca_secret else SYSTEM_CA),
     ]
     if fetch.protocol == "imap":
-        retriever.append(("mailboxes", "(" + "".join(f'"{f}", ' for f in fetch.folders) + ")"))
+        retriever.append(("mailboxes", "(" + "".join(f"{py_string(f)}, " for f in fetch.folders) + ")"))
     return [
         ("retriever", retriever),
         ("destination", [
             ("type", "MDA_external"),
             ("path", "/usr/sbin/sendmail"),
-            ("arguments", f'("-i", "-f", "%(sender)", "--", "{fetch.account}")'),
+            ("arguments", py_tuple("-i", "-f", "%(sender)", "--", fetch.account)),
         ]),
         ("options", [
             ("read_all", "false"),       # only what getmail has not retrieved before
