@@ -234,7 +234,8 @@ def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
     assert report.notes and report.notes[0].startswith("read-only against real servers")
     assert site_lab.sh(count) == before  # no message reached an account
     people = "ou=people,dc=krasnoyarsk,dc=example,dc=org"
-    entries = f"slapcat -b {people} -o ldif-wrap=no | sort"
+    # user attributes only: the write check's own modify moves modifyTimestamp and entryCSN
+    entries = f"ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -o ldif-wrap=no -b {people} '*' | sort"
     directory = site_lab.sh(entries)
     # --allow-writes: only the site's probe account is mailed and written to, and verify
     # removes what it wrote (the probe's INBOX and entry end as they were)
