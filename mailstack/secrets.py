@@ -213,7 +213,7 @@ def _due(info: certs.CertInfo, want: list[str], ca_ok: bool, key_ok: bool,
          now: datetime.datetime) -> str:
     """Why a host certificate must be renewed, or "" when it need not be."""
     days = certs.days_left(info.not_after, now)
-    when = info.not_after.strftime("%Y-%m-%d")
+    when = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
     if days < 0:
         return f"it expired on {when}"
     if not ca_ok:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from mailstack import certs
 from mailstack.cli import main
 from tests.conftest import ROOT
 
@@ -162,3 +163,33 @@ def test_a_bug_is_one_line_unless_the_traceback_is_asked_for(capsys, example,
     monkeypatch.setenv("MAILSTACK_TRACEBACK", "1")
     with pytest.raises(KeyError):
         main(["check", str(example)])
+
+
+def test_a_certificate_near_its_end_warns_and_secrets_renew_renews_it(capsys, example) -> None:
+    from tests.unit.test_certs import reissue
+
+    sec = example.parent / "secrets"
+    code, out, err = run(capsys, "secrets", str(example), "--renew")
+    fixture_end = "2029-02-24 05:44 UTC"
+    assert (code, out, err) == (0, f"{sec}/tls/mail.crt: valid until {fixture_end}, not due: "
+                                   "not renewed\n", "")
+    old = reissue(sec, days=12, back=1)
+    end = certs.inspect(old).not_after.strftime("%Y-%m-%d %H:%M UTC")
+    code, out, err = run(capsys, "check", str(example))
+    assert (code, out) == (0, f"{example}: ok (2 accounts, 1 hosts)\n")
+    assert err == (f"{example}:8: hosts.mail: warning: {sec}/tls/mail.crt: the certificate "
+                   f"expires on {end}, in 10 days; `mailstack secrets SITE --renew` renews it\n")
+    code, out, err = run(capsys, "secrets", str(example), "--renew")
+    new_end = certs.inspect((sec / "tls/mail.crt").read_text()).not_after
+    assert (code, err) == (0, "")
+    assert out == (
+        f"renewed {sec}/tls/mail.crt: it expires on {end}, in 10 days; the new one is valid "
+        f"until {new_end:%Y-%m-%d %H:%M UTC} (same key)\n"
+        f"`mailstack apply {example}` puts the renewed certificates on the hosts (Postfix and "
+        "Dovecot reload, slapd restarts)\n")
+    assert run(capsys, "check", str(example)) == (0, f"{example}: ok (2 accounts, 1 hosts)\n", "")
+    reissue(sec, days=2, back=3)
+    code, out, err = run(capsys, "render", str(example), "-o", str(example.parent / "out"))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"{example}:8: hosts.mail: {sec}/tls/mail.crt: the certificate "
+                          "expired on ")
