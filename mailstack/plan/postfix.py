@@ -129,6 +129,14 @@ def trusted_client_names(site: Site) -> list[tuple[str, str]]:
     return out
 
 
+MESSAGE_SIZE_LIMIT = "52428800"
+
+
+def message_size_limit(site: Site) -> str:
+    """main.cf's message_size_limit: the site's (postfix.main), else mailstack's 50 MiB."""
+    return site.postfix.main.get("message_size_limit", MESSAGE_SIZE_LIMIT)
+
+
 def main_cf(site: Site, host: str) -> dict[str, str]:
     h = site.hosts[host]
     sender_logins = [table(n) for n in ("sender_login_accounts", "sender_login_aliases")]
@@ -155,7 +163,7 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_banner": "$myhostname ESMTP",
         "recipient_delimiter": "+",
         "mailbox_size_limit": "0",
-        "message_size_limit": "52428800",
+        "message_size_limit": MESSAGE_SIZE_LIMIT,
         # a sender learns within hours that a message waits behind a dead relay
         "delay_warning_time": "4h",
         # local domains: mailboxes and aliases from LDAP, delivered to Dovecot over LMTP

@@ -179,6 +179,12 @@ class Fetch:
         metadata=doc("Secrets file with the CA that signs the server's certificate "
                      "(default: the system's CAs)."),
     )
+    max_message_size: int | None = field(
+        default=None,
+        metadata=doc("Bytes: a larger message stays at the provider and its account gets one "
+                     "notice (default: Postfix's message_size_limit less a margin for what "
+                     "delivery adds). At most Postfix's message_size_limit."),
+    )
 
 
 @dataclass(frozen=True)
