@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                       "(apply --check --diff: nothing is changed)")
     targets(pl, "the lab's inventory (lab up first)")
     pl.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    st = verb("status", "how the site's unattended jobs fare: failed remote mailbox "
+                        "collections, stopped timers, oversized messages left at the provider")
+    targets(st, "the lab's hosts (lab up first)")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -166,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                         secrets_dir=args.secrets, limit=args.limit,
                         check_only=planning or args.check, diff=planning or args.diff,
                         take_over=not planning and args.take_over)
+        elif args.verb == "status":
+            from mailstack import status
+
+            st_report = status.status(args.site, lab=args.lab, inventory=args.inventory,
+                                      build_dir=args.build, secrets_dir=args.secrets)
+            print(st_report.text())
+            return 0 if st_report.ok else 1
         elif args.verb == "verify":
             from mailstack import verify
 

@@ -22,9 +22,10 @@ Faults (tried with getmail6 6.18.11 on Debian 12):
   or the site's own ``max_message_size``. ``fetch-run`` (``mailstack/data/fetch_run.py``)
   reads getmail's log after each run and reports each such message once: a warning in the
   unit's journal and a notice to the local account, whose owner can read it at the provider.
-* A hung run: ``TimeoutStartSec=`` (:data:`RUN_TIMEOUT`) ends it; getmail records each message
-  as it delivers it (``to_oldmail_on_each_mail``), so what a killed run delivered is not
-  delivered again.
+* A hung run: ``TimeoutStartSec=`` (:data:`RUN_TIMEOUT`) ends it with SIGTERM, which getmail
+  takes as "user aborted": it still writes down what it delivered as it quits. (Its
+  ``to_oldmail_on_each_mail`` would do that after each message, but in 6.18.11 it makes getmail
+  forget every delivered message when it quits: each run delivered them all again.)
 * A failed run: ``OnFailure=`` starts ``mailstack-fetch-failed@<id>.service``, which writes one
   error line naming the mailbox to the journal; the unit stays ``failed`` (``systemctl
   --failed``) until the timer's next run succeeds.
@@ -127,8 +128,9 @@ def getmailrc(fetch: Fetch, limit: int = 0) -> list[tuple[str, list[tuple[str, s
             ("delete", "false" if fetch.keep else "true"),
             ("delivered_to", "false"),
             ("received", "false"),
-            # a run ended by the start timeout keeps the record of what it delivered
-            ("to_oldmail_on_each_mail", "true"),
+            # not to_oldmail_on_each_mail: getmail6 6.18.11 then forgets each message it
+            # delivered when it quits, and delivers it again on every run (seen in the lab);
+            # a run ended by the start timeout (SIGTERM) still writes its record as it quits
             *([("max_message_size", str(limit))] if limit else []),
             # every message of the run, read by fetch-run (which logs the delivered ones)
             ("message_log", message_log(fetch)),

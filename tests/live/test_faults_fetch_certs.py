@@ -149,7 +149,7 @@ def _retrieved(provider_log: str, user: str) -> list[str]:
 @pytest.mark.parametrize(("user", "account", "keep"), [(SHOP, IVAN, True),
                                                       (OLGA, OLGA_LOCAL, False)])
 def test_an_oversized_message_stays_at_the_provider_and_is_reported_once(
-        site_lab: Lab, user: str, account: str, keep: bool) -> None:
+        site_lab: Lab, user: str, account: str, keep: bool, capsys) -> None:
     world = site_lab.world
     world.clear_provider_mailbox(user)
     big, small = uuid.uuid4().hex, uuid.uuid4().hex
@@ -185,6 +185,12 @@ def test_an_oversized_message_stays_at_the_provider_and_is_reported_once(
     assert len(warned) == 1, journal
     assert warned[0].endswith(f"is over the limit of {LIMIT} bytes: left at the provider, "
                               f"not collected; a notice went to {account}")
+    # `mailstack status` lists it while it waits there.
+    assert main(["status", str(site_lab.site), "--lab", "-b", str(site_lab.build)]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines()
+             if "over the limit" in line and f" -> {account}: " in line]
+    assert len(shown) == 1 and shown[0].startswith("mail: "), shown
+    assert f" -> {account}: a message of " in shown[0]
     if user == SHOP:  # POP3: Dovecot logs what each session retrieved
         retrieved = _retrieved(world.provider_log("dovecot"), user)[sessions_before:]
         assert len(retrieved) == 3, retrieved
@@ -194,7 +200,7 @@ def test_an_oversized_message_stays_at_the_provider_and_is_reported_once(
     world.clear_provider_mailbox(user)
 
 
-def test_a_failing_run_is_visible(site_lab: Lab) -> None:
+def test_a_failing_run_is_visible(site_lab: Lab, capsys) -> None:
     unit = site_lab.units[SHOP]
     failed_unit = unit.replace(fetch_plan.UNIT, fetch_plan.FAILED_UNIT)
     right = (site_lab.secrets / "provider/shop").read_text().strip()
@@ -210,6 +216,9 @@ def test_a_failing_run_is_visible(site_lab: Lab) -> None:
                 f"(result: exit-code, exit status 127); journalctl -u {unit} says why; the "
                 "timer tries again") in said, said
         assert "Authentication failed" in site_lab.journal(unit, since)
+        assert main(["status", str(site_lab.site), "--lab", "-b", str(site_lab.build)]) == 1
+        assert (f"mail: pop3 {SHOP} at pop.provider.example -> {IVAN}: FAILED (result: "
+                f"exit-code, exit status 127; ") in capsys.readouterr().out
     finally:
         site_lab.world.set_provider_password(SHOP, right)
     assert site_lab.run(SHOP) == 0
