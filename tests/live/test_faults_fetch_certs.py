@@ -29,7 +29,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mailstack import apply, certs, core, lab
+from mailstack import apply, certs, core, lab, verify
 from mailstack.cli import main
 from mailstack.container import Container
 from mailstack.plan import fetch as fetch_plan
@@ -249,6 +249,12 @@ def test_a_hung_run_is_ended_by_its_start_timeout(site_lab: Lab) -> None:
         site_lab.provider.exec(["sh", "-c", "kill -CONT $(pidof dovecot)"], check=True)
         site_lab.sh(f"rm -r /etc/systemd/system/{unit}.d && systemctl daemon-reload")
     assert site_lab.run(SHOP) == 0
+
+
+def test_verify_still_sees_each_message_arrive_exactly_once(site_lab: Lab) -> None:
+    report = verify.verify(site_lab.site, lab=True, build_dir=site_lab.build,
+                           host_checks=False, parts=["fetch"])
+    assert report.checks and all(c.ok for c in report.checks), [str(c) for c in report.checks]
 
 
 def test_a_renewed_certificate_is_what_the_daemons_present_after_apply(site_lab: Lab,
