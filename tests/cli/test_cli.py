@@ -193,3 +193,17 @@ def test_a_certificate_near_its_end_warns_and_secrets_renew_renews_it(capsys, ex
     assert (code, out) == (2, "")
     assert err.startswith(f"{example}:8: hosts.mail: {sec}/tls/mail.crt: the certificate "
                           "expired on ")
+
+
+def test_status_texts_without_a_network(capsys, example, tmp_path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    other: {ansible_host: 192.0.2.9}\n")
+    code, out, err = run(capsys, "status", str(example), "-i", str(inventory))
+    assert (code, out) == (2, "")
+    assert err == (f"{inventory}: no host 'mail' (or mail.krasnoyarsk.example.org) in the "
+                   "inventory\n")
+    inventory.write_text("all:\n  hosts:\n    mail: {ansible_host: 192.0.2.9}\n")
+    text = example.read_text()
+    example.write_text(text[:text.index("# Remote mailboxes")])
+    assert run(capsys, "status", str(example), "-i", str(inventory)) == (
+        0, "the site collects no remote mailboxes\n", "")
