@@ -185,10 +185,11 @@ def test_an_oversized_message_stays_at_the_provider_and_is_reported_once(
     assert len(warned) == 1, journal
     assert warned[0].endswith(f"is over the limit of {LIMIT} bytes: left at the provider, "
                               f"not collected; a notice went to {account}")
-    # `mailstack status` lists it while it waits there.
-    assert main(["status", str(site_lab.site), "--lab", "-b", str(site_lab.build)]) == 0
-    shown = [line for line in capsys.readouterr().out.splitlines()
-             if "over the limit" in line and f" -> {account}: " in line]
+    # `mailstack status` lists it while it waits there (and the timers this module stopped).
+    assert main(["status", str(site_lab.site), "--lab", "-b", str(site_lab.build)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert sum("is inactive: nothing is collected" in line for line in out) == 2, out
+    shown = [line for line in out if "over the limit" in line and f" -> {account}: " in line]
     assert len(shown) == 1 and shown[0].startswith("mail: "), shown
     assert f" -> {account}: a message of " in shown[0]
     if user == SHOP:  # POP3: Dovecot logs what each session retrieved
