@@ -48,23 +48,22 @@ DER = Encoding.DER
 # Runs in the client as `python3 /tmp/certs.py JSON`: the DER certificate each TLS port presents
 # (verified against the site CA for the host's name), hex, as JSON.
 CERT_PROBE = r'''
-import imaplib, json, poplib, smtplib, ssl, sys
+import json, smtplib, socket, ssl, sys
 a = json.loads(sys.argv[1])
 ctx = ssl.create_default_context(cafile="/tmp/site-ca.crt")
 out = {}
 for port, how in a["ports"]:
     try:
-        if how == "imaps":
-            c = imaplib.IMAP4_SSL(a["ip"], port, ssl_context=ctx, timeout=20); sock = c.sock
-        elif how == "pop3s":
-            c = poplib.POP3_SSL(a["ip"], port, context=ctx, timeout=20); sock = c.sock
-        elif how == "smtps":
-            c = smtplib.SMTP_SSL(a["ip"], port, context=ctx, timeout=20); sock = c.sock
-        else:
-            c = smtplib.SMTP(a["ip"], port, timeout=20); c._host = a["name"]; c.starttls(context=ctx)
+        if how == "starttls":
+            c = smtplib.SMTP(a["ip"], port, timeout=20)
+            c._host = a["name"]  # the name the certificate is checked for
+            c.starttls(context=ctx)
             sock = c.sock
-        der = sock.getpeercert(binary_form=True)
-        out[str(port)] = der.hex()
+        else:  # TLS from the first byte: the handshake is all we need
+            sock = ctx.wrap_socket(socket.create_connection((a["ip"], port), timeout=20),
+                                   server_hostname=a["name"])
+        out[str(port)] = sock.getpeercert(binary_form=True).hex()
+        sock.close()
     except Exception as err:
         out[str(port)] = f"error: {type(err).__name__}: {err}"
 print(json.dumps(out))
