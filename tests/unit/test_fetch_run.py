@@ -14,8 +14,7 @@ import pytest
 from mailstack.data import fetch_run
 
 DELIVERED = ("2026-12-01 02:48:02 msg 2/3 (1042 bytes) msgid 000000026b0e3502 from "
-             "<a@outside.example> delivered to MDA_external command sendmail "
-             "()")
+             "<unknown> delivered to MDA_external command sendmail (b'')")
 LOG = "".join(line + "\n" for line in (
     "2026-12-01 02:48:02 Initializing SimplePOP3SSLRetriever:shop@provider.example@"
     "pop.provider.example:995:",
