@@ -176,7 +176,7 @@ def test_a_certificate_near_its_end_warns_and_secrets_renew_renews_it(capsys, ex
     old = reissue(sec, days=12, back=1)
     end = certs.inspect(old).not_after.strftime("%Y-%m-%d %H:%M UTC")
     code, out, err = run(capsys, "check", str(example))
-    assert (code, out) == (0, f"{example}: ok (2 accounts, 1 hosts)\n")
+    assert (code, out) == (0, f"{example}: ok (3 accounts, 1 hosts)\n")
     assert err == (f"{example}:8: hosts.mail: warning: {sec}/tls/mail.crt: the certificate "
                    f"expires on {end}, in 10 days; `mailstack secrets SITE --renew` renews it\n")
     code, out, err = run(capsys, "secrets", str(example), "--renew")
@@ -187,7 +187,7 @@ def test_a_certificate_near_its_end_warns_and_secrets_renew_renews_it(capsys, ex
         f"until {new_end:%Y-%m-%d %H:%M UTC} (same key)\n"
         f"`mailstack apply {example}` puts the renewed certificates on the hosts (Postfix and "
         "Dovecot reload, slapd restarts)\n")
-    assert run(capsys, "check", str(example)) == (0, f"{example}: ok (2 accounts, 1 hosts)\n", "")
+    assert run(capsys, "check", str(example)) == (0, f"{example}: ok (3 accounts, 1 hosts)\n", "")
     reissue(sec, days=2, back=3)
     code, out, err = run(capsys, "render", str(example), "-o", str(example.parent / "out"))
     assert (code, out) == (2, "")
