@@ -88,7 +88,7 @@ def test_missing_file_and_yaml_error_no_traceback(tmp_path) -> None:
                               f"{tmp_path}/nope.yml: cannot read the site file: No such file or "
                               "directory\n"),
                              (bad, f"{bad}:2: (top): YAML syntax error: mapping values are not "
-                                   "allowed here\n")):
+                                   "allowed in this context\n")):
         proc = subprocess.run([sys.executable, "-m", "mailstack.cli", "check", str(target)],
                               capture_output=True, text=True, cwd=ROOT, check=False)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)
