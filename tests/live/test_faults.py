@@ -1,0 +1,289 @@
+"""Faults lose nothing: daemons that stop or restart under mail, and applies that fail.
+
+One lab for the module (the example under its own site name, `lab up` with the prepared image),
+applied once and snapshotted; cases that change more than the mail in the mailboxes restore
+the snapshot first. Mail comes from the lab's client on port 25 (outside `mynetworks`, a sender
+outside the site's domains) and is counted by Message-ID in the Maildirs on the host; only
+messages the server acknowledged with 250 count: one of them missing is a loss (a failure), a
+second copy is a duplicate (counted and printed, not a failure). Figures are printed (pytest -s).
+
+Logins during the LDAP outage are tried from the mail host itself over loopback, with the right
+password: the client must never look like a password guesser (fail2ban watches it).
+
+The 1,000-message restart matrix is marked ``slow`` (`make faults`); `make test` keeps one
+restart case (Dovecot, 200 messages).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mailstack import apply, lab
+from mailstack.container import Container
+from tests.conftest import LabSite, example_lab_site, live
+
+pytestmark = live(ssh=True, ansible=True)
+
+SCRIPTS = Path(__file__).parent / "scripts"
+DOMAIN = "krasnoyarsk.example.org"
+IVAN, OLGA = f"ivan@{DOMAIN}", f"olga@{DOMAIN}"
+MAILDIRS = [f"/var/vmail/{DOMAIN}/{user}/Maildir" for user in ("ivan", "olga")]
+SENDER = "partner@outside.example"
+QUEUE = "/var/spool/postfix"
+
+
+@dataclass
+class Batch:
+    """What the sender saw: the Message-IDs acknowledged with 250 and the others' answers."""
+
+    run: str
+    count: int
+    acked: list[str]
+    refused: dict[str, str]
+    seconds: float
+
+    def answers(self) -> dict[str, int]:
+        """How often each refusal was seen (the first 40 characters of the answer)."""
+        out: dict[str, int] = {}
+        for answer in self.refused.values():
+            out[answer[:40]] = out.get(answer[:40], 0) + 1
+        return out
+
+
+@dataclass
+class Tally:
+    batch: Batch
+    copies: dict[str, int]
+    seconds: float
+    lost: list[str] = field(init=False)
+    duplicates: int = field(init=False)
+    unacked_delivered: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lost = [mid for mid in self.batch.acked if not self.copies.get(mid)]
+        self.duplicates = sum(n - 1 for n in self.copies.values() if n > 1)
+        acked = set(self.batch.acked)
+        self.unacked_delivered = sum(1 for mid in self.copies if mid not in acked)
+
+    def line(self, name: str) -> str:
+        return (f"[{name}: sent {self.batch.count}, acknowledged {len(self.batch.acked)}, "
+                f"delivered {sum(1 for m in self.batch.acked if self.copies.get(m))}, "
+                f"lost {len(self.lost)}, duplicates {self.duplicates}, delivered without a 250 "
+                f"{self.unacked_delivered}; refused {self.batch.answers()}; sending "
+                f"{self.batch.seconds:.1f} s, all delivered after {self.seconds:.1f} s]")
+
+
+class Faults(LabSite):
+    def __init__(self, site: Path, build: Path) -> None:
+        super().__init__(site, build)
+        self.client = Container(self.state.client.name)
+        self.runs = 0
+
+    def restore(self) -> None:
+        self.state = lab.restore(self.site, "applied", build_dir=self.build)
+        self.mail = Container(self.state.host("mail").name)
+
+    def try_sh(self, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.mail.exec(["sh", "-c", script], timeout=timeout)
+
+    def apply(self, site: Path | None = None, out: Callable[[str], object] | None = None
+              ) -> apply.ApplyReport:
+        lines: list[str] = []
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            if out is not None:
+                out(line)
+
+        try:
+            return apply.apply(site or self.site, inventory=self.state.inventory,
+                               build_dir=self.build, out=keep)
+        finally:
+            print("\n".join(lines[-12:]))
+
+    # -- mail ---------------------------------------------------------------------------
+    def run_name(self) -> str:
+        self.runs += 1
+        return f"run{self.runs}-{time.monotonic_ns() % 10**8}"
+
+    def _job(self, run: str, count: int, to: tuple[str, ...], per: int) -> str:
+        return json.dumps({"host": self.state.host("mail").ip, "from": SENDER, "to": list(to),
+                           "count": count, "run": run, "per_connection": per})
+
+    def send(self, count: int, *, to: tuple[str, ...] = (IVAN, OLGA), per: int = 20,
+             at: int | None = None, fault: Callable[[], object] | None = None) -> Batch:
+        """Send ``count`` messages from the client; after message ``at`` run ``fault`` (while
+        the sender goes on)."""
+        run = self.run_name()
+        proc = subprocess.Popen(
+            ["podman", "exec", "-i", self.client.name, "python3", "-c",
+             (SCRIPTS / "send_batch.py").read_text(encoding="utf-8")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(self._job(run, count, to, per))
+        proc.stdin.close()
+        result = None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                result = json.loads(line)
+            elif fault is not None and line.strip() == f"sent {at}":
+                fault()
+        proc.wait(timeout=60)
+        assert result is not None, proc.stderr.read() if proc.stderr else "no result"
+        return Batch(run, count, result["acked"], result["refused"], result["seconds"])
+
+    def copies(self, run: str) -> dict[str, int]:
+        proc = self.mail.exec(["python3", "-c", (SCRIPTS / "count_ids.py").read_text(),
+                               f"<{run}.", *MAILDIRS], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    def queued(self) -> int:
+        return len(self.sh("postqueue -j").splitlines())
+
+    def wait_delivered(self, batch: Batch, timeout: float = 120.0) -> Tally:
+        """Wait until every acknowledged message is in a mailbox and the queue is empty (no
+        nudging: what the host does by itself); the tally at that point or at the deadline."""
+        started = time.monotonic()
+        while True:
+            copies = self.copies(batch.run)
+            done = all(copies.get(mid) for mid in batch.acked) and self.queued() == 0
+            if done or time.monotonic() - started > timeout:
+                return Tally(batch, copies, time.monotonic() - started)
+            time.sleep(1)
+
+    def stop(self, unit: str) -> None:
+        self.sh(f"systemctl stop {unit}")
+
+    def start(self, unit: str) -> None:
+        self.sh(f"systemctl start {unit}")
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    root = tmp_path_factory.mktemp("faults")
+    site, build = example_lab_site(root, "flt")
+    try:
+        started = time.monotonic()
+        state = lab.up(site, build_dir=build)
+        report = apply.apply(site, inventory=state.inventory, build_dir=build,
+                             out=lambda line: None)
+        assert report.ok
+        lab.snapshot(site, "applied", build_dir=build)
+        print(f"\n[faults lab: up, applied and snapshotted in {time.monotonic() - started:.1f} s]")
+        yield Faults(site, build)
+    finally:
+        lab.down(site, build_dir=build)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def no_loss(tally: Tally, name: str) -> None:
+    print(tally.line(name))
+    assert tally.lost == [], f"{name}: {len(tally.lost)} acknowledged messages lost: " \
+                             f"{tally.lost[:5]}"
+
+
+def loopback_logins(faults: Faults) -> tuple[str, str]:
+    """IMAP and POP3 logins of ivan with his real password, from the host over loopback."""
+    password = (faults.site.parent / "secrets" / "accounts" / IVAN).read_text().strip()
+    script = (
+        "import imaplib, poplib, sys\n"
+        "user, pw = sys.argv[1], sys.stdin.read()\n"
+        "i = imaplib.IMAP4('127.0.0.1', 143)\n"
+        "try:\n    print('IMAP', i.login(user, pw)[0])\n"
+        "except imaplib.IMAP4.error as e:\n    print('IMAP', e.args[0].decode())\n"
+        "p = poplib.POP3('127.0.0.1', 110, timeout=60)\n"
+        "p.user(user)\n"
+        "try:\n    print('POP3', p.pass_(pw).decode())\n"
+        "except poplib.error_proto as e:\n    print('POP3', e.args[0].decode())\n")
+    proc = faults.mail.exec(["python3", "-c", script, IVAN], input=password, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imap, pop = proc.stdout.strip().splitlines()
+    return imap, pop
+
+
+# -- daemons that stop ------------------------------------------------------------------
+
+def test_slapd_stopped_defers_everything_and_recovery_delivers_what_was_queued(
+        faults: Faults) -> None:
+    # mail acknowledged while Dovecot is away waits in the queue ...
+    faults.stop("dovecot")
+    queued = faults.send(10)
+    assert len(queued.acked) == 10, queued.refused
+    faults.stop("slapd")
+    faults.start("dovecot")
+    # ... and meets the outage on a queue run (address resolution and Dovecot's user lookup)
+    faults.sh("postqueue -f")
+    time.sleep(8)
+    assert faults.queued() == 10
+    assert faults.copies(queued.run) == {}
+    reasons = faults.sh("postqueue -p")
+    print("[queued during the LDAP outage: " + "; ".join(sorted(
+        {line.strip() for line in reasons.splitlines() if line.strip().startswith("(")})) + "]")
+    # new mail for local users: a temporary refusal, nothing accepted, nothing bounced
+    during = faults.send(10)
+    assert during.acked == []
+    assert all(a.startswith("451 4.3.0") for a in during.refused.values()), during.answers()
+    imap, pop = loopback_logins(faults)
+    print(f"[logins during the LDAP outage: {imap} | {pop}]")
+    assert imap.startswith("IMAP [UNAVAILABLE] Temporary authentication failure"), imap
+    assert pop.startswith("POP3 -ERR [SYS/TEMP] Temporary authentication failure"), pop
+    assert faults.queued() == 10  # nothing bounced: no notice queued to the sender either
+    # slapd returns: what waited arrives without anyone touching the queue
+    started = time.monotonic()
+    faults.start("slapd")
+    no_loss(faults.wait_delivered(queued, timeout=90), "queued during the LDAP outage")
+    print(f"[recovery after slapd's start: {time.monotonic() - started:.1f} s]")
+    after = faults.send(4)
+    assert len(after.acked) == 4, after.refused  # no cached lookup failure is answered
+    no_loss(faults.wait_delivered(after), "sent after the LDAP outage")
+    imap, pop = loopback_logins(faults)
+    assert imap == "IMAP OK" and pop.startswith("POP3 +OK"), (imap, pop)
+
+
+def test_dovecot_stopped_keeps_mail_queued_and_delivers_it_on_start(faults: Faults) -> None:
+    faults.stop("dovecot")
+    batch = faults.send(40)
+    assert len(batch.acked) == 40, batch.refused
+    time.sleep(3)
+    assert faults.queued() == 40
+    assert faults.copies(batch.run) == {}
+    faults.start("dovecot")
+    no_loss(faults.wait_delivered(batch, timeout=90), "queued while Dovecot was stopped")
+
+
+# -- restarts during a run of mail ------------------------------------------------------
+
+def restart_during_run(faults: Faults, unit: str, count: int) -> Tally:
+    seen: dict[str, float] = {}
+
+    def restart() -> None:
+        started = time.monotonic()
+        faults.sh(f"systemctl restart {unit}")
+        seen["restart"] = time.monotonic() - started
+
+    batch = faults.send(count, at=count // 3, fault=restart)
+    assert "restart" in seen, "the run ended before the restart"
+    tally = faults.wait_delivered(batch, timeout=180)
+    no_loss(tally, f"{unit} restarted after {count // 3} of {count} messages "
+                   f"(restart {seen['restart']:.1f} s)")
+    assert len(batch.acked) >= count // 2, batch.answers()
+    return tally
+
+
+def test_a_dovecot_restart_during_a_run_loses_nothing(faults: Faults) -> None:
+    restart_during_run(faults, "dovecot", 200)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", ["slapd", "postfix", "dovecot"])
+def test_a_restart_during_1000_messages_loses_nothing(faults: Faults, unit: str) -> None:
+    restart_during_run(faults, unit, 1000)
