@@ -25,7 +25,8 @@ FLUSH_DELAY = "10s"
 _IF_POSTFIX = "postfix status >/dev/null 2>&1 || exit 0"
 COMMANDS = {
     "slapd": (f"-/bin/sh -c '{_IF_POSTFIX}; postfix reload >/dev/null 2>&1; "
-              f"exec systemd-run --quiet --on-active={FLUSH_DELAY} /usr/sbin/postqueue -f'"),
+              f"exec systemd-run --quiet --on-active={FLUSH_DELAY} "
+              "--timer-property=AccuracySec=1s /usr/sbin/postqueue -f'"),
     "dovecot": f"-/bin/sh -c '{_IF_POSTFIX}; exec /usr/sbin/postqueue -f'",
 }
 ROLE_UNITS = {"ldap": "slapd", "imap": "dovecot"}

@@ -114,21 +114,20 @@ class Faults(LabSite):
         self.runs += 1
         return f"run{self.runs}-{time.monotonic_ns() % 10**8}"
 
-    def _job(self, run: str, count: int, to: tuple[str, ...], per: int) -> str:
-        return json.dumps({"host": self.state.host("mail").ip, "from": SENDER, "to": list(to),
-                           "count": count, "run": run, "per_connection": per})
-
     def send(self, count: int, *, to: tuple[str, ...] = (IVAN, OLGA), per: int = 20,
-             at: int | None = None, fault: Callable[[], object] | None = None) -> Batch:
-        """Send ``count`` messages from the client; after message ``at`` run ``fault`` (while
-        the sender goes on)."""
+             rate: float = 0, at: int | None = None, fault: Callable[[], object] | None = None
+             ) -> Batch:
+        """Send ``count`` messages from the client (at most ``rate`` a second); after message
+        ``at`` run ``fault`` (while the sender goes on)."""
         run = self.run_name()
         proc = subprocess.Popen(
             ["podman", "exec", "-i", self.client.name, "python3", "-c",
              (SCRIPTS / "send_batch.py").read_text(encoding="utf-8")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdin and proc.stdout
-        proc.stdin.write(self._job(run, count, to, per))
+        proc.stdin.write(json.dumps({"host": self.state.host("mail").ip, "from": SENDER,
+                                     "to": list(to), "count": count, "run": run,
+                                     "per_connection": per, "rate": rate}))
         proc.stdin.close()
         result = None
         for line in proc.stdout:
@@ -159,6 +158,11 @@ class Faults(LabSite):
             if done or time.monotonic() - started > timeout:
                 return Tally(batch, copies, time.monotonic() - started)
             time.sleep(1)
+
+    def deferred_since(self, since: float) -> int:
+        """How many deliveries Postfix deferred since ``since`` (time.time())."""
+        return int(self.sh(f"journalctl --since @{since:.0f} --no-pager -o cat | "
+                           "grep -c 'status=deferred' || true").strip() or 0)
 
     def stop(self, unit: str) -> None:
         self.sh(f"systemctl stop {unit}")
@@ -262,7 +266,8 @@ def test_dovecot_stopped_keeps_mail_queued_and_delivers_it_on_start(faults: Faul
 
 # -- restarts during a run of mail ------------------------------------------------------
 
-def restart_during_run(faults: Faults, unit: str, count: int) -> Tally:
+def restart_during_run(faults: Faults, unit: str, count: int, rate: float) -> Tally:
+    """``count`` messages at ``rate`` a second; ``unit`` restarts after the first third."""
     seen: dict[str, float] = {}
 
     def restart() -> None:
@@ -270,20 +275,21 @@ def restart_during_run(faults: Faults, unit: str, count: int) -> Tally:
         faults.sh(f"systemctl restart {unit}")
         seen["restart"] = time.monotonic() - started
 
-    batch = faults.send(count, at=count // 3, fault=restart)
+    since = time.time()
+    batch = faults.send(count, rate=rate, at=count // 3, fault=restart)
     assert "restart" in seen, "the run ended before the restart"
     tally = faults.wait_delivered(batch, timeout=180)
-    no_loss(tally, f"{unit} restarted after {count // 3} of {count} messages "
-                   f"(restart {seen['restart']:.1f} s)")
+    no_loss(tally, f"{unit} restarted after {count // 3} of {count} messages (restart "
+                   f"{seen['restart']:.1f} s, {faults.deferred_since(since)} deliveries deferred)")
     assert len(batch.acked) >= count // 2, batch.answers()
     return tally
 
 
 def test_a_dovecot_restart_during_a_run_loses_nothing(faults: Faults) -> None:
-    restart_during_run(faults, "dovecot", 200)
+    restart_during_run(faults, "dovecot", 200, rate=50)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("unit", ["slapd", "postfix", "dovecot"])
 def test_a_restart_during_1000_messages_loses_nothing(faults: Faults, unit: str) -> None:
-    restart_during_run(faults, unit, 1000)
+    restart_during_run(faults, unit, 1000, rate=100)

@@ -1,7 +1,8 @@
 """Send a run of messages on port 25 and report which ones the server acknowledged with 250.
 
 Run in the lab's client container as ``python3 -c TEXT`` with a JSON job on stdin:
-{"host", "from", "to": [addresses, used in turn], "count", "run", "per_connection"}.
+{"host", "from", "to": [addresses, used in turn], "count", "run", "per_connection", "rate"}
+(rate: at most that many messages per second, 0 for as fast as it goes).
 
 Each message has the Message-ID ``<RUN.I@faults.lab.test>`` and is tried once: a message counts
 as acknowledged only when the server answered 250 to its end of data. A refused connection, a
@@ -32,6 +33,8 @@ def drop() -> None:
 
 
 for i in range(job["count"]):
+    if job.get("rate"):
+        time.sleep(max(0.0, started + i / job["rate"] - time.monotonic()))
     mid = f"<{job['run']}.{i}@faults.lab.test>"
     to = job["to"][i % len(job["to"])]
     text = (f"From: {job['from']}\r\nTo: {to}\r\nSubject: fault run {job['run']} {i}\r\n"
