@@ -16,6 +16,7 @@ restart case (Dovecot, 200 messages).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 
 from mailstack import apply, lab
 from mailstack.container import Container
+from mailstack.errors import ToolError
 from tests.conftest import LabSite, example_lab_site, live
 
 pytestmark = live(ssh=True, ansible=True)
@@ -293,3 +295,156 @@ def test_a_dovecot_restart_during_a_run_loses_nothing(faults: Faults) -> None:
 @pytest.mark.parametrize("unit", ["slapd", "postfix", "dovecot"])
 def test_a_restart_during_1000_messages_loses_nothing(faults: Faults, unit: str) -> None:
     restart_during_run(faults, unit, 1000, rate=100)
+
+
+# -- applies that fail ------------------------------------------------------------------
+
+TREES = "find /etc/postfix /etc/dovecot -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum"
+
+
+def changed_site(faults: Faults, name: str, extra: str) -> Path:
+    """The lab's site with ``extra`` appended, in a folder of its own beside it (same secrets,
+    same site name, so the same lab)."""
+    folder = faults.site.parent / name
+    folder.mkdir(exist_ok=True)
+    site = folder / "site.yml"
+    site.write_text(faults.site.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    if not (folder / "secrets").exists():
+        shutil.copytree(faults.site.parent / "secrets", folder / "secrets")
+    return site
+
+
+def everything_works(faults: Faults, name: str) -> None:
+    assert faults.sh("systemctl is-active slapd postfix dovecot").split() == ["active"] * 3
+    assert faults.try_sh("ls -d /etc/postfix.mailstack-stage /etc/dovecot.mailstack-stage"
+                         ).returncode != 0, "a staging directory was left behind"
+    batch = faults.send(6)
+    assert len(batch.acked) == 6, batch.refused
+    no_loss(faults.wait_delivered(batch, timeout=60), name)
+    imap, pop = loopback_logins(faults)
+    assert imap == "IMAP OK" and pop.startswith("POP3 +OK"), (imap, pop)
+
+
+def test_a_configuration_dovecot_refuses_leaves_every_service_as_it_was(faults: Faults) -> None:
+    """A rendered dovecot.conf that doveconf refuses (test_apply.py covers Postfix's checker and
+    Dovecot's LDAP files): the staged check stops it, nothing live changes."""
+    faults.restore()
+    before = faults.sh(TREES)
+    pids = faults.sh("systemctl show -p MainPID --value slapd postfix dovecot")
+    build = faults.build / faults.state.site
+    conf = "/etc/dovecot/dovecot.conf"
+    broken = faults.site.parent / "broken-build"
+    shutil.rmtree(broken, ignore_errors=True)
+    shutil.copytree(build, broken / faults.state.site, symlinks=True)
+    build = broken / faults.state.site
+    with (build / "mail" / conf.lstrip("/")).open("a") as fh:
+        fh.write("bogus_setting = 1\n")
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["hosts"]["mail"]["files"][conf]["sha256"] = hashlib.sha256(
+        (build / "mail" / conf.lstrip("/")).read_bytes()).hexdigest()
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+    with pytest.raises(apply.ApplyFailed) as caught:
+        apply.run_playbook(faults.state.inventory, build, {}, out=lines.append)
+    message = str(caught.value)
+    print(f"[refused configuration: {message.splitlines()[-1]}]")
+    assert f"{conf} changed" in message
+    assert "Unknown setting: bogus_setting" in message
+    assert faults.sh(TREES) == before
+    assert faults.sh("systemctl show -p MainPID --value slapd postfix dovecot") == pids
+    everything_works(faults, "after the refused configuration")
+
+
+def test_slapd_down_at_apply_time(faults: Faults) -> None:
+    """apply starts the directory it needs and goes on (a new account is added)."""
+    faults.restore()
+    faults.stop("slapd")
+    site = changed_site(faults, "petr", "")
+    text = site.read_text(encoding="utf-8")
+    site.write_text(text.replace("\naliases:\n", "\n  - mail: petr@krasnoyarsk.example.org\n"
+                                 "    name: Petr Ivanov\n\naliases:\n", 1), encoding="utf-8")
+    (site.parent / "secrets" / "accounts" / "petr@krasnoyarsk.example.org").write_text(
+        "petr-initial-password\n")
+    (site.parent / "secrets" / "accounts" / "petr@krasnoyarsk.example.org").chmod(0o600)
+    report = faults.apply(site)
+    assert report.ok
+    assert any("added mail=petr@" in change for change in report.hosts["mail"].changes)
+    assert faults.try_sh("doveadm auth test petr@krasnoyarsk.example.org "
+                         "petr-initial-password").returncode == 0
+    everything_works(faults, "after an apply that found slapd stopped")
+
+
+def cut_ssh(faults: Faults) -> str:
+    """Stop sshd and kill every SSH session on the host (by process id): the connection drops
+    as a network failure would. Returns what was killed."""
+    return faults.sh("systemctl stop ssh.service; "
+                     "pids=$(ps -eo pid=,args= | awk '$2 ~ /^sshd:/ {print $1}'); "
+                     "[ -z \"$pids\" ] || kill -9 $pids; echo $pids")
+
+
+def test_ssh_dropped_mid_apply_leaves_a_whole_configuration_and_the_next_apply_completes(
+        faults: Faults) -> None:
+    faults.restore()
+    before = faults.sh("sha256sum /etc/postfix/main.cf")
+    site = changed_site(faults, "warn-3h", "\npostfix:\n  main:\n    delay_warning_time: 3h\n")
+    cut: dict[str, str] = {}
+
+    def watch(line: str) -> None:
+        if not cut and "Copy the live directory to the staging directory" in line:
+            cut["at"] = line.strip()
+            cut["killed"] = cut_ssh(faults)
+
+    with pytest.raises((apply.ApplyFailed, ToolError)) as caught:
+        faults.apply(site, out=watch)
+    message = str(caught.value)
+    print(f"[SSH cut after: {cut.get('at')}; apply said: {message}]")
+    assert cut, "the apply never reached Postfix's staging"
+    assert "mail:" in message and "ssh" in message.lower(), message
+    # the live configuration is whole: the old one, or (had the swap been reached) the new one
+    main_cf = faults.sh("sha256sum /etc/postfix/main.cf")
+    assert main_cf == before or "3h" in faults.sh("postconf -h delay_warning_time")
+    assert faults.try_sh("postfix check").returncode == 0
+    assert faults.sh("systemctl is-active postfix").strip() == "active"
+    faults.start("ssh.service")
+    report = faults.apply(site)
+    assert report.ok
+    assert faults.sh("postconf -h delay_warning_time").strip() == "3h"
+    everything_works(faults, "after an apply cut off by a dropped SSH connection")
+
+
+def test_a_full_queue_file_system_defers_mail_and_apply_says_so(faults: Faults) -> None:
+    """A small file system over Postfix's queue (tmpfs, 128 MiB), then filled: Postfix refuses
+    new mail with 452 4.3.1, what it had queued is still delivered, apply stops before
+    touching Postfix and says why; with room again the next apply completes."""
+    faults.restore()
+    faults.sh(f"systemctl stop postfix && tar -C {QUEUE} -cf /root/queue.tar . ")
+    mount = subprocess.run(["podman", "exec", "--privileged", faults.mail.name, "mount", "-t",
+                            "tmpfs", "-o", "size=128m,mode=755", "tmpfs", QUEUE],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert mount.returncode == 0, mount.stderr
+    faults.sh(f"tar -C {QUEUE} -xpf /root/queue.tar && systemctl start postfix")
+    faults.stop("dovecot")
+    waiting = faults.send(5)
+    assert len(waiting.acked) == 5, waiting.refused
+    faults.sh(f"dd if=/dev/zero of={QUEUE}/filler bs=1M count=120 2>/dev/null; df -h {QUEUE}")
+    refused = faults.send(5)
+    print(f"[full queue file system: {refused.answers()}]")
+    assert refused.acked == []
+    assert all(a.startswith("452 4.3.1 Insufficient system storage")
+               for a in refused.refused.values()), refused.answers()
+    faults.start("dovecot")
+    no_loss(faults.wait_delivered(waiting, timeout=60), "queued before the disk filled up")
+    before = faults.sh(TREES)
+    site = changed_site(faults, "warn-5h", "\npostfix:\n  main:\n    delay_warning_time: 5h\n")
+    with pytest.raises(apply.ApplyFailed) as caught:
+        faults.apply(site)
+    message = str(caught.value)
+    print(f"[apply on a full queue: {message.splitlines()[-1]}]")
+    assert f"Postfix's queue file system ({QUEUE}) has" in message
+    assert "452 4.3.1 Insufficient system storage" in message
+    assert faults.sh(TREES) == before
+    faults.sh(f"rm {QUEUE}/filler")
+    report = faults.apply(site)
+    assert report.ok
+    assert faults.sh("postconf -h delay_warning_time").strip() == "5h"
+    everything_works(faults, "after the queue had room again")
