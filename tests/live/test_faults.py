@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -191,8 +192,16 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def no_loss(tally: Tally, name: str) -> None:
+def no_loss(tally: Tally, name: str, faults: Faults | None = None) -> None:
     print(tally.line(name))
+    if tally.lost and faults is not None:  # what the host logged about them
+        for mid in tally.lost[:3]:
+            print(faults.try_sh(
+                f"ids=$(journalctl -o cat --no-pager | grep -F {shlex.quote('message-id=' + mid)}"
+                " | sed -n 's/^.*: \\([0-9A-F]*\\): message-id=.*$/\\1/p' | sort -u);"
+                " for q in $ids; do journalctl -o short-precise --no-pager | grep -F \"$q\";"
+                " done; journalctl -o short-precise --no-pager | grep -F "
+                f"{shlex.quote(mid)}").stdout)
     assert tally.lost == [], f"{name}: {len(tally.lost)} acknowledged messages lost: " \
                              f"{tally.lost[:5]}"
 
@@ -282,7 +291,8 @@ def restart_during_run(faults: Faults, unit: str, count: int, rate: float) -> Ta
     assert "restart" in seen, "the run ended before the restart"
     tally = faults.wait_delivered(batch, timeout=180)
     no_loss(tally, f"{unit} restarted after {count // 3} of {count} messages (restart "
-                   f"{seen['restart']:.1f} s, {faults.deferred_since(since)} deliveries deferred)")
+                   f"{seen['restart']:.1f} s, {faults.deferred_since(since)} deliveries deferred)",
+            faults)
     assert len(batch.acked) >= count // 2, batch.answers()
     return tally
 
