@@ -52,6 +52,7 @@ class Batch:
     acked: list[str]
     refused: dict[str, str]
     seconds: float
+    answers_250: dict[str, str] = field(default_factory=dict)
 
     def answers(self) -> dict[str, int]:
         """How often each refusal was seen (the first 40 characters of the answer)."""
@@ -140,7 +141,8 @@ class Faults(LabSite):
                 fault()
         proc.wait(timeout=60)
         assert result is not None, proc.stderr.read() if proc.stderr else "no result"
-        return Batch(run, count, result["acked"], result["refused"], result["seconds"])
+        return Batch(run, count, result["acked"], result["refused"], result["seconds"],
+                     result.get("answers", {}))
 
     def copies(self, run: str) -> dict[str, int]:
         proc = self.mail.exec(["python3", "-c", (SCRIPTS / "count_ids.py").read_text(),
@@ -196,12 +198,11 @@ def no_loss(tally: Tally, name: str, faults: Faults | None = None) -> None:
     print(tally.line(name))
     if tally.lost and faults is not None:  # what the host logged about them
         for mid in tally.lost[:3]:
-            print(faults.try_sh(
-                f"ids=$(journalctl -o cat --no-pager | grep -F {shlex.quote('message-id=' + mid)}"
-                " | sed -n 's/^.*: \\([0-9A-F]*\\): message-id=.*$/\\1/p' | sort -u);"
-                " for q in $ids; do journalctl -o short-precise --no-pager | grep -F \"$q\";"
-                " done; journalctl -o short-precise --no-pager | grep -F "
-                f"{shlex.quote(mid)}").stdout)
+            answer = tally.batch.answers_250.get(mid, "")
+            print(f"{mid}: the server answered {answer!r}")
+            queue_id = answer.rsplit(" ", 1)[-1] if "queued as" in answer else mid
+            print(faults.try_sh("journalctl -o short-precise --no-pager | grep -F "
+                                f"{shlex.quote(queue_id)}").stdout)
     assert tally.lost == [], f"{name}: {len(tally.lost)} acknowledged messages lost: " \
                              f"{tally.lost[:5]}"
 

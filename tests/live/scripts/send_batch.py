@@ -8,7 +8,8 @@ Each message has the Message-ID ``<RUN.I@faults.lab.test>`` and is tried once: a
 as acknowledged only when the server answered 250 to its end of data. A refused connection, a
 dropped one or any other answer is recorded and the next message goes on a new connection (after
 a short pause), so a run spans a daemon's restart. Prints ``sent N`` after every message (the
-test times a restart by it), then one JSON line: {"acked", "refused": {id: answer}, "seconds"}.
+test times a restart by it), then one JSON line: {"acked", "answers": {id: the 250's text},
+"refused": {id: answer}, "seconds"}.
 """
 import contextlib
 import json
@@ -18,6 +19,7 @@ import time
 
 job = json.load(sys.stdin)
 acked: list[str] = []
+answers: dict[str, str] = {}
 refused: dict[str, str] = {}
 conn: smtplib.SMTP | None = None
 on_conn = 0
@@ -52,8 +54,11 @@ for i in range(job["count"]):
             refused[mid] = f"{code} {answer.decode(errors='replace')}"
             conn.rset()
         else:
-            code, answer = conn.data(text)
+            code, answer = conn.data(text)  # smtplib raises only when DATA itself is refused
+            if code != 250:
+                raise smtplib.SMTPDataError(code, answer)
             acked.append(mid)
+            answers[mid] = answer.decode(errors="replace")
             on_conn += 1
             if on_conn >= job.get("per_connection", 20):
                 conn.quit()
@@ -69,5 +74,5 @@ for i in range(job["count"]):
 if conn is not None:
     with contextlib.suppress(smtplib.SMTPException, OSError):
         conn.quit()
-print(json.dumps({"acked": acked, "refused": refused, "seconds": time.monotonic() - started}),
-      flush=True)
+print(json.dumps({"acked": acked, "answers": answers, "refused": refused,
+                  "seconds": time.monotonic() - started}), flush=True)
