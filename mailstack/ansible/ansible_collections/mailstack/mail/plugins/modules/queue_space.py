@@ -52,8 +52,12 @@ def verdict(host, queue_dir, free, message_size_limit, queue_minfree):
 
 
 def main():
-    module = AnsibleModule(argument_spec={"host": {"type": "str", "required": True}},
-                           supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={
+            "host": {"type": "str", "required": True},
+        },
+        supports_check_mode=True,
+    )
     if shutil.which("postconf") is None:
         module.exit_json(changed=False, msg="Postfix is not installed yet")
     proc = subprocess.run(["postconf", "-h", "queue_directory", "message_size_limit",
