@@ -10,7 +10,8 @@ Seen on Debian 12 (Postfix 3.7, slapd 2.5, Dovecot 2.3) in the lab (tests/live/t
   (queue_run_delay 300 s, then up to maximal_backoff_time, 4000 s).
 So on a host where Postfix runs beside slapd or Dovecot, a drop-in for their units makes Postfix
 retry when they (re)start: after slapd, a reload (fresh resolver caches) and a flush a few
-seconds later (a transient systemd timer, so slapd's start does not wait for it); after
+seconds later (a transient systemd timer, so slapd's start does not wait for it; it never
+fails, so no failed unit is left behind); after
 Dovecot (ready when its unit is: Type=notify), a flush. Nothing happens while Postfix is down.
 """
 
@@ -26,7 +27,7 @@ _IF_POSTFIX = "postfix status >/dev/null 2>&1 || exit 0"
 COMMANDS = {
     "slapd": (f"-/bin/sh -c '{_IF_POSTFIX}; postfix reload >/dev/null 2>&1; "
               f"exec systemd-run --quiet --on-active={FLUSH_DELAY} "
-              "--timer-property=AccuracySec=1s /usr/sbin/postqueue -f'"),
+              "--timer-property=AccuracySec=1s /bin/sh -c \"postqueue -f || true\"'"),
     "dovecot": f"-/bin/sh -c '{_IF_POSTFIX}; exec /usr/sbin/postqueue -f'",
 }
 ROLE_UNITS = {"ldap": "slapd", "imap": "dovecot"}
