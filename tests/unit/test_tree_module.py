@@ -86,3 +86,16 @@ def test_staging_puts_back_a_swap_that_was_cut_off(tmp_path: Path) -> None:
     (prev / "main.cf").write_text("older\n")
     tree.stage(str(live), str(stage), str(prev))
     assert (live / "main.cf").read_text() == "old\n" and (prev / "main.cf").exists()
+
+
+def test_a_swap_notes_the_pickup_it_leaves_to_the_handlers(tmp_path: Path) -> None:
+    """The note is written before the renames: a connection lost after the swap leaves it, and
+    the next apply reloads (the handler removes it once the daemon has picked the tree up)."""
+    live, stage, prev = tmp_path / "postfix", tmp_path / "stage", tmp_path / "prev"
+    live.mkdir()
+    stage.mkdir()
+    (stage / "main.cf").write_text("new\n")
+    pending = tmp_path / "state" / "postfix.reload-pending"
+    tree.swap(str(live), str(stage), str(prev), str(pending), "restart")
+    assert pending.read_text() == "restart\n"
+    assert (live / "main.cf").read_text() == "new\n"

@@ -32,6 +32,13 @@ options:
     description: "For O(state=swap): the rendered files below O(live), path -> {secret}."
     type: dict
     default: {}
+  pending:
+    description: "For O(state=swap): a file written just before the renames, holding
+      O(pending_text); the role's handler removes it once the daemon has picked the new
+      configuration up, so a reload that a lost connection cut off is done by the next apply."
+    type: path
+  pending_text: {description: What O(pending) holds (e.g. reload or restart)., type: str,
+                 default: reload}
   swapped:
     description: "For O(state=rollback): the swap happened (else O(prev) goes back only when
       O(live) is missing, i.e. a swap was interrupted)."
@@ -114,7 +121,13 @@ def _rename(src, dst):
         subprocess.run(["mv", "-T", src, dst], check=True, capture_output=True)
 
 
-def swap(live, staging, prev):
+def swap(live, staging, prev, pending=None, pending_text="reload"):
+    """Move ``live`` to ``prev`` and ``staging`` to ``live``; first note in ``pending`` that
+    the daemon still has to pick the new configuration up."""
+    if pending:
+        os.makedirs(os.path.dirname(pending), exist_ok=True)
+        with open(pending, "w", encoding="utf-8") as fh:
+            fh.write(pending_text + "\n")
     _remove(prev)
     if os.path.exists(live):
         _rename(live, prev)
@@ -139,6 +152,8 @@ def main():
             "stage": {"type": "path", "required": True},
             "prev": {"type": "path"},
             "files": {"type": "dict", "default": {}},
+            "pending": {"type": "path"},
+            "pending_text": {"type": "str", "default": "reload"},
             "swapped": {"type": "bool", "default": False},
         },
         required_if=[("state", "swap", ["prev"]), ("state", "rollback", ["prev"])],
@@ -159,7 +174,7 @@ def main():
             module.exit_json(changed=restored, restored=restored, changed_paths=[], since=since)
         paths, diff = changes(p["live"], p["stage"], p["files"])
         if not module.check_mode:
-            swap(p["live"], p["stage"], p["prev"])
+            swap(p["live"], p["stage"], p["prev"], p["pending"], p["pending_text"])
         result = {"changed": True, "changed_paths": paths, "since": since,
                   "msg": "swapped in: " + ", ".join(paths) if paths else "swapped in"}
         if module._diff and diff:
