@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live host image venv schema bench molecule clean
+.PHONY: demo test lint unit live faults host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -41,15 +41,20 @@ lint: venv host
 	shellcheck -x mailstack/lab/scripts/*.sh mailstack/ansible/ansible_collections/mailstack/mail/roles/*/files/*.sh
 
 unit: venv host
-	$(PY) -m pytest -q -m 'not live'
+	$(PY) -m pytest -q -m 'not live and not slow'
 
 live: venv image
-	$(PY) -m pytest -q -m live
+	$(PY) -m pytest -q -m 'live and not slow'
+
+# Opt-in: a restart of slapd, Postfix and Dovecot each during a run of 1,000 messages (with the
+# rest of tests/live/test_faults.py, whose lab it shares).
+faults: venv image
+	$(PY) -m pytest -q -s --durations=0 tests/live/test_faults.py
 
 test: venv image
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint || exit 1; \
 	  echo "lint: $$(( $$(date +%s) - start )) s"
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -m 'not slow' --durations=15
 
 schema: venv
 	$(PY) -m mailstack.site.schema > mailstack/site/schema.json

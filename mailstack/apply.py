@@ -206,7 +206,10 @@ class _Events:
             self.out(f"{name}: rescued  {step}: {message}")
             return
         if host.failure is None:
-            host.failure = f"{step}: {_headline(event)}"
+            headline = _headline(event)
+            if kind == "unreachable":
+                headline = f"{headline} -- {UNREACHABLE_HINT}"
+            host.failure = f"{step}: {headline}"
             host.failure_detail = f"{step}: {message}"
         label = "UNREACHABLE" if kind == "unreachable" else "FAILED"
         self.out(f"{name}: {label:<8} {step}: {message}")
@@ -223,7 +226,13 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in lines if line.strip() and not _NOISE.match(line.strip()))
 
 
-_GENERIC = ("non-zero return code", "MODULE FAILURE", "One or more items failed")
+_GENERIC = ("non-zero return code", "MODULE FAILURE", "One or more items failed",
+            "All items completed")
+
+UNREACHABLE_HINT = (
+    "the host stopped answering over SSH, so this step may not have finished; Postfix's and "
+    "Dovecot's live configurations are only ever replaced whole by a checked copy, so none is "
+    "half-written. Run apply again once the host answers: it takes up where this one stopped")
 
 
 def _headline(event: dict) -> str:

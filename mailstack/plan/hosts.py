@@ -14,6 +14,7 @@ from mailstack.plan import (
     fetch,
     layout,
     postfix,
+    recovery,
     slapd,
     tls,
 )
@@ -103,6 +104,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     if "imap" in roles:
         files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",
                         lambda _: "reload")
+    files += placed(recovery.files(roles), "base", lambda _: "systemd")
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),

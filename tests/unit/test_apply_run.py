@@ -189,9 +189,26 @@ def test_unreachable_host_is_named(example: Path, inventory: Path, tmp_path: Pat
     ]
     use(monkeypatch, fake_playbook(tmp_path, lines, rc=4))
     with pytest.raises(applying.ApplyFailed, match="mail: mailstack_base: Find which of the "
-                       "host's packages are missing: Failed to connect to the host via ssh"):
+                       "host's packages are missing: Failed to connect to the host via ssh") \
+            as caught:
         applying.apply(example, inventory=inventory, build_dir=tmp_path / "build",
                        out=lambda _: None)
+    assert str(caught.value).endswith(applying.UNREACHABLE_HINT)
+
+
+def test_an_unreachable_loop_is_named_by_its_items_message() -> None:
+    """SSH dropped during a loop: Ansible's own message is "All items completed"; the item's
+    says what happened."""
+    events = applying._Events(lambda _: None)
+    events.feed({"event": "unreachable", "host": "mail", "role": "mailstack.mail.base",
+                 "task": "Place the rendered files in the staging directory", "changed": False,
+                 "msg": "All items completed", "failed_items": [
+                     {"item": "/etc/postfix/main.cf",
+                      "msg": "Failed to connect to the host via ssh: Connection refused"}]})
+    failure = events.hosts["mail"].failure
+    assert failure == ("mailstack.mail.base: Place the rendered files in the staging directory: "
+                       "[/etc/postfix/main.cf] Failed to connect to the host via ssh: Connection "
+                       f"refused -- {applying.UNREACHABLE_HINT}")
 
 
 def test_ansible_errors_without_a_recap_are_tool_errors(example: Path, inventory: Path,

@@ -69,3 +69,33 @@ def test_a_rename_the_kernel_refuses_across_layers_falls_back_to_mv(tmp_path: Pa
     tree.swap(str(live), str(stage), str(prev))
     assert (live / "a").read_text() == "new\n" and (prev / "a").read_text() == "old\n"
     assert (live / "a").stat().st_mode & 0o777 == 0o640 and not stage.exists()
+
+
+def test_staging_puts_back_a_swap_that_was_cut_off(tmp_path: Path) -> None:
+    """SSH dropped between the swap's two renames: live is missing, prev holds the old tree.
+    The next apply's stage puts it back first, so the stage is the whole old tree."""
+    live, stage, prev = tmp_path / "postfix", tmp_path / "stage", tmp_path / "prev"
+    prev.mkdir()
+    (prev / "main.cf").write_text("old\n")
+    (prev / "dynamicmaps.cf").write_text("debian's\n")
+    tree.stage(str(live), str(stage), str(prev))
+    assert (live / "main.cf").read_text() == "old\n" and not prev.exists()
+    assert (stage / "dynamicmaps.cf").read_text() == "debian's\n"
+    # a live tree is never replaced by prev
+    prev.mkdir()
+    (prev / "main.cf").write_text("older\n")
+    tree.stage(str(live), str(stage), str(prev))
+    assert (live / "main.cf").read_text() == "old\n" and (prev / "main.cf").exists()
+
+
+def test_a_swap_notes_the_pickup_it_leaves_to_the_handlers(tmp_path: Path) -> None:
+    """The note is written before the renames: a connection lost after the swap leaves it, and
+    the next apply reloads (the handler removes it once the daemon has picked the tree up)."""
+    live, stage, prev = tmp_path / "postfix", tmp_path / "stage", tmp_path / "prev"
+    live.mkdir()
+    stage.mkdir()
+    (stage / "main.cf").write_text("new\n")
+    pending = tmp_path / "state" / "postfix.reload-pending"
+    tree.swap(str(live), str(stage), str(prev), str(pending), "restart")
+    assert pending.read_text() == "restart\n"
+    assert (live / "main.cf").read_text() == "new\n"

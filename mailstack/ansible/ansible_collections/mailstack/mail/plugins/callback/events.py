@@ -110,11 +110,12 @@ class CallbackModule(CallbackBase):
             data["diff"] = "(secret: diff hidden)" if data.get("item") in _hidden() else diff
         if res.get("warnings"):
             data["warnings"] = [_text(w) for w in res["warnings"]]
-        if res.get("results") and event == "failed":
+        if res.get("results") and event in ("failed", "unreachable"):
             data["failed_items"] = [
                 {"item": _text(r.get("_ansible_item_label", r.get("item"))),
                  "msg": _text(r.get("msg") or r.get("stderr"))}
-                for r in res["results"] if isinstance(r, dict) and r.get("failed")]
+                for r in res["results"]
+                if isinstance(r, dict) and (r.get("failed") or r.get("unreachable"))]
         self._emit(event, **data)
 
     # -- playbook structure ------------------------------------------------------------

@@ -11,7 +11,8 @@ description:
   - "The host side of mailstack's file applier for a daemon whose configuration is only valid
     as a whole (Postfix, Dovecot): O(state=stage) copies the live directory to a staging one
     (owners, modes and links kept), the role places the rendered files there and checks the
-    whole with the daemon's own tools, O(state=swap) moves the live directory aside to
+    whole with the daemon's own tools (a swap that was cut off between its two renames, so that
+    O(live) is missing and O(prev) exists, is put back first), O(state=swap) moves the live directory aside to
     O(prev) and the staged one in (two renames), O(state=rollback) puts O(prev) back,
     O(state=clean) removes the staging directory."
   - "O(state=swap) returns the changed paths and, in diff mode, a unified diff per file
@@ -25,11 +26,19 @@ options:
     choices: [stage, swap, rollback, clean]
   live: {description: The live directory (e.g. /etc/postfix)., type: path, required: true}
   stage: {description: The staging directory., type: path, required: true}
-  prev: {description: Where the previous live directory is kept after a swap., type: path}
+  prev: {description: "Where the previous live directory is kept after a swap (O(state=stage):
+    put back first when O(live) is missing).", type: path}
   files:
     description: "For O(state=swap): the rendered files below O(live), path -> {secret}."
     type: dict
     default: {}
+  pending:
+    description: "For O(state=swap): a file written just before the renames, holding
+      O(pending_text); the role's handler removes it once the daemon has picked the new
+      configuration up, so a reload that a lost connection cut off is done by the next apply."
+    type: path
+  pending_text: {description: What O(pending) holds (e.g. reload or restart)., type: str,
+                 default: reload}
   swapped:
     description: "For O(state=rollback): the swap happened (else O(prev) goes back only when
       O(live) is missing, i.e. a swap was interrupted)."
@@ -70,7 +79,11 @@ def _remove(path):
         shutil.rmtree(path)
 
 
-def stage(live, staging):
+def stage(live, staging, prev=None):
+    """Copy ``live`` to ``staging``; first put ``prev`` back when a swap was cut off between its
+    two renames (``live`` missing: e.g. the SSH connection dropped), so the stage is whole."""
+    if prev and not os.path.lexists(live) and os.path.isdir(prev):
+        _rename(prev, live)
     _remove(staging)
     if os.path.isdir(live):
         subprocess.run(["cp", "-a", live, staging], check=True, capture_output=True)
@@ -108,7 +121,13 @@ def _rename(src, dst):
         subprocess.run(["mv", "-T", src, dst], check=True, capture_output=True)
 
 
-def swap(live, staging, prev):
+def swap(live, staging, prev, pending=None, pending_text="reload"):
+    """Move ``live`` to ``prev`` and ``staging`` to ``live``; first note in ``pending`` that
+    the daemon still has to pick the new configuration up."""
+    if pending:
+        os.makedirs(os.path.dirname(pending), exist_ok=True)
+        with open(pending, "w", encoding="utf-8") as fh:
+            fh.write(pending_text + "\n")
     _remove(prev)
     if os.path.exists(live):
         _rename(live, prev)
@@ -133,6 +152,8 @@ def main():
             "stage": {"type": "path", "required": True},
             "prev": {"type": "path"},
             "files": {"type": "dict", "default": {}},
+            "pending": {"type": "path"},
+            "pending_text": {"type": "str", "default": "reload"},
             "swapped": {"type": "bool", "default": False},
         },
         required_if=[("state", "swap", ["prev"]), ("state", "rollback", ["prev"])],
@@ -142,7 +163,7 @@ def main():
     since = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         if p["state"] == "stage":  # scratch: also in check mode, where it is the point
-            stage(p["live"], p["stage"])
+            stage(p["live"], p["stage"], p["prev"])
             module.exit_json(changed=False, changed_paths=[], since=since)
         if p["state"] == "clean":
             _remove(p["stage"])
@@ -153,13 +174,16 @@ def main():
             module.exit_json(changed=restored, restored=restored, changed_paths=[], since=since)
         paths, diff = changes(p["live"], p["stage"], p["files"])
         if not module.check_mode:
-            swap(p["live"], p["stage"], p["prev"])
+            swap(p["live"], p["stage"], p["prev"], p["pending"], p["pending_text"])
         result = {"changed": True, "changed_paths": paths, "since": since,
                   "msg": "swapped in: " + ", ".join(paths) if paths else "swapped in"}
         if module._diff and diff:
             result["diff"] = {"prepared": diff}
         module.exit_json(**result)
-    except (OSError, subprocess.CalledProcessError) as err:
+    except subprocess.CalledProcessError as err:  # cp or mv: their own words (No space left...)
+        said = (err.stderr or b"").decode("utf-8", "replace").strip()
+        module.fail_json(msg=f"{p['state']} of {p['live']}: {said or err}")
+    except OSError as err:
         module.fail_json(msg=f"{p['state']} of {p['live']}: {err}")
 
 
