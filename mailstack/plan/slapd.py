@@ -104,6 +104,17 @@ def pickup(path: str) -> str:
     return "ldap" if path.endswith(".ldif") else "none"
 
 
+def services(site: Site, host: str) -> str:
+    """SLAPD_SERVICES of ``/etc/default/slapd``: where slapd listens on ``host``."""
+    return "ldap:/// ldapi:///"
+
+
+def listens_on_network(site: Site, host: str) -> bool:
+    """Whether slapd answers on a network socket (ldap:// or ldaps://), not only on ldapi: then
+    its binds can be guessed from outside, and fail2ban watches them (plan/fail2ban.py)."""
+    return any(uri.startswith(("ldap://", "ldaps://")) for uri in services(site, host).split())
+
+
 def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
     """Every file the ldap role of ``host`` receives."""
     out = [
@@ -115,7 +126,7 @@ def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
                   "entries": dit.entries(site)}, 0o600),
         FileSpec(layout.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
         FileSpec("/etc/default/slapd", "etc/default/slapd.j2",
-                 {"services": "ldap:/// ldapi:///", "options": ""}),
+                 {"services": services(site, host), "options": ""}),
         FileSpec(layout.slapd_key(host), "_formats/verbatim.j2",
                  {"text": secrets[layout.secret_host_key(host)]}, 0o640, "root", "openldap"),
     ]

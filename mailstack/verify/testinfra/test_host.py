@@ -7,6 +7,7 @@ Run by ``mailstack.verify`` with ``--hosts=ssh://root@HOST`` and the environment
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -80,3 +81,25 @@ def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
     locations = {p: host.run(f"doveconf -h -f protocol={p} mail_location").stdout.strip()
                  for p in ("lmtp", "imap", "pop3")}
     assert len(set(locations.values())) == 1, f"mail_location differs by protocol: {locations}"
+
+
+def test_fail2ban_runs_the_sites_jails_on_the_daemons_journals(host, host_plan) -> None:
+    """Every jail the plan names runs; each reads the journal of the unit its daemon really
+    runs in (Postfix's daemons are in postfix@-.service, not the postfix.service of Debian's
+    filter); nftables answers, so a ban can take effect."""
+    want = host_plan["facts"]["fail2ban"]
+    out = host.run("fail2ban-client status")
+    assert out.rc == 0, f"fail2ban-client status: exit {out.rc}: " \
+                        f"{(out.stderr or out.stdout).strip()[:200]}"
+    listed = re.search(r"Jail list:\s*(.*)", out.stdout)
+    got = sorted(j.strip() for j in listed.group(1).split(",") if j.strip()) if listed else []
+    assert got == sorted(want["jails"]), f"fail2ban runs the jails {got}, not {want['jails']}"
+    for jail, unit in sorted(want["units"].items()):
+        match = host.run(f"fail2ban-client get {shlex.quote(jail)} journalmatch").stdout
+        assert f"_SYSTEMD_UNIT={unit}" in match, \
+            f"jail {jail} does not read the journal of {unit}: {match.strip()}"
+        pid = host.run(f"systemctl show -p MainPID --value {shlex.quote(unit)}").stdout.strip()
+        assert pid not in ("", "0"), f"jail {jail} reads {unit}, which runs no daemon"
+    nft = host.run("nft list tables")
+    assert nft.rc == 0, f"nft cannot read the firewall, so no ban takes effect: " \
+                        f"{nft.stderr.strip()[:200]}"
