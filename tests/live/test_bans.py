@@ -36,9 +36,8 @@ JAILS = "host: fail2ban runs the sites jails"
 JOURNALS = "host: each jail reads the journal its daemon logs to"
 NFT = "host: nftables answers so that bans take effect"
 
-# Runs in a lab container (stdlib only): N logins with wrong passwords, 5 at a time (Dovecot's
-# LDAP passdb queues 8 binds; a busy machine then answered some with a temporary failure),
-# IMAP (993) or SMTP AUTH PLAIN (587 after STARTTLS); one answer per attempt.
+# Runs in a lab container (stdlib only): N logins with wrong passwords, 5 at a time, IMAP (993)
+# or SMTP AUTH PLAIN (587 after STARTTLS); one answer per attempt.
 GUESS = r"""
 import imaplib, json, smtplib, ssl, sys
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +74,11 @@ with ThreadPoolExecutor(5) as pool:
 """
 
 # Runs in a lab container: a TCP connection to each port; what happened.
+WRONG = {"imap": "refused: b'[AUTHENTICATIONFAILED] Authentication failed.'",
+         "smtp": "refused: 535"}
+COUNTED = set(WRONG.values())
+TEMPORARY = {"refused: b'[UNAVAILABLE] Temporary authentication failure. [", "refused: 454"}
+
 CONNECT = r"""
 import json, socket, sys
 job = json.loads(sys.argv[1])
@@ -112,6 +116,20 @@ class Bans(LabSite):
     def guess(self, where: Container, kind: str, n: int, password: str = "") -> list[str]:
         return self.run(where, GUESS, host=self.hostname, user=self.user, password=password,
                         kind=kind, n=n)  # type: ignore[return-value]
+
+    def burst(self, kind: str) -> list[str]:
+        """The attacker's wrong passwords until the daemon refused max_failures of them as
+        wrong (what fail2ban counts). Seen once per lab run: Postfix's first AUTH on a reused
+        smtpd process, right after the same address' IMAP burst, answered 454 ("Connection lost
+        to authentication server"): no password was checked, and fail2ban rightly does not
+        count it; such an answer is a refusal too, and the guesser tries again."""
+        answers: list[str] = []
+        while len(answers) < 3 * self.max_failures:
+            counted = sum(a in COUNTED for a in answers)
+            if counted >= self.max_failures:
+                break
+            answers += self.guess(self.attacker, kind, self.max_failures - counted)
+        return answers
 
     def connect(self, where: Container, ports: tuple[int, ...]) -> dict[str, str]:
         return self.run(where, CONNECT, host=self.hostname,
@@ -191,11 +209,12 @@ def test_a_burst_of_wrong_imap_passwords_ends_refused_while_another_client_logs_
         bans_lab: Bans) -> None:
     assert set(bans_lab.connect(bans_lab.attacker, IMAP_PORTS).values()) == {"connected"}
     started = time.monotonic()
-    answers = bans_lab.guess(bans_lab.attacker, "imap", bans_lab.max_failures)
-    assert all(a.startswith("refused: b'[AUTHENTICATIONFAILED]") for a in answers), \
+    answers = bans_lab.burst("imap")
+    assert answers.count(WRONG["imap"]) == bans_lab.max_failures, \
         (answers, bans_lab.log_of(bans_lab.attacker_ip))
+    assert all(a == WRONG["imap"] or a.startswith(tuple(TEMPORARY)) for a in answers), answers
     seen = bans_lab.refused_soon(IMAP_PORTS)
-    print(f"\n[IMAP: {bans_lab.max_failures} wrong passwords at once, refused after "
+    print(f"\n[IMAP: {len(answers)} wrong passwords, 5 at a time, refused after "
           f"{time.monotonic() - started:.0f} s]")
     # every IMAP and POP3 port refuses the guesser at the firewall...
     assert seen == {str(p): "refused" for p in IMAP_PORTS}, \
@@ -212,12 +231,14 @@ def test_a_burst_of_wrong_smtp_passwords_ends_refused(bans_lab: Bans) -> None:
     """Postfix's daemons log from postfix@-.service: the jail must read that journal (Debian's
     filter alone reads postfix.service and would never ban anyone)."""
     started = time.monotonic()
-    answers = bans_lab.guess(bans_lab.attacker, "smtp", bans_lab.max_failures)
-    assert answers == ["refused: 535"] * bans_lab.max_failures, \
+    answers = bans_lab.burst("smtp")
+    assert answers.count(WRONG["smtp"]) == bans_lab.max_failures, \
         (answers, bans_lab.log_of(bans_lab.attacker_ip))
+    assert all(a == WRONG["smtp"] or a.startswith(tuple(TEMPORARY)) for a in answers), answers
     seen = bans_lab.refused_soon(SMTP_PORTS)
-    print(f"\n[SMTP AUTH: {bans_lab.max_failures} wrong passwords at once, refused after "
-          f"{time.monotonic() - started:.0f} s]")
+    temporary = answers.count("refused: 454")
+    print(f"\n[SMTP AUTH: {len(answers)} wrong passwords, 5 at a time ({temporary} answered "
+          f"454), refused after {time.monotonic() - started:.0f} s]")
     assert seen == {str(p): "refused" for p in SMTP_PORTS}, \
         (seen, bans_lab.log_of(bans_lab.attacker_ip))
     assert bans_lab.banned("postfix-sasl") == [bans_lab.attacker_ip]
