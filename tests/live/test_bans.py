@@ -1,10 +1,12 @@
 """Brute force in the lab: fail2ban bans an address that keeps guessing, and only that one.
 
 One lab for the module: the example site (its own site name, the site's default ``bans``)
-applied to a prepared host; an extra container on the lab network (``attacker``, .101) guesses
-passwords, the lab's client (.100, where verify probes from) keeps logging in. A ban is proven
-with real connection attempts (refused at the host's nftables), a working client with real
-logins. Then fail2ban is broken the ways an admin could break it, and the host check FAILs.
+applied to a bare host (fail2ban, python3-systemd and nftables come from the lab's local apt
+repository of the manifest's packages, as on a real server). An extra container on the lab
+network (``attacker``, .101) guesses passwords; the lab's client (.100, where verify probes
+from) keeps logging in. A ban is proven with real connection attempts (refused at the host's
+nftables), a working client with real logins. Then fail2ban is broken the ways an admin could
+break it, and the host checks FAIL.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from mailstack import apply, lab, secrets, verify
-from mailstack.container import Container
+from mailstack.container import Container, commit, remove_image
 from mailstack.plan import fail2ban, layout
 from mailstack.site.load import load_site
 from tests.conftest import LabSite, example_lab_site, live
 
-pytestmark = live(ssh=True, ansible=True)
+pytestmark = live(ssh=True, ansible=True, bare=True)
 
 ATTACKER_OCTET = 101
 IMAP_PORTS = (layout.IMAP_PORT, layout.IMAPS_PORT, layout.POP3_PORT, layout.POP3S_PORT)
@@ -172,7 +174,7 @@ def bans_lab(tmp_path_factory) -> Bans:
     site, build = example_lab_site(root, "bans")
     attacker = None
     try:
-        lab.up(site, build_dir=build)
+        lab.up(site, build_dir=build, start="bare")
         report = apply.apply(site, inventory=lab.state(site, build_dir=build).inventory,
                              build_dir=build, out=lambda line: None)
         assert report.ok, report.lines()
@@ -285,16 +287,22 @@ def test_fail2ban_stopped_fails_the_host_checks(bans_lab: Bans) -> None:
 
 
 def test_a_host_where_nft_is_not_permitted_fails_the_nftables_check(bans_lab: Bans) -> None:
-    """A container without NET_ADMIN (what the lab's hosts were before fail2ban): nft answers
-    "Operation not permitted", fail2ban logs its ban and nothing is refused."""
+    """The applied host as the lab's hosts were before fail2ban, without NET_ADMIN: nft answers
+    "Operation not permitted", fail2ban logs its bans and nothing is refused."""
     manifest = Path(bans_lab.build) / load_site(bans_lab.site).site / "manifest.json"
-    with Container.throwaway("mailstack-bans-no-net-admin") as bare:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", str(verify.TESTINFRA / "test_host.py"), "-q",
-             "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(verify.TESTINFRA),
-             "-k", "nftables", f"--hosts=podman://{bare.name}"],
-            capture_output=True, text=True, timeout=300, check=False,
-            env={**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": "mail"})
+    image = f"localhost/mailstack-snap:{bans_lab.state.network}-no-net-admin"
+    commit(bans_lab.mail.name, image)
+    try:
+        with Container.throwaway("mailstack-bans-no-net-admin", image=image) as copy:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", str(verify.TESTINFRA / "test_host.py"), "-q",
+                 "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir",
+                 str(verify.TESTINFRA), "--tb=line", "-k", "nftables",
+                 f"--hosts=podman://{copy.name}"],
+                capture_output=True, text=True, timeout=300, check=False,
+                env={**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": "mail"})
+    finally:
+        remove_image(image)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "nft cannot read the firewall, so no ban takes effect: Operation not permitted" in \
         proc.stdout, proc.stdout
