@@ -120,3 +120,20 @@ def test_the_daemons_slow_down_guessing(example) -> None:
     assert main["smtpd_client_event_limit_exceptions"] == \
         f"$mynetworks, cidr:{postfix.TRUSTED_CLIENTS}"
     assert ("auth_failure_delay", "2 secs") in dovecot.config(site, "mail")["settings"]
+
+
+def test_only_the_labs_site_hosts_get_net_admin_and_a_host_without_it_is_restarted() -> None:
+    from mailstack.lab import containers
+    from mailstack.lab.plan import plan_lab
+    from tests.conftest import EXAMPLE
+
+    plan = plan_lab(load_site(EXAMPLE))
+    host, client = plan.host("mail"), plan.client
+    assert containers.caps(host) == ("NET_ADMIN",) and containers.caps(client) == ()
+    info = {"State": {"Running": True}, "Config": {"Hostname": host.hostname, "Labels": {
+        containers.START_LABEL: plan.start}}, "HostConfig": {"CapAdd": ["CAP_SYS_PTRACE"]},
+        "NetworkSettings": {"Networks": {plan.network: {"IPAddress": host.ip,
+                                                        "Aliases": list(host.aliases)}}}}
+    assert not containers.matches(info, plan, host)  # a lab up before bans: started again
+    info["HostConfig"]["CapAdd"].append("CAP_NET_ADMIN")
+    assert containers.matches(info, plan, host)
