@@ -61,6 +61,7 @@ clean:
 
 bench: venv
 	$(PY) bench/render_scale.py 10 100 1000 3000
+	$(PY) bench/hostile_site.py
 
 # Role development only (not in CI): molecule drives lab up -> apply -> idempotence -> verify.
 molecule: venv image

@@ -11,12 +11,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
+RENEW_DAYS = 30
+"""A host certificate is due this many days before it expires: `check` warns, `mailstack
+secrets --renew` renews it (certbot's window)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()
 
@@ -66,18 +70,27 @@ def _san(names: Iterable[str]) -> list[x509.GeneralName]:
     return out
 
 
-def issue(ca: KeyPair, names: Sequence[str], *, client: bool = False) -> KeyPair:
+def issue(ca: KeyPair, names: Sequence[str], *, client: bool = False, key: str | None = None,
+          days: int = SERVER_DAYS, now: datetime.datetime | None = None) -> KeyPair:
     """A server certificate for ``names`` (first one is the CN) signed by ``ca``; ``client``
-    adds clientAuth (a site host is also a TLS client of the others)."""
+    adds clientAuth (a site host is also a TLS client of the others). ``key`` (PEM) keeps an
+    existing private key (a renewal); without it a new EC P-256 key is made."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.encode())
     ca_key = serialization.load_pem_private_key(ca.key.encode(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if key is None:
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        loaded = serialization.load_pem_private_key(key.encode(), None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ValueError("the key is neither an EC nor an RSA key")
+        private = loaded
+    now = now or _now()
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .issuer_name(ca_cert.subject).public_key(private.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(
@@ -86,4 +99,60 @@ def issue(ca: KeyPair, names: Sequence[str], *, client: bool = False) -> KeyPair
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)  # type: ignore[arg-type]
             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM).decode(),
+                   key if key is not None else _pem_key(private))
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What renewal and `check` need to know about a certificate."""
+
+    not_after: datetime.datetime
+    serial: int
+    names: tuple[str, ...]
+    issuer: str
+    public_key: bytes  # SubjectPublicKeyInfo, DER
+
+
+def inspect(pem: str) -> CertInfo:
+    """The facts of the first certificate in ``pem``; ValueError if it is not one."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(str(n.value) for n in san)
+    except x509.ExtensionNotFound:
+        names = tuple(str(a.value) for a in
+                      cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return CertInfo(cert.not_valid_after_utc, cert.serial_number, names,
+                    cert.issuer.rfc4514_string(),
+                    cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def signed_by(pem: str, ca_pem: str) -> bool:
+    """Whether the CA certificate ``ca_pem`` signed the certificate ``pem``."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def key_public(key_pem: str) -> bytes:
+    """The SubjectPublicKeyInfo (DER) of a private key in PEM."""
+    key = serialization.load_pem_private_key(key_pem.encode(), None)
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def days_left(not_after: datetime.datetime, now: datetime.datetime | None = None) -> int:
+    """Whole days from ``now`` until ``not_after`` (negative once it has passed)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return (not_after - now) // datetime.timedelta(days=1)
+
+
+def in_days(days: int) -> str:
+    """``in 12 days``, ``in 1 day``, ``within a day``."""
+    return "within a day" if days == 0 else f"in {days} day{'s' if days != 1 else ''}"

@@ -30,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run slaptest, postfix check, doveconf... in a throwaway container")
     r = verb("render", "write every file of every host to OUT/<site>/")
     r.add_argument("-o", "--output", default="build", metavar="OUT", help="default: build")
-    verb("secrets", "create missing secrets (passwords, site CA, host certificates)")
+    se = verb("secrets", "create missing secrets (passwords, site CA, host certificates)")
+    se.add_argument("--renew", action="store_true",
+                    help="also renew, from the site CA and with the same keys, the host "
+                         "certificates that expire within 30 days (or are wrong for the site); "
+                         "apply then rolls them out")
     rt = verb("routes", "which relay (and which credentials) a message would take")
     rt.add_argument("--from", dest="sender", required=True, metavar="ADDR")
     rt.add_argument("--to", dest="rcpt", required=True, metavar="ADDR")
@@ -67,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                       "(apply --check --diff: nothing is changed)")
     targets(pl, "the lab's inventory (lab up first)")
     pl.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    st = verb("status", "how the site's unattended jobs fare: failed remote mailbox "
+                        "collections, stopped timers, oversized messages left at the provider")
+    targets(st, "the lab's hosts (lab up first)")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -97,14 +104,22 @@ def main(argv: list[str] | None = None) -> int:
             path = core.render(args.site, args.output, secrets_dir=args.secrets)
             print(f"rendered {path}")
         elif args.verb == "secrets":
-            rep = core.make_secrets(args.site, secrets_dir=args.secrets)
+            rep = core.make_secrets(args.site, secrets_dir=args.secrets, renew=args.renew)
             for name in rep.created:
                 print(f"created {rep.directory / name}")
             for missing in rep.missing_external:
                 print(f"{missing}: missing; put it there yourself (it cannot be generated)",
                       file=sys.stderr)
-            if not rep.created:
+            if not rep.created and not args.renew:
                 print(f"{rep.directory}: nothing to create")
+            for r in rep.renewals:
+                until = r.not_after.strftime("%Y-%m-%d %H:%M UTC")
+                print(f"renewed {r.path}: {r.reason}; the new one is valid until {until} "
+                      "(same key)" if r.renewed else
+                      f"{r.path}: valid until {until}, not due: not renewed")
+            if any(r.renewed for r in rep.renewals):
+                print(f"`mailstack apply {args.site}` puts the renewed certificates on the "
+                      "hosts (Postfix and Dovecot reload, slapd restarts)")
             return 1 if rep.missing_external else 0
         elif args.verb == "routes":
             print(f"{args.sender} -> {args.rcpt}: "
@@ -154,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                         secrets_dir=args.secrets, limit=args.limit,
                         check_only=planning or args.check, diff=planning or args.diff,
                         take_over=not planning and args.take_over)
+        elif args.verb == "status":
+            from mailstack import status
+
+            st_report = status.status(args.site, lab=args.lab, inventory=args.inventory,
+                                      build_dir=args.build, secrets_dir=args.secrets)
+            print(st_report.text())
+            return 0 if st_report.ok else 1
         elif args.verb == "verify":
             from mailstack import verify
 

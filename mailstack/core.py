@@ -70,18 +70,25 @@ class SecretsReport:
     directory: Path
     created: list[str]
     missing_external: list[str]
+    renewals: list[secrets.Renewal] = field(default_factory=list)
 
 
-def make_secrets(site_file: str | Path, *, secrets_dir: str | Path | None = None) -> SecretsReport:
-    """Create every missing secret that can be generated; never overwrite one."""
+def make_secrets(site_file: str | Path, *, secrets_dir: str | Path | None = None,
+                 renew: bool = False) -> SecretsReport:
+    """Create every missing secret that can be generated; never overwrite one. With ``renew``,
+    also renew the host certificates that are due from the site CA (keeping their keys)."""
+    from mailstack.checks import contexts
+
     site = load_site(site_file)
+    raise_errors(contexts.secret_names(site))  # names are paths: refused before any is made
     directory = Path(secrets_dir) if secrets_dir else secrets.default_dir(site_file)
     created = secrets.generate(site, directory)
     store = secrets.SecretStore(directory)
     external = [str(store.path(r.name)) for r in secrets.missing(site, store)]
     if not site.hosts:
         raise InputError(f"{site_file}: the site has no hosts")
-    return SecretsReport(directory, created, external)
+    renewals = secrets.renew(site, directory) if renew else []
+    return SecretsReport(directory, created, external, renewals)
 
 
 def routes(site_file: str | Path, sender: str, rcpt: str) -> str:

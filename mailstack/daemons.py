@@ -130,6 +130,24 @@ class _HostRun:
             self.verdict(f"postmap -q {nobody} {table} finds nothing",
                          rc == 1 and not out.strip() and not err.strip(),
                          f"exit {rc}: {out.strip()} {_tail(err)}")
+            self.outside_costs_no_lookup(lookup.name, key)
+
+    def outside_costs_no_lookup(self, name: str, local_key: str) -> None:
+        """A copy of the table pointing at a socket that does not exist: an outside address
+        must be answered "not found" without a word about LDAP (the table's ``domain``), a key
+        of the site's own domains must try LDAP and fail (the control)."""
+        copy = f"/tmp/mailstack-{name}-unreachable.cf"
+        self.sh(f"sed 's|^server_host = .*|server_host = ldapi://%2Fnonexistent|' "
+                f"/etc/postfix/ldap/{name}.cf > {copy}")
+        outside = "someone@outside.mailstack.invalid"
+        rc, out, err = self.sh(f"postmap -q {outside} ldap:{copy}")
+        self.verdict(f"postmap -q {outside} ldap:{name}.cf asks no LDAP server",
+                     rc == 1 and not out.strip() and not err.strip(),
+                     f"exit {rc}: {out.strip()} {_tail(err)}")
+        rc, _, err = self.sh(f"postmap -q {shlex.quote(local_key)} ldap:{copy}")
+        self.verdict(f"postmap -q {local_key} ldap:{name}.cf asks LDAP (control)",
+                     "Unable to bind" in err or "Can't contact" in err,
+                     f"exit {rc}, no LDAP error: {_tail(err)}")
 
     def dovecot(self) -> None:
         if not self.step("doveconf -n (no warnings)", "doveconf -n >/dev/null", quiet=True):

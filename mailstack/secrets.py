@@ -2,11 +2,13 @@
 
 Each secret is one file below ``<site dir>/secrets/`` (or ``--secrets DIR``), mode 0600 (or
 0400), or an ansible-vault encrypted file (decrypted with ``ansible-vault`` and the password
-file named by ``ANSIBLE_VAULT_PASSWORD_FILE``). Nothing here ever overwrites a secret.
+file named by ``ANSIBLE_VAULT_PASSWORD_FILE``). Nothing here overwrites a secret, except
+:func:`renew`, which replaces host certificates that are due (the admin's ``--renew``).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import secrets as random
@@ -18,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mailstack import certs
 from mailstack.errors import InputError
 from mailstack.plan import layout
 from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
 _NAME = re.compile(r"[A-Za-z0-9@._+-]+(/[A-Za-z0-9@._+-]+)*\Z")
+NAME_RULE = ("a path below the secrets folder of letters, digits, @._+- and /, without '..' (no "
+             "absolute paths)")
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 Kind = Literal["password", "tls", "external"]
 
@@ -47,7 +52,8 @@ def default_dir(site_file: str | os.PathLike[str]) -> Path:
 
 def required(site: Site) -> list[SecretRef]:
     """Every secret the site's render needs, in a stable order."""
-    refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap",))]
+    refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap", "root_password"))
+            ] if site.ldap.root_password else []
     refs += [SecretRef(layout.secret_service(s), "password", ("ldap",)) for s in layout.SERVICE_ACCOUNTS]
     for i, account in enumerate(site.accounts):
         name = layout.account_secret(account)
@@ -83,7 +89,7 @@ class SecretStore:
 
     def path(self, name: str) -> Path:
         if not valid_name(name):
-            raise InputError(f"{name!r} is not a valid secret name (letters, digits, @._+- and /)")
+            raise InputError(f"{name!r} is not a valid secret name: {NAME_RULE}")
         return self.root / name
 
     def exists(self, name: str) -> bool:
@@ -163,8 +169,6 @@ def generate(site: Site, root: str | Path) -> list[str]:
 
 
 def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
-    from mailstack import certs
-
     made: list[str] = []
     if layout.SECRET_CA_CERT in todo:
         if store.exists(layout.SECRET_CA_KEY):
@@ -192,3 +196,91 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
 
 def describe_missing(refs: Iterable[SecretRef], store: SecretStore) -> list[str]:
     return [f"{store.path(r.name)}: {r.kind} secret '{r.name}' is missing" for r in refs]
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """One host certificate `renew` looked at: whether it renewed it, why, and the dates."""
+
+    host: str
+    path: Path
+    renewed: bool
+    reason: str
+    not_after: datetime.datetime  # of the certificate now in the file
+
+
+def _due(info: certs.CertInfo, want: list[str], ca_ok: bool, key_ok: bool,
+         now: datetime.datetime) -> str:
+    """Why a host certificate must be renewed, or "" when it need not be."""
+    days = certs.days_left(info.not_after, now)
+    when = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    if days < 0:
+        return f"it expired on {when}"
+    if not ca_ok:
+        return "the site CA did not sign it"
+    if not key_ok:
+        return "it does not belong to the host's key"
+    if sorted(info.names) != sorted(want):
+        return f"it names {', '.join(info.names)}, the site {', '.join(want)}"
+    if days < certs.RENEW_DAYS:
+        return f"it expires on {when}, {certs.in_days(days)}"
+    return ""
+
+
+def renew(site: Site, root: str | Path, *,
+          now: datetime.datetime | None = None) -> list[Renewal]:
+    """Renew, from the site CA, every host certificate that is due: expired, expiring within
+    ``certs.RENEW_DAYS`` days, not signed by the site CA, not matching its key, or naming other
+    names than the site gives the host. The host's key is kept (pins such as DANE ``3 1 1``
+    records stay valid, and the key never has to move). Each certificate file is replaced
+    atomically, 0600. Returns one entry per host, renewed or not."""
+    if site.tls.mode != "internal-ca":
+        raise InputError("tls.mode is files: the host certificates come from elsewhere; "
+                         "renew them there and put them into the secrets folder")
+    store = SecretStore(root)
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca = certs.KeyPair(store.read(layout.SECRET_CA_CERT), store.read(layout.SECRET_CA_KEY))
+    out: list[Renewal] = []
+    for host_name, host in sorted(site.hosts.items()):
+        cert_name = layout.secret_host_cert(host_name)
+        key_name = layout.secret_host_key(host_name)
+        path = store.path(cert_name)
+        if path.read_text(encoding="utf-8").startswith(VAULT_HEADER):
+            raise InputError(f"{path}: is ansible-vault encrypted; renew writes a plain "
+                             "certificate: decrypt it first (`ansible-vault decrypt`)")
+        pem, key = store.read(cert_name), store.read(key_name)
+        try:
+            info = certs.inspect(pem)
+        except ValueError as err:
+            raise InputError(f"{path}: not a PEM certificate ({err})") from None
+        try:
+            key_ok = certs.key_public(key) == info.public_key
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{store.path(key_name)}: not a PEM private key ({err})") from None
+        want = [host.hostname]
+        reason = _due(info, want, certs.signed_by(pem, ca.cert), key_ok, now)
+        if not reason:
+            out.append(Renewal(host_name, path, False, "", info.not_after))
+            continue
+        if not key_ok:
+            raise InputError(f"{path}: it does not belong to {store.path(key_name)}; remove both "
+                             "to make a new pair with `mailstack secrets SITE`")
+        pair = certs.issue(ca, want, client=True, key=key)
+        _replace(path, pair.cert.encode())
+        out.append(Renewal(host_name, path, True, reason, certs.inspect(pair.cert).not_after))
+    return out
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` anew, 0600, atomically (a temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

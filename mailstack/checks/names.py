@@ -17,6 +17,14 @@ _LOCAL = re.compile(r"[A-Za-z0-9!#$&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$&'*+/=?^_`{|
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+HOST_KEY = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+"""A host's short name: it names files (tls/<host>.crt, build/<site>/<host>/)."""
+
+
+def host_key_message(name: str) -> str:
+    return f"host name '{name}' must be lowercase letters, digits, -"
+
+
 def valid_domain(name: str) -> bool:
     return bool(_DOMAIN.match(name)) and len(name) <= 253
 
@@ -78,8 +86,8 @@ def check(site: Site) -> Iterator[Finding]:
     if not site.hosts:
         yield err(("hosts",), "at least one host is needed")
     for name, host in site.hosts.items():
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
-            yield err(("hosts", name), f"host name '{name}' must be lowercase letters, digits, -")
+        if not HOST_KEY.match(name):
+            yield err(("hosts", name), host_key_message(name))
         if not valid_domain(host.hostname):
             yield err(("hosts", name, "hostname"), f"'{host.hostname}' is not a fully qualified "
                                                     "host name")
@@ -146,6 +154,15 @@ def check(site: Site) -> Iterator[Finding]:
                                 f"address{hint}")
             elif target.lower() == alias.address.lower():
                 yield err(path, "an alias cannot point to itself")
+    if site.verify.probe is not None and site.verify.probe.lower() not in {
+            a.mail.lower() for a in site.accounts}:
+        yield err(("verify", "probe"), f"'{site.verify.probe}' is not an account of the site: "
+                                       "verify's probe account is created like any account"
+                                       f"{_near(site.verify.probe, addresses)}")
+    remote = [n for n, h in site.hosts.items() if "ldap" not in h.roles]
+    if site.ldap.network is False and remote:
+        yield err(("ldap", "network"), f"host {remote[0]} reads the directory over the network: "
+                                       "slapd must listen on port 389 (remove the key)")
     for i, domain in enumerate(site.domains):
         for local_part, why in ROLE_ADDRESSES:
             if site.accounts and f"{local_part}@{domain.lower()}" not in addresses:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from mailstack.checks.names import valid_address, valid_domain
 from mailstack.findings import Finding, suggest
+from mailstack.plan import fetch as fetch_plan
 from mailstack.site.marks import Path
 from mailstack.site.model import Site
 
@@ -127,7 +128,25 @@ def check_routes(site: Site) -> Iterator[Finding]:
             yield err((*path, "port"), f"{fetch.port} is not a TCP port")
         if fetch.protocol == "pop3" and tuple(fetch.folders) != ("INBOX",):
             yield err((*path, "folders"), "POP3 has only the INBOX; folders need imap")
+        if fetch.max_message_size is not None:
+            yield from _size(site, fetch.max_message_size, (*path, "max_message_size"))
         fetch_key = (fetch.protocol, fetch.host.lower(), fetch.user.lower())
         if fetch_key in seen_fetch:
             yield err(path, f"{fetch.user} at {fetch.host} is collected twice")
         seen_fetch.add(fetch_key)
+
+
+def _size(site: Site, size: int, path: Path) -> Iterator[Finding]:
+    """A remote mailbox's own size limit: a message between it and Postfix's limit would be
+    downloaded and refused on every run."""
+    postfix = fetch_plan.postfix_limit(site)
+    if size < 1:
+        yield Finding(site.marks.at(path), path, f"{size} is not a size in bytes (at least 1)")
+    elif postfix is None:
+        where = ("postfix", "main", "message_size_limit")
+        yield Finding(site.marks.at(where), where,
+                      f"'{site.postfix.main['message_size_limit']}' is not a number of bytes")
+    elif postfix and size > postfix:
+        yield Finding(site.marks.at(path), path,
+                      f"{size} is above Postfix's message_size_limit ({postfix}): a message "
+                      "between the two would be downloaded and refused on every run")

@@ -1,21 +1,30 @@
-"""Secrets: every secret the site refers to exists and is readable only by its owner."""
+"""Secrets: every secret the site refers to exists and is readable only by its owner; the
+hosts' certificates are not expired and not about to expire."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 
-from mailstack import secrets
+from mailstack import certs, secrets
 from mailstack.errors import InputError
 from mailstack.findings import Finding
+from mailstack.plan import layout
 from mailstack.site.model import Site
 
 
-def check(site: Site, store: secrets.SecretStore) -> Iterator[Finding]:
+def check(site: Site, store: secrets.SecretStore,
+          now: datetime.datetime | None = None) -> Iterator[Finding]:
+    # written into Postfix's LDAP tables and SASL maps, which strip the spaces around a value
+    # and cannot quote (Dovecot's files quote them; the others are read whole or by ldappasswd)
+    in_files = {layout.secret_service("postfix")} | {
+        r.auth.password_secret for r in site.relays.values() if r.auth}
+    readable: set[str] = set()
     for ref in secrets.required(site):
         mark = site.marks.at(ref.path)
         if not secrets.valid_name(ref.name):
-            yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name "
-                                          "(letters, digits, @._+- and /)")
+            yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name: "
+                                          f"{secrets.NAME_RULE}")
             continue
         if not store.exists(ref.name):
             how = ("`mailstack secrets SITE` creates it" if ref.kind != "external"
@@ -24,6 +33,41 @@ def check(site: Site, store: secrets.SecretStore) -> Iterator[Finding]:
                                           f"{store.path(ref.name)}; {how}")
             continue
         try:
-            store.read(ref.name)
+            value = store.read(ref.name)
         except InputError as e:
             yield Finding(mark, ref.path, str(e))
+            continue
+        if ref.name in in_files and value != value.strip():
+            yield Finding(mark, ref.path, f"secret '{ref.name}' starts or ends with a space, "
+                                          "which Postfix strips from the files it goes into")
+        readable.add(ref.name)
+    yield from expiry(site, store, readable, now or datetime.datetime.now(datetime.UTC))
+
+
+def expiry(site: Site, store: secrets.SecretStore, readable: set[str],
+           now: datetime.datetime) -> Iterator[Finding]:
+    """An error for a host certificate that has expired, a warning for one that expires within
+    ``certs.RENEW_DAYS`` days (what `mailstack secrets --renew` renews)."""
+    how = ("`mailstack secrets SITE --renew` renews it" if site.tls.mode == "internal-ca"
+           else "put a renewed one there")
+    for host in sorted(site.hosts):
+        name = layout.secret_host_cert(host)
+        if name not in readable:
+            continue
+        path = ("hosts", host)
+        mark = site.marks.at(path)
+        try:
+            info = certs.inspect(store.read(name))
+        except ValueError:
+            yield Finding(mark, path, f"{store.path(name)}: host certificate '{name}' is not "
+                                      "a PEM certificate")
+            continue
+        days = certs.days_left(info.not_after, now)
+        when = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
+        if days < 0:
+            yield Finding(mark, path, f"{store.path(name)}: the certificate expired on {when}; "
+                                      f"{how}")
+        elif days < certs.RENEW_DAYS:
+            yield Finding(mark, path, f"{store.path(name)}: the certificate expires on {when}, "
+                                      f"{certs.in_days(days)}; {how}",
+                          "warning")

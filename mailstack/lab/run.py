@@ -177,7 +177,11 @@ def prepare_outside_secrets(site_file: str | os.PathLike[str], *,
                             ) -> outside.OutsideReport:
     """:func:`ensure_outside_secrets` with the whole report: also ``warnings`` (secrets that
     exist but do not fit the lab), the provider's passwords and the CAs."""
+    from mailstack.checks import contexts
+    from mailstack.findings import raise_errors
+
     site = load_site(site_file)
+    raise_errors(contexts.secret_names(site))  # names are paths: refused before any is made
     return _prepare_outside(site, plan_lab(site), site_file, build_dir, secrets_dir)
 
 

@@ -117,17 +117,14 @@ def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
 def lookups(site: Site) -> tuple[Lookup, ...]:
     """Every lookup Dovecot and Postfix make, as data."""
     p = profile(site)
-    people, aliases, domains = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES,
-                                                       layout.OU_DOMAINS))
+    # the site's domains are no lookup: Postfix reads them from a table rendered from the site
+    people, aliases = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES))
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
     userdb_returns = (p.home_attr,) if p.home_attr else ("mail",)
     return (
         Lookup("passdb", "dovecot", people, account_filter, ("mail",), "account"),
         Lookup("userdb", "dovecot", people, account_filter, userdb_returns, "account"),
-        Lookup("virtual_mailbox_domains", "postfix", domains,
-               f.and_(f.Eq("objectClass", "domainRelatedObject"),
-                      f.Eq("associatedDomain", postfix_key)), ("associatedDomain",), "domain"),
         Lookup("virtual_mailbox_maps", "postfix", people,
                f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
                ("mail",), "account"),

@@ -20,6 +20,15 @@ USERDB_FILE = "/etc/dovecot/dovecot-ldap-userdb.conf.ext"
 MAIL_LOCATION = "maildir:~/Maildir"
 
 
+def conf_value(value: str) -> str:
+    """A value for Dovecot's ``key = value`` files, quoted where it must be: Dovecot reads ``#``
+    anywhere as a comment, unquotes ``"..."`` and strips spaces around a value (tried with
+    dnpass in doveadm auth test); inside quotes ``\\`` and ``\"`` are its escapes."""
+    if "#" in value or '"' in value or "\\" in value or value != value.strip():
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
 def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[str, str]:
     """One Dovecot LDAP args file (passdb or userdb), from the lookups as data."""
     lookup = {lk.name: lk for lk in dit.lookups(site)}[which]
@@ -51,7 +60,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
             "iterate_filter": lf.render(dit.iterate_filter(site)),
             "iterate_attrs": "mail=user",
         })
-    return settings
+    return {key: conf_value(value) for key, value in settings.items()}
 
 
 def config(site: Site, host: str) -> dict[str, object]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mailstack.plan import FileSpec, layout, slapd
+from mailstack.plan import FileSpec, layout, postfix, slapd
 from mailstack.site.model import Site
 
 JAIL_LOCAL = "/etc/fail2ban/jail.local"
@@ -80,15 +80,11 @@ def jail_names(site: Site, host: str) -> list[str]:
 
 
 def never_banned(site: Site) -> list[str]:
-    """fail2ban's ignoreip: loopback, the site's relays named by IP address, then the site's
-    own list (as networks; check refuses what is not one)."""
-    out = list(LOOPBACK)
-    for _, relay in sorted(site.relays.items()):
-        try:
-            ip = ipaddress.ip_address(relay.host)
-        except ValueError:
-            continue  # a relay named by host name: fail2ban would resolve it at every start
-        out.append(f"{ip}/{ip.max_prefixlen}")
+    """fail2ban's ignoreip: loopback, the site's own relays named by IP address, then the
+    site's own list (as networks; check refuses what is not one)."""
+    # the relays Postfix trusts by IP (postfix.trusted_clients); one named by host name is not
+    # listed: fail2ban would resolve it at every start
+    out = [*LOOPBACK, *(net for net, _ in postfix.trusted_clients(site))]
     for entry in site.bans.never:
         try:
             out.append(str(ipaddress.ip_network(entry, strict=False)))

@@ -11,6 +11,24 @@ Each mailbox runs as ``mailstack-fetch@<id>.service`` (oneshot, unprivileged use
 state directory) started by ``mailstack-fetch@<id>.timer`` every ``interval``: one failing
 mailbox never stops the others. Messages go to the local account through ``sendmail``, so they
 take the same path as any other local mail (aliases, LMTP, one mailbox location).
+
+Faults (tried with getmail6 6.18.11 on Debian 12):
+* A message larger than Postfix accepts: without a limit getmail downloads it on every run,
+  sendmail refuses it, getmail keeps no record and exits 1 (a delivery error), forever. With
+  ``max_message_size`` getmail leaves it at the provider (it never deletes what it did not
+  retrieve), says so only in its message log, and looks again each run. The limit is Postfix's
+  ``message_size_limit`` less :data:`SIZE_MARGIN` (what delivery adds: the envelope and a
+  Received header; a provider counts CRLF line ends, which only makes the local copy smaller),
+  or the site's own ``max_message_size``. ``fetch-run`` (``mailstack/data/fetch_run.py``)
+  reads getmail's log after each run and reports each such message once: a warning in the
+  unit's journal and a notice to the local account, whose owner can read it at the provider.
+* A hung run: ``TimeoutStartSec=`` (:data:`RUN_TIMEOUT`) ends it with SIGTERM, which getmail
+  takes as "user aborted": it still writes down what it delivered as it quits. (Its
+  ``to_oldmail_on_each_mail`` would do that after each message, but in 6.18.11 it makes getmail
+  forget every delivered message when it quits: each run delivered them all again.)
+* A failed run: ``OnFailure=`` starts ``mailstack-fetch-failed@<id>.service``, which writes one
+  error line naming the mailbox to the journal; the unit stays ``failed`` (``systemctl
+  --failed``) until the timer's next run succeeds.
 """
 
 from __future__ import annotations
@@ -18,7 +36,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from mailstack.plan import FileSpec
+from mailstack import resources
+from mailstack.plan import FileSpec, postfix
 from mailstack.site.model import Fetch, Site
 
 USER = "mailstack-fetch"
@@ -27,6 +46,17 @@ STATE_NAME = "mailstack-fetch"
 STATE_DIR = f"/var/lib/{STATE_NAME}"  # systemd's StateDirectory=
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 UNIT = "mailstack-fetch@"
+FAILED_UNIT = "mailstack-fetch-failed@"
+RUNNER = "/usr/local/lib/mailstack/fetch-run"
+GETMAIL = "/usr/bin/getmail"
+RUN_TIMEOUT = "30min"
+"""A run longer than this is hung: getmail's own socket timeout (180 s) ends a silent server,
+not one that trickles; 50 MiB at 1 Mbit/s takes 7 minutes."""
+SIZE_MARGIN = 16384
+"""Bytes kept free below Postfix's message_size_limit, which limits the queue file (postdrop:
+"File too large"). Measured: a queue file takes about 2 bytes per line besides the text, as
+many as the CRLF line ends a provider counts, plus a few hundred bytes of envelope and headers;
+lines of 128 bytes or more take 1 byte more each."""
 
 
 def fetch_id(fetch: Fetch) -> str:
@@ -43,7 +73,37 @@ def interval(fetch: Fetch) -> str:
     return fetch.interval.replace("m", "min") if fetch.interval.endswith("m") else fetch.interval
 
 
-def getmailrc(fetch: Fetch) -> list[tuple[str, list[tuple[str, str]]]]:
+def py_string(value: str) -> str:
+    """A Python string literal: getmail ``eval()``s its tuple settings (mailboxes, arguments,
+    password_command), so every string in one is escaped, never pasted between quotes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def py_tuple(*values: str) -> str:
+    """A Python tuple literal of two or more strings."""
+    return "(" + ", ".join(py_string(v) for v in values) + ")"
+
+
+def size_limit(site: Site, fetch: Fetch) -> int:
+    """getmail's ``max_message_size`` in bytes (0: none): the site's, else Postfix's
+    message_size_limit less :data:`SIZE_MARGIN` (Postfix's 0 means no limit)."""
+    if fetch.max_message_size is not None:
+        return fetch.max_message_size
+    limit = postfix_limit(site)
+    return max(limit - SIZE_MARGIN, 1) if limit else 0
+
+
+def postfix_limit(site: Site) -> int | None:
+    """Postfix's message_size_limit as a number (0: none), None if it is not one."""
+    value = postfix.message_size_limit(site).strip()
+    return int(value) if value.isdigit() else None
+
+
+def message_log(fetch: Fetch) -> str:
+    return f"{STATE_DIR}/{fetch_id(fetch)}/message.log"
+
+
+def getmailrc(fetch: Fetch, limit: int = 0) -> list[tuple[str, list[tuple[str, str]]]]:
     ident = fetch_id(fetch)
     retriever = [
         ("type", "SimplePOP3SSLRetriever" if fetch.protocol == "pop3" else
@@ -51,26 +111,52 @@ def getmailrc(fetch: Fetch) -> list[tuple[str, list[tuple[str, str]]]]:
         ("server", fetch.host),
         ("port", str(port(fetch))),
         ("username", fetch.user),
-        ("password_command", f'("/bin/cat", "{CONFIG_DIR}/{ident}.password")'),
+        ("password_command", py_tuple("/bin/cat", f"{CONFIG_DIR}/{ident}.password")),
         ("ca_certs", f"{CONFIG_DIR}/{ident}.ca.crt" if fetch.ca_secret else SYSTEM_CA),
     ]
     if fetch.protocol == "imap":
-        retriever.append(("mailboxes", "(" + "".join(f'"{f}", ' for f in fetch.folders) + ")"))
+        retriever.append(("mailboxes", "(" + "".join(f"{py_string(f)}, " for f in fetch.folders) + ")"))
     return [
         ("retriever", retriever),
         ("destination", [
             ("type", "MDA_external"),
             ("path", "/usr/sbin/sendmail"),
-            ("arguments", f'("-i", "-f", "%(sender)", "--", "{fetch.account}")'),
+            ("arguments", py_tuple("-i", "-f", "%(sender)", "--", fetch.account)),
         ]),
         ("options", [
             ("read_all", "false"),       # only what getmail has not retrieved before
             ("delete", "false" if fetch.keep else "true"),
             ("delivered_to", "false"),
             ("received", "false"),
-            ("message_log_syslog", "true"),
+            # not to_oldmail_on_each_mail: getmail6 6.18.11 then forgets each message it
+            # delivered when it quits, and delivers it again on every run (seen in the lab);
+            # a run ended by the start timeout (SIGTERM) still writes its record as it quits
+            *([("max_message_size", str(limit))] if limit else []),
+            # every message of the run, read by fetch-run (which logs the delivered ones)
+            ("message_log", message_log(fetch)),
+            ("message_log_verbose", "true"),
+            ("message_log_syslog", "false"),
         ]),
     ]
+
+
+def runner_config(site: Site, fetch: Fetch) -> dict[str, object]:
+    """What ``fetch-run`` needs for one mailbox (its JSON file)."""
+    ident = fetch_id(fetch)
+    return {
+        "getmail": GETMAIL,
+        "rcfile": f"{CONFIG_DIR}/{ident}.getmailrc",
+        "state_dir": f"{STATE_DIR}/{ident}",
+        "message_log": message_log(fetch),
+        "unit": f"{UNIT}{ident}.service",
+        "label": f"{fetch.protocol} {fetch.user} at {fetch.host} -> {fetch.account}",
+        "protocol": fetch.protocol,
+        "user": fetch.user,
+        "host": fetch.host,
+        "account": fetch.account,
+        "limit": size_limit(site, fetch),
+        "notice_from": f"postmaster@{site.domains[0]}",
+    }
 
 
 def services(site: Site) -> tuple[str, ...]:
@@ -86,17 +172,24 @@ def pickup(path: str) -> str:
 def files(site: Site, secrets: Mapping[str, str]) -> list[FileSpec]:
     if not site.fetch:
         return []
+    unit = {"user": USER, "config_dir": CONFIG_DIR, "state_dir": STATE_DIR,
+            "state_name": STATE_NAME, "runner": RUNNER, "timeout": RUN_TIMEOUT,
+            "failed_unit": FAILED_UNIT}
     out = [
         FileSpec(f"/etc/systemd/system/{UNIT}.service", "etc/systemd/system/mailstack-fetch@.service.j2",
-                 {"user": USER, "config_dir": CONFIG_DIR, "state_dir": STATE_DIR,
-                  "state_name": STATE_NAME}),
+                 unit),
         FileSpec(f"/etc/systemd/system/{UNIT}.timer", "etc/systemd/system/mailstack-fetch@.timer.j2",
                  {}),
+        FileSpec(f"/etc/systemd/system/{FAILED_UNIT}.service",
+                 "etc/systemd/system/mailstack-fetch-failed@.service.j2", unit),
+        FileSpec(RUNNER, "_formats/verbatim.j2", {"text": runner_text()}, 0o755),
     ]
     for fetch in site.fetch:
         ident = fetch_id(fetch)
+        out.append(FileSpec(f"{CONFIG_DIR}/{ident}.json", "_formats/json.j2",
+                            {"value": runner_config(site, fetch)}))
         out.append(FileSpec(f"{CONFIG_DIR}/{ident}.getmailrc", "_formats/ini.j2",
-                            {"sections": getmailrc(fetch),
+                            {"sections": getmailrc(fetch, size_limit(site, fetch)),
                              "header": f"getmail6: {fetch.user} at {fetch.host} -> {fetch.account}"},
                             0o600, USER, USER))
         out.append(FileSpec(f"{CONFIG_DIR}/{ident}.password", "_formats/verbatim.j2",
@@ -110,3 +203,8 @@ def files(site: Site, secrets: Mapping[str, str]) -> list[FileSpec]:
                                                      ("OnUnitInactiveSec", interval(fetch))])],
                              "header": f"poll {fetch.user} at {fetch.host} every {fetch.interval}"}))
     return out
+
+
+def runner_text() -> str:
+    """The host-side script ``fetch-run`` (a real, linted file of the package)."""
+    return (resources.PACKAGE / "data" / "fetch_run.py").read_text(encoding="utf-8")

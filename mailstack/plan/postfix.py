@@ -73,6 +73,7 @@ SENDER_LOGIN_EXTRA = "/etc/postfix/sender_login_extra"
 TRANSPORT = "/etc/postfix/transport"
 SENDER_TRANSPORT = "/etc/postfix/sender_transport"
 OWN_SENDERS = "/etc/postfix/own_senders"
+VIRTUAL_DOMAINS = "/etc/postfix/virtual_mailbox_domains"
 ALIASES = "/etc/aliases"
 
 
@@ -82,6 +83,7 @@ def system_aliases(site: Site) -> list[tuple[str, str]]:
     return [("postmaster:", "root"), ("MAILER-DAEMON:", "postmaster"), ("abuse:", "root"),
             ("root:", postmaster)]
 TRUSTED_CLIENTS = "/etc/postfix/trusted_clients"
+TRUSTED_CLIENT_NAMES = "/etc/postfix/trusted_client_names"
 RATE_LIMITS = {
     "anvil_rate_time_unit": "60s",
     # connections per client and minute, any port (Postfix: no limit): a sending MTA opens a
@@ -106,17 +108,44 @@ def own_senders(site: Site) -> list[tuple[str, str]]:
     return [(k, OWN_SENDER_REFUSED) for k in keys]
 
 
+def _own_relays(site: Site) -> list[str]:
+    """The hosts of the site's own relays: those that take the site's mail without
+    credentials, trusting it by address (a head office's relay). A relay that wants a login is
+    a provider's, shared with strangers: it is never trusted with the site's senders."""
+    return sorted({r.host.lower() for r in site.relays.values() if r.auth is None})
+
+
 def trusted_clients(site: Site) -> list[tuple[str, str]]:
     """check_client_access cidr rows exempting the site's own relays named by IP address (the
     head office's relay hands inbound mail over with the site's senders in it)."""
     out = []
-    for relay in site.relays.values():
+    for host in _own_relays(site):
         try:
-            ip = ipaddress.ip_address(relay.host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
-            continue  # a relay named by host name: cidr tables need addresses
+            continue  # named by host name: trusted_client_names
         out.append((f"{ip}/{ip.max_prefixlen}", "OK"))
-    return sorted(set(out))
+    return out
+
+
+def trusted_client_names(site: Site) -> list[tuple[str, str]]:
+    """check_client_access rows for the site's own relays named by host name. Postfix matches
+    a client's name only when its reverse and forward DNS agree, else the name is "unknown"."""
+    out = []
+    for host in _own_relays(site):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            out.append((host, "OK"))
+    return out
+
+
+MESSAGE_SIZE_LIMIT = "52428800"
+
+
+def message_size_limit(site: Site) -> str:
+    """main.cf's message_size_limit: the site's (postfix.main), else mailstack's 50 MiB."""
+    return site.postfix.main.get("message_size_limit", MESSAGE_SIZE_LIMIT)
 
 
 def main_cf(site: Site, host: str) -> dict[str, str]:
@@ -145,11 +174,13 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_banner": "$myhostname ESMTP",
         "recipient_delimiter": "+",
         "mailbox_size_limit": "0",
-        "message_size_limit": "52428800",
+        "message_size_limit": MESSAGE_SIZE_LIMIT,
         # a sender learns within hours that a message waits behind a dead relay
         "delay_warning_time": "4h",
         # local domains: mailboxes and aliases from LDAP, delivered to Dovecot over LMTP
-        "virtual_mailbox_domains": table("virtual_mailbox_domains"),
+        # the site's domains are a static table rendered from the site file: outside addresses
+        # cost no LDAP lookup, and an LDAP outage does not stop outbound mail
+        "virtual_mailbox_domains": f"texthash:{VIRTUAL_DOMAINS}",
         "virtual_mailbox_maps": table("virtual_mailbox_maps"),
         "virtual_alias_maps": table("virtual_alias_maps"),
         "virtual_alias_domains": "",
@@ -190,14 +221,16 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_recipient_restrictions": "reject_unlisted_recipient",
         # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
         "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
-                                     f"{TRUSTED_CLIENTS}, check_sender_access "
+                                     f"{TRUSTED_CLIENTS}, check_client_access texthash:"
+                                     f"{TRUSTED_CLIENT_NAMES}, check_sender_access "
                                      f"texthash:{OWN_SENDERS}",
         "disable_vrfy_command": "yes",
         # brute force, first line: anvil counts each client's events per anvil_rate_time_unit
         # and smtpd answers 4.7.0 beyond the limit (fail2ban bans the addresses that keep
-        # failing: plan/fail2ban.py). Loopback and the site's relays named by IP are exempt.
+        # failing: plan/fail2ban.py). Loopback and the site's own relays are exempt.
         **RATE_LIMITS,
-        "smtpd_client_event_limit_exceptions": f"$mynetworks, cidr:{TRUSTED_CLIENTS}",
+        "smtpd_client_event_limit_exceptions": f"$mynetworks, cidr:{TRUSTED_CLIENTS}, "
+                                               f"texthash:{TRUSTED_CLIENT_NAMES}",
         # the submission services' restrictions, referenced from master.cf
         "mailstack_submission_client_restrictions":
             f"permit_sasl_authenticated, check_client_access static:{{{AUTH_REQUIRED}}}",
@@ -289,6 +322,10 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         "scope": lookup.scope,
         "query_filter": lf.render(lookup.filter),
         "result_attribute": ", ".join(lookup.returns),
+        # every Postfix lookup is keyed by an address: only the site's own domains reach LDAP
+        # (ldap_table(5): bare-domain and "@domain" keys are then not looked up, which no
+        # table here uses)
+        "domain": ", ".join(d.lower() for d in site.domains),
     }
     if not ldap_uri.startswith("ldapi:"):
         settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
@@ -304,6 +341,8 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                  {"services": master_cf(site)}),
         FileSpec("/etc/mailname", "_formats/verbatim.j2", {"text": site.hosts[host].hostname + "\n"}),
         FileSpec(ALIASES, "_formats/table.j2", {"rows": system_aliases(site)}),
+        FileSpec(VIRTUAL_DOMAINS, "_formats/table.j2",
+                 {"rows": [(d.lower(), "OK") for d in site.domains]}),
     ]
     pw = secrets[layout.secret_service("postfix")]
     for lookup in dit.lookups(site):
@@ -328,6 +367,8 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         out.append(FileSpec(SENDER_TRANSPORT, "_formats/table.j2", {"rows": list(routes.senders)}))
     out.append(FileSpec(OWN_SENDERS, "_formats/table.j2", {"rows": own_senders(site)}))
     out.append(FileSpec(TRUSTED_CLIENTS, "_formats/table.j2", {"rows": trusted_clients(site)}))
+    out.append(FileSpec(TRUSTED_CLIENT_NAMES, "_formats/table.j2",
+                        {"rows": trusted_client_names(site)}))
     extra = sorted((addr.lower(), a.mail) for a in site.accounts for addr in a.send_as)
     if extra:
         rows: dict[str, list[str]] = {}

@@ -76,15 +76,35 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcDbDirectory", layout.SLAPD_DB_DIR),
             ("olcSuffix", str(base)),
             ("olcRootDN", str(dit.admin_dn(site))),
-            ("olcRootPW", ssha512(secrets[layout.SECRET_LDAP_ADMIN], str(base))),
+            *((("olcRootPW", ssha512(secrets[layout.SECRET_LDAP_ADMIN], str(base))),)
+              if site.ldap.root_password else ()),
             ("olcDbMaxSize", str(DB_MAX_SIZE)),
             *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),
             ("olcLastMod", "TRUE"),
-            ("olcSecurity", "simple_bind=64"),
+            ("olcSecurity", SECURITY),
             *_ordered("olcAccess", acl.rules(site)),
         )),
     ]
     return out
+
+
+def serves_network(site: Site) -> bool:
+    """Whether slapd listens on port 389: when the site says so, or when a host without the
+    ldap role reads the directory. Otherwise every consumer is on the directory's host and
+    uses ldapi:/// (Postfix's tables, Dovecot's passdb and userdb, apply, verify)."""
+    if site.ldap.network is not None:
+        return site.ldap.network
+    return any("ldap" not in h.roles for h in site.hosts.values())
+
+
+def listen_uris(site: Site) -> str:
+    """SLAPD_SERVICES in /etc/default/slapd."""
+    return "ldap:/// ldapi:///" if serves_network(site) else "ldapi:///"
+
+
+# every operation needs TLS or ldapi (security strength 64 or more), binds included: an
+# anonymous search over plain LDAP is refused too ("confidentiality required")
+SECURITY = "simple_bind=64 ssf=64"
 
 
 def courier_schema() -> str:
@@ -104,15 +124,11 @@ def pickup(path: str) -> str:
     return "ldap" if path.endswith(".ldif") else "none"
 
 
-def services(site: Site, host: str) -> str:
-    """SLAPD_SERVICES of ``/etc/default/slapd``: where slapd listens on ``host``."""
-    return "ldap:/// ldapi:///"
-
-
 def listens_on_network(site: Site, host: str) -> bool:
-    """Whether slapd answers on a network socket (ldap:// or ldaps://), not only on ldapi: then
-    its binds can be guessed from outside, and fail2ban watches them (plan/fail2ban.py)."""
-    return any(uri.startswith(("ldap://", "ldaps://")) for uri in services(site, host).split())
+    """Whether slapd on ``host`` answers on a network socket (ldap:// or ldaps:// in
+    SLAPD_SERVICES), not only on ldapi: then its binds can be guessed from outside, and
+    fail2ban watches them (plan/fail2ban.py)."""
+    return any(uri.startswith(("ldap://", "ldaps://")) for uri in listen_uris(site).split())
 
 
 def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
@@ -126,7 +142,7 @@ def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
                   "entries": dit.entries(site)}, 0o600),
         FileSpec(layout.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
         FileSpec("/etc/default/slapd", "etc/default/slapd.j2",
-                 {"services": services(site, host), "options": ""}),
+                 {"services": listen_uris(site), "options": ""}),
         FileSpec(layout.slapd_key(host), "_formats/verbatim.j2",
                  {"text": secrets[layout.secret_host_key(host)]}, 0o640, "root", "openldap"),
     ]

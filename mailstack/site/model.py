@@ -58,6 +58,21 @@ class Ldap:
             "placed before the generated least-privilege rules, in order."
         ),
     )
+    network: bool | None = field(
+        default=None,
+        metadata=doc(
+            "Serve LDAP on port 389 (StartTLS required for every operation). Default: only "
+            "when a host without the ldap role reads the directory; otherwise slapd listens "
+            "on ldapi:/// (the host's own socket) alone."
+        ),
+    )
+    root_password: bool = field(
+        default=False,
+        metadata=doc(
+            "Give the admin DN a password (olcRootPW from the secret ldap/admin) for tools "
+            "that bind as the admin; apply and verify work as root over ldapi without one."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,12 @@ class Fetch:
         metadata=doc("Secrets file with the CA that signs the server's certificate "
                      "(default: the system's CAs)."),
     )
+    max_message_size: int | None = field(
+        default=None,
+        metadata=doc("Bytes: a larger message stays at the provider and its account gets one "
+                     "notice (default: Postfix's message_size_limit less a margin for what "
+                     "delivery adds). At most Postfix's message_size_limit."),
+    )
 
 
 @dataclass(frozen=True)
@@ -222,6 +243,19 @@ class Bans:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """How `mailstack verify` may act on real servers."""
+
+    probe: str | None = field(
+        default=None,
+        metadata=doc(
+            "An account of the site kept for verify's writes: with `verify -i --allow-writes` "
+            "mail is sent to and as it, and the directory write check touches its entry only."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Site:
     """A mail site: its domains, hosts, directory, relays and accounts."""
 
@@ -239,6 +273,7 @@ class Site:
     fetch: tuple[Fetch, ...] = field(default=(), metadata=doc("Remote mailboxes to collect."))
     tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
     postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
+    verify: Verify = field(default_factory=Verify, metadata=doc("verify's probe account."))
     bans: Bans = field(default_factory=Bans,
                        metadata=doc("Automatic bans of addresses that keep failing to log in."))
     marks: Marks = field(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, layout
+from mailstack.plan import SitePlan, dit, layout, slapd
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -139,9 +140,8 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
             searches.append([str(lookup.base), lf.render(flt, percent=False),
                              list(lookup.returns), expect])
         services.append({"name": svc, "dn": str(dit.service_dn(site, svc)),
-                         "pw": values[layout.secret_service(svc)], "lookups": searches,
-                         "write_target": str(dit.account_dn(site, site.accounts[0].mail))
-                         if site.accounts else str(dit.base(site))})
+                         "pw": values[layout.secret_service(svc)], "lookups": searches})
+    target = site.verify.probe or (site.accounts[0].mail if site.accounts else None)
     return {
         "hostname": plan.hosts[mail_host].hostname,
         "ca": values[layout.SECRET_CA_CERT],
@@ -152,8 +152,9 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),
-            "admin_dn": str(dit.admin_dn(site)),
-            "admin_pw": values[layout.SECRET_LDAP_ADMIN],
+            "network": slapd.serves_network(site),
+            "socket": layout.LDAPI_SOCKET,
+            "write_target": str(dit.account_dn(site, target)) if target else None,
             "services": services,
             "users": [{"dn": str(dit.account_dn(site, a["mail"])), "pw": a["password"]}
                       for a in accounts[:2]],
@@ -178,6 +179,34 @@ def _run_probe(job: dict, client: str | None) -> list[dict]:
     except json.JSONDecodeError:
         raise ToolError(f"the probe failed (exit {proc.returncode}): "
                         f"{(proc.stderr or proc.stdout)[-2000:]}") from None
+
+
+def _run_on_host(target: Target, job: dict) -> list[dict]:
+    """Run the probe on a site host over SSH (``ldap_local``: the directory over its ldapi
+    socket, as root for the control and the write check). Script and job travel on stdin, so
+    no secret is on a command line or in a file on the host."""
+    bootstrap = ("import sys; job = sys.stdin.readline(); g = {'__name__': 'mailstack_probe'}; "
+                 "exec(compile(sys.stdin.read(), 'mailstack-probe.py', 'exec'), g); "
+                 "sys.exit(g['run_job'](job))")
+    sudo = [] if target.ssh_user == "root" else ["sudo", "-n"]
+    with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
+        cmd = ["ssh", "-F", str(_ssh_config(Path(tmp), target)),
+               f"{target.ssh_user}@{target.address}", shlex.join([*sudo, "python3", "-c",
+                                                                  bootstrap])]
+        payload = json.dumps(job) + "\n" + PROBE.read_text(encoding="utf-8")
+        try:
+            proc = subprocess.run(cmd, input=payload, text=True, capture_output=True,
+                                  timeout=300, check=False)
+        except subprocess.TimeoutExpired:
+            return [{"name": f"probe on {target.key}", "ok": False,
+                     "detail": "no answer over SSH within 300 s"}]
+    try:
+        return list(json.loads(proc.stdout))
+    except json.JSONDecodeError:
+        lines = [x for x in (proc.stderr or proc.stdout).splitlines() if x.strip()]
+        return [{"name": f"probe on {target.key}", "ok": False,
+                 "detail": f"the probe did not run over SSH (exit {proc.returncode}): "
+                           + " / ".join(lines[-3:])}]
 
 
 def _host_checks(target: Target, manifest: Path) -> list[Check]:
@@ -272,13 +301,28 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     job["writes"] = lab or allow_writes
     if not lab:
         job["address"] = targets[mail_host].address  # the inventory's address for the name
+        if allow_writes:
+            if site.verify.probe is None:
+                raise InputError("--allow-writes needs the site's probe account: add "
+                                 "`verify: {probe: ADDRESS}` with an account kept for verify "
+                                 "(apply creates it like any account)")
+            # real users are never mailed and their entries never written
+            job["write_accounts"] = [site.verify.probe]
+            job["cleanup"] = True
+        else:
+            job["ldap"]["write_target"] = None
     if not job["writes"]:
         report.notes.append(
-            "read-only against real servers: delivery to the accounts, sending on 587/465 and "
-            "the LDAP write checks were not run (--allow-writes runs them: they mail the "
-            "site's accounts and write to the first account's entry)")
+            "read-only against real servers: delivery, sending on 587/465 and the LDAP write "
+            "checks were not run (--allow-writes runs them with the site's probe account "
+            "only, and removes what they wrote)")
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
+    if "ldap" in job["parts"]:
+        ldap_host = next(k for k, h in plan.hosts.items() if "ldap" in h.roles)
+        local = {**job, "parts": ["ldap_local"], "address": "", "cleanup": False}
+        for r in _run_on_host(targets[ldap_host], local):
+            report.checks.append(Check(r["name"], ldap_host, r["ok"], r["detail"]))
     if lab:
         from mailstack.verify import hops
 

@@ -28,6 +28,7 @@ class Probe:
         self.job = job
         self.host = job["hostname"]
         self.results: list[dict] = []
+        self.sent: list[str] = []  # tokens of the messages this run sent
         self.ctx = ssl.create_default_context(cadata=job["ca"])
 
     def result(self, name: str, ok: bool, detail: str = "") -> bool:
@@ -168,9 +169,9 @@ class Probe:
     def delivery(self) -> None:
         if not self.job.get("writes", True):
             return  # mails real users: only with --allow-writes against real servers
-        for acc in self.job["accounts"]:
+        for acc in self.writable():
             user, pw = acc["mail"], acc["password"]
-            token = uuid.uuid4().hex
+            token = self.new_token()
             if not self.run(f"port 25: a message to {user} is accepted", self.send, 25,
                             "sender@outside.example.net", user, token):
                 continue
@@ -186,9 +187,43 @@ class Probe:
                         f"see the same messages", len(set(counts.values())) == 1,
                         f"counts differ: {counts}")
 
+    def writable(self) -> list[dict]:
+        """The accounts verify may mail: all in the lab, the site's probe account elsewhere."""
+        allowed = self.job.get("write_accounts")
+        return [a for a in self.job["accounts"] if allowed is None or a["mail"] in allowed]
+
+    def new_token(self) -> str:
+        token = uuid.uuid4().hex
+        self.sent.append(token)
+        return token
+
+    def cleanup(self) -> tuple[bool, str]:
+        """Delete, from the probe account's INBOX, the messages this run sent and nothing else
+        (the subject carries one of this run's tokens); wait up to 30 s for late ones."""
+        acc = self.writable()[0]
+        conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+        try:
+            conn.login(acc["mail"], acc["password"])
+            left, deadline = set(self.sent), time.monotonic() + 30
+            while left and time.monotonic() < deadline:
+                conn.select("INBOX")
+                for token in sorted(left):
+                    _, data = conn.search(None, "SUBJECT", f'"{token}"')
+                    for num in data[0].split():
+                        conn.store(num, "+FLAGS", "\\Deleted")
+                        left.discard(token)
+                conn.expunge()
+                if left:
+                    time.sleep(1)
+            return not left, f"{len(left)} of {len(self.sent)} messages never arrived"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
     def submission(self) -> None:
         accounts = self.job["accounts"]
-        me = accounts[0]
+        writable = self.writable()
+        me = writable[0] if writable else accounts[0]
         login = (me["mail"], me["password"])
         self.run("587: no AUTH before STARTTLS",
                  lambda: (not self.auth_offered(587, False), "AUTH offered in clear"))
@@ -196,13 +231,14 @@ class Probe:
                  lambda: (self.auth_offered(587, True), "no AUTH after STARTTLS"))
         self.run("465: TLS from the first byte, AUTH offered",
                  lambda: (self.auth_offered(465, False), "no AUTH on 465"))
-        rcpt = accounts[-1]["mail"]
+        rcpt = me["mail"] if self.job.get("write_accounts") is not None else accounts[-1]["mail"]
         for sender in [me["mail"], *me["aliases"]] if self.job.get("writes", True) else []:
             for port in (587, 465):
                 self.run(f"{port}: {me['mail']} may send as {sender}", self.send, port, sender,
-                         rcpt, uuid.uuid4().hex, login)
-        if len(accounts) > 1:
-            other = accounts[1]["mail"]
+                         rcpt, self.new_token(), login)
+        others = [a for a in accounts if a["mail"] != me["mail"]]
+        if others:
+            other = others[0]["mail"]
             self.run(f"587: {me['mail']} may not send as {other}", self.expect_refusal, 587,
                      other, rcpt, "Sender address rejected: not owned by user", login)
         self.run("587: unauthenticated submission is refused with 'Authentication required'",
@@ -332,35 +368,94 @@ class Probe:
             server.kill()
 
     def ldap(self) -> None:
+        """From the client: slapd is closed to the network, or demands TLS for everything."""
+        job = self.job["ldap"]
+        if not job["network"]:
+            for port in (389, 636):
+                self.run(f"LDAP: port {port} is closed to the network (slapd listens on its "
+                         "ldapi socket only)", self.port_closed, port)
+            return
+        import ldap3
+
+        plain = ldap3.Server(self.host, port=389, get_info=ldap3.NONE, connect_timeout=TIMEOUT)
+
+        def no_plain() -> tuple[bool, str]:
+            c = ldap3.Connection(plain, receive_timeout=TIMEOUT, raise_exceptions=False)
+            c.open()
+            c.search(job["people"], "(objectClass=*)", attributes=["objectClass"])
+            return (c.result["result"] == 13 and not c.entries,
+                    f"a search over plain LDAP answered {c.result['description']} with "
+                    f"{len(c.entries)} entries")
+
+        self.run("LDAP: port 389 refuses every operation without TLS (confidentiality "
+                 "required)", no_plain)
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=self.job["ca"])
+        self.directory(ldap3.Server(self.host, port=389, tls=tls, get_info=ldap3.NONE,
+                                    connect_timeout=TIMEOUT), starttls=True,
+                       label="LDAP over StartTLS")
+
+    def ldap_local(self) -> None:
+        """On the directory's host, over its ldapi socket (run by verify over SSH)."""
+        import ldap3
+
+        self.directory(ldap3.Server(f"ldapi://{self.job['ldap']['socket']}"), starttls=False,
+                       label="LDAP", root=True)
+
+    def port_closed(self, port: int) -> tuple[bool, str]:
+        try:
+            with socket.create_connection((self.host, port), timeout=5):
+                return False, f"a TCP connection to port {port} was accepted"
+        except ConnectionRefusedError:
+            return True, ""
+        except OSError as err:  # filtered: nothing answers either
+            return True, str(err)
+
+    def directory(self, server, *, starttls: bool, label: str, root: bool = False) -> None:
+        """The ACL seen by each kind of client: nobody, the services, the users, root."""
         import ldap3
 
         job = self.job["ldap"]
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=self.job["ca"])
-        server = ldap3.Server(self.host, port=389, tls=tls, get_info=ldap3.NONE,
-                              connect_timeout=TIMEOUT)
 
         def conn(dn: str | None = None, pw: str | None = None) -> ldap3.Connection:
             c = ldap3.Connection(server, user=dn, password=pw, receive_timeout=TIMEOUT,
                                  raise_exceptions=False)
             c.open()
-            c.start_tls()
+            if starttls:
+                c.start_tls()
             if dn and not c.bind():
                 raise RuntimeError(f"bind as {dn} failed: {c.result['description']}")
+            return c
+
+        def as_root() -> ldap3.Connection:
+            c = ldap3.Connection(server, authentication=ldap3.SASL,
+                                 sasl_mechanism=ldap3.EXTERNAL, sasl_credentials="",
+                                 receive_timeout=TIMEOUT, raise_exceptions=False)
+            if not c.bind():
+                raise RuntimeError(f"SASL EXTERNAL bind as root failed: "
+                                   f"{c.result['description']}")
             return c
 
         def anonymous() -> tuple[bool, str]:
             c = ldap3.Connection(server, receive_timeout=TIMEOUT, raise_exceptions=False)
             c.open()  # no bind operation at all
+            if starttls:
+                c.start_tls()
             c.search(job["base"], "(objectClass=*)", attributes=["*"])
             return not c.entries, f"an unbound search returned {len(c.entries)} entries"
 
-        def anonymous_control() -> tuple[bool, str]:
-            c = conn(job["admin_dn"], job["admin_pw"])
-            c.search(job["base"], "(objectClass=*)", attributes=["objectClass"])
-            return len(c.entries) > 0, "the admin found no entries either: the probe is blind"
+        def control() -> tuple[bool, str]:
+            if root:
+                c = as_root()
+            else:
+                svc = job["services"][0]
+                c = conn(svc["dn"], svc["pw"])
+            c.search(job["people"], "(objectClass=*)", attributes=["objectClass"])
+            return len(c.entries) > 0, "the control found no entries either: the probe is blind"
 
-        self.run("LDAP: a search sent without any bind returns nothing", anonymous)
-        self.run("LDAP: the same search as the admin finds entries (control)", anonymous_control)
+        self.run(f"{label}: a search sent without any bind returns nothing", anonymous)
+        self.run(f"{label}: the same search as {'root' if root else job['services'][0]['name']}"
+                 " finds entries (control)", control)
+        writes = self.job.get("writes", True)
         for svc in job["services"]:
             def reads(svc=svc) -> tuple[bool, str]:
                 c = conn(svc["dn"], svc["pw"])
@@ -374,8 +469,8 @@ class Probe:
 
             def cannot_write(svc=svc) -> tuple[bool, str]:
                 c = conn(svc["dn"], svc["pw"])
-                target = svc["write_target"]
-                c.modify(target, {"description": [(ldap3.MODIFY_REPLACE, ["mailstack probe"])]})
+                target = job["write_target"]
+                c.modify(target, {"description": [(ldap3.MODIFY_ADD, [self.token("ldap")])]})
                 return c.result["result"] != 0, f"modify of {target} answered {c.result}"
 
             def no_passwords(svc=svc) -> tuple[bool, str]:
@@ -384,10 +479,10 @@ class Probe:
                 leaked = [e.entry_dn for e in c.entries if e["userPassword"].values]
                 return not leaked, f"reads userPassword of {leaked}"
 
-            self.run(f"LDAP: {svc['name']} reads what its lookups use", reads)
-            if self.job.get("writes", True):  # would write to a real entry if the ACL let it
-                self.run(f"LDAP: {svc['name']} cannot write", cannot_write)
-            self.run(f"LDAP: {svc['name']} cannot read userPassword", no_passwords)
+            self.run(f"{label}: {svc['name']} reads what its lookups use", reads)
+            if writes and job.get("write_target"):  # would write if the ACL let it
+                self.run(f"{label}: {svc['name']} cannot write", cannot_write)
+            self.run(f"{label}: {svc['name']} cannot read userPassword", no_passwords)
         users = job["users"]
         if len(users) >= 2:
             def other_password() -> tuple[bool, str]:
@@ -397,18 +492,28 @@ class Probe:
                 leaked = [e for e in c.entries if e["userPassword"].values]
                 return not leaked, f"{users[0]['dn']} reads the userPassword of {users[1]['dn']}"
 
-            self.run("LDAP: a user cannot read another user's userPassword", other_password)
+            self.run(f"{label}: a user cannot read another user's userPassword", other_password)
 
-        def admin_writes() -> tuple[bool, str]:
-            c = conn(job["admin_dn"], job["admin_pw"])
-            target = users[0]["dn"] if users else job["base"]
-            c.modify(target, {"description": [(ldap3.MODIFY_REPLACE, ["verified by mailstack"])]})
-            ok = c.result["result"] == 0
-            c.modify(target, {"description": [(ldap3.MODIFY_DELETE, [])]})
-            return ok, f"modify answered {c.result}"
+        def root_writes() -> tuple[bool, str]:
+            """Adds one description value to the probe's entry and removes that value only."""
+            c = as_root()
+            target, value = job["write_target"], self.token("ldap")
+            c.modify(target, {"description": [(ldap3.MODIFY_ADD, [value])]})
+            answer = dict(c.result)
+            c.search(target, "(objectClass=*)", search_scope=ldap3.BASE,
+                     attributes=["description"])
+            seen = bool(c.entries) and value in c.entries[0]["description"].values
+            c.modify(target, {"description": [(ldap3.MODIFY_DELETE, [value])]})
+            return answer["result"] == 0 and seen and c.result["result"] == 0, (
+                f"modify answered {answer['description']}, value seen: {seen}, "
+                f"removal answered {c.result['description']}")
 
-        if self.job.get("writes", True):  # writes to (and clears) a real entry
-            self.run("LDAP: the admin can write", admin_writes)
+        if root and writes and job.get("write_target"):
+            self.run(f"{label}: root over ldapi can write (the probe account's entry)",
+                     root_writes)
+
+    def token(self, what: str) -> str:
+        return f"mailstack verify {what} {uuid.uuid4().hex}"
 
 
 def pin_address(hostname: str, address: str) -> None:
@@ -422,7 +527,11 @@ def pin_address(hostname: str, address: str) -> None:
 
 
 def main() -> int:
-    job = json.load(sys.stdin)
+    return run_job(sys.stdin.read())
+
+
+def run_job(text: str) -> int:
+    job = json.loads(text)
     if job.get("address"):
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
@@ -432,6 +541,9 @@ def main() -> int:
             getattr(probe, part)()
         except Exception as err:
             probe.result(f"probe {part}", False, f"{type(err).__name__}: {err}")
+    if job.get("cleanup") and probe.sent:
+        probe.run("verify removed the messages it sent from the probe account's INBOX",
+                  probe.cleanup)
     json.dump(probe.results, sys.stdout)
     return 0
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from mailstack import certs
 from mailstack.cli import main
 from tests.conftest import ROOT
 
@@ -20,7 +21,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_check_ok(capsys, example) -> None:
     code, out, err = run(capsys, "check", str(example))
-    assert (code, out, err) == (0, f"{example}: ok (2 accounts, 1 hosts)\n", "")
+    assert (code, out, err) == (0, f"{example}: ok (3 accounts, 1 hosts)\n", "")
 
 
 def test_check_typo_exact_text(capsys, example) -> None:
@@ -39,7 +40,7 @@ def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
     assert err.splitlines() == [
         f"{example}:26: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
         "itself: mail sent there would loop",
-        f"{example}:53: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
+        f"{example}:60: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
         "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?",
     ]
 
@@ -58,8 +59,8 @@ def test_render_and_secrets(capsys, tmp_path) -> None:
     site.write_text((ROOT / "inventories/branch-office/site.yml").read_text())
     code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
     assert code == 2 and out == ""
-    assert f"{site}:12: ldap: secret 'ldap/admin' is missing: expected the file " \
-           f"{tmp_path}/secrets/ldap/admin; `mailstack secrets SITE` creates it" in err.splitlines()
+    assert f"{site}:12: ldap: secret 'ldap/dovecot' is missing: expected the file " \
+           f"{tmp_path}/secrets/ldap/dovecot; `mailstack secrets SITE` creates it" in err.splitlines()
     code, out, err = run(capsys, "secrets", str(site))
     assert code == 1 and f"created {tmp_path}/secrets/tls/mail.key\n" in out
     # the outside world's secrets cannot be generated (in the lab, `lab up` stands in for them)
@@ -72,10 +73,10 @@ def test_render_and_secrets(capsys, tmp_path) -> None:
         (tmp_path / "secrets" / name).chmod(0o600)
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").rglob("*") if p.is_file()}
     assert modes == {0o600}
-    before = (tmp_path / "secrets/ldap/admin").read_bytes()
+    before = (tmp_path / "secrets/ldap/dovecot").read_bytes()
     code, out, _ = run(capsys, "secrets", str(site))
     assert (code, out) == (0, f"{tmp_path}/secrets: nothing to create\n")
-    assert (tmp_path / "secrets/ldap/admin").read_bytes() == before
+    assert (tmp_path / "secrets/ldap/dovecot").read_bytes() == before
     code, out, err = run(capsys, "render", str(site), "-o", str(tmp_path / "out"))
     assert (code, out, err) == (0, f"rendered {tmp_path}/out/krasnoyarsk\n", "")
 
@@ -87,7 +88,7 @@ def test_missing_file_and_yaml_error_no_traceback(tmp_path) -> None:
                               f"{tmp_path}/nope.yml: cannot read the site file: No such file or "
                               "directory\n"),
                              (bad, f"{bad}:2: (top): YAML syntax error: mapping values are not "
-                                   "allowed here\n")):
+                                   "allowed in this context\n")):
         proc = subprocess.run([sys.executable, "-m", "mailstack.cli", "check", str(target)],
                               capture_output=True, text=True, cwd=ROOT, check=False)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)
@@ -162,3 +163,47 @@ def test_a_bug_is_one_line_unless_the_traceback_is_asked_for(capsys, example,
     monkeypatch.setenv("MAILSTACK_TRACEBACK", "1")
     with pytest.raises(KeyError):
         main(["check", str(example)])
+
+
+def test_a_certificate_near_its_end_warns_and_secrets_renew_renews_it(capsys, example) -> None:
+    from tests.unit.test_certs import reissue
+
+    sec = example.parent / "secrets"
+    code, out, err = run(capsys, "secrets", str(example), "--renew")
+    fixture_end = "2029-02-24 05:44 UTC"
+    assert (code, out, err) == (0, f"{sec}/tls/mail.crt: valid until {fixture_end}, not due: "
+                                   "not renewed\n", "")
+    old = reissue(sec, days=12, back=1)
+    end = certs.inspect(old).not_after.strftime("%Y-%m-%d %H:%M UTC")
+    code, out, err = run(capsys, "check", str(example))
+    assert (code, out) == (0, f"{example}: ok (3 accounts, 1 hosts)\n")
+    assert err == (f"{example}:8: hosts.mail: warning: {sec}/tls/mail.crt: the certificate "
+                   f"expires on {end}, in 10 days; `mailstack secrets SITE --renew` renews it\n")
+    code, out, err = run(capsys, "secrets", str(example), "--renew")
+    new_end = certs.inspect((sec / "tls/mail.crt").read_text()).not_after
+    assert (code, err) == (0, "")
+    assert out == (
+        f"renewed {sec}/tls/mail.crt: it expires on {end}, in 10 days; the new one is valid "
+        f"until {new_end:%Y-%m-%d %H:%M UTC} (same key)\n"
+        f"`mailstack apply {example}` puts the renewed certificates on the hosts (Postfix and "
+        "Dovecot reload, slapd restarts)\n")
+    assert run(capsys, "check", str(example)) == (0, f"{example}: ok (3 accounts, 1 hosts)\n", "")
+    reissue(sec, days=2, back=3)
+    code, out, err = run(capsys, "render", str(example), "-o", str(example.parent / "out"))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"{example}:8: hosts.mail: {sec}/tls/mail.crt: the certificate "
+                          "expired on ")
+
+
+def test_status_texts_without_a_network(capsys, example, tmp_path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    other: {ansible_host: 192.0.2.9}\n")
+    code, out, err = run(capsys, "status", str(example), "-i", str(inventory))
+    assert (code, out) == (2, "")
+    assert err == (f"{inventory}: no host 'mail' (or mail.krasnoyarsk.example.org) in the "
+                   "inventory\n")
+    inventory.write_text("all:\n  hosts:\n    mail: {ansible_host: 192.0.2.9}\n")
+    text = example.read_text()
+    example.write_text(text[:text.index("# Remote mailboxes")])
+    assert run(capsys, "status", str(example), "-i", str(inventory)) == (
+        0, "the site collects no remote mailboxes\n", "")

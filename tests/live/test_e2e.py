@@ -18,6 +18,7 @@ import pytest
 
 from mailstack import apply, lab, verify
 from mailstack.container import Container
+from mailstack.errors import InputError
 from tests.conftest import LabSite, example_lab_site, live
 
 pytestmark = live(ssh=True, ansible=True, bare=True)
@@ -98,6 +99,34 @@ def test_an_acl_that_hides_the_directory_from_postfix_fails(site_lab: Lab) -> No
     assert "got [], want ['ivan@krasnoyarsk.example.org']" in bad[
         "LDAP: postfix reads what its lookups use"]
     assert "slapacl disagrees with the matrix" in bad["host: slapacl answers the acl matrix"]
+
+
+def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
+    """The layout needs only the ldapi socket and no olcRootPW: a slapd that also listens on
+    389 and an admin DN with a password are each a FAIL."""
+    site_lab.restore()
+    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
+            "olcRootPW: {SSHA512}not-a-real-hash\n")
+    proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
+                              input=ldif)
+    assert proc.returncode == 0, proc.stderr
+    site_lab.sh("sed -i 's|^SLAPD_SERVICES=.*|SLAPD_SERVICES=\"ldap:/// ldapi:///\"|' "
+                "/etc/default/slapd && systemctl restart slapd")
+    bad = failed(site_lab.verify("ldap", host_checks=True))
+    assert "a TCP connection to port 389 was accepted" in bad[
+        "LDAP: port 389 is closed to the network (slapd listens on its ldapi socket only)"]
+    assert "slapd listens on [389]; the site needs the ldapi socket only" in bad[
+        "host: slapd listens only where the site needs it"]
+    assert "olcRootPW is set on olcDatabase={1}mdb,cn=config" in bad[
+        "host: the directory has a root password only if the site asks"]
+
+
+def test_an_lmtp_socket_open_to_local_users_fails(site_lab: Lab) -> None:
+    site_lab.restore()
+    site_lab.sh("chmod 0666 /var/spool/postfix/private/dovecot-lmtp")
+    bad = failed(site_lab.verify("port25", host_checks=True))
+    assert "is postfix:postfix 0666, not postfix:postfix 0600" in bad[
+        "host: only postfix may use the lmtp socket"]
 
 
 def test_an_open_relay_fails(site_lab: Lab) -> None:
@@ -183,7 +212,8 @@ def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
     """-i INVENTORY: probes run on this machine (outside mynetworks), host checks over SSH;
     read-only unless asked: nothing mailed to the accounts, nothing written to the directory."""
     site_lab.restore()
-    count = ("for u in ivan olga; do doveadm -f flow mailbox status -u $u@krasnoyarsk.example.org"
+    count = ("for u in ivan olga probe; do doveadm -f flow mailbox status -u "
+             "$u@krasnoyarsk.example.org"
              " messages INBOX; done")
     # the remote mailboxes would deliver what earlier cases left at the provider: empty them,
     # and let one collection run finish, so that only verify could add a message now
@@ -203,9 +233,35 @@ def test_verify_against_an_inventory_probes_from_here(site_lab: Lab) -> None:
     assert not any("may send as" in n or "can write" in n or "cannot write" in n for n in names)
     assert report.notes and report.notes[0].startswith("read-only against real servers")
     assert site_lab.sh(count) == before  # no message reached an account
+    people = "ou=people,dc=krasnoyarsk,dc=example,dc=org"
+    # user attributes only: the write check's own modify moves modifyTimestamp and entryCSN
+    entries = f"ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -o ldif-wrap=no -b {people} '*' | sort"
+    directory = site_lab.sh(entries)
+    # --allow-writes: only the site's probe account is mailed and written to, and verify
+    # removes what it wrote (the probe's INBOX and entry end as they were)
     writes = verify.verify(site_lab.site, inventory=site_lab.state.inventory,
-                           build_dir=site_lab.build, parts=["ldap"], host_checks=False,
-                           allow_writes=True)
+                           build_dir=site_lab.build, parts=["delivery", "submission", "ldap"],
+                           host_checks=False, allow_writes=True)
     assert failed({c.name: c for c in writes.checks}) == {}
-    assert "LDAP: the admin can write" in {c.name for c in writes.checks}
+    names = {c.name for c in writes.checks}
+    assert "LDAP: root over ldapi can write (the probe account's entry)" in names
+    assert "LDAP: postfix cannot write" in names
+    assert "verify removed the messages it sent from the probe account's INBOX" in names
+    assert {n for n in names if "lands and is seen" in n} == {
+        "probe@krasnoyarsk.example.org: the message lands and is seen over IMAP"}
+    assert "587: probe@krasnoyarsk.example.org may send as probe@krasnoyarsk.example.org" in names
     assert not writes.notes
+    assert site_lab.sh(count) == before
+    assert site_lab.sh(entries) == directory
+
+
+def test_without_a_probe_account_verify_refuses_to_write(site_lab: Lab, tmp_path) -> None:
+    text = site_lab.site.read_text(encoding="utf-8")
+    bare = tmp_path / "site.yml"
+    bare.write_text(text.replace("verify:\n  probe: probe@krasnoyarsk.example.org\n", ""),
+                    encoding="utf-8")
+    assert bare.read_text(encoding="utf-8") != text
+    shutil.copytree(site_lab.site.parent / "secrets", tmp_path / "secrets")
+    with pytest.raises(InputError, match=r"--allow-writes needs the site's probe account"):
+        verify.verify(bare, inventory=site_lab.state.inventory, build_dir=tmp_path / "build",
+                      parts=["ldap"], host_checks=False, allow_writes=True)

@@ -94,6 +94,6 @@ def test_generated_rules_are_exact(example) -> None:
     rules = policy.generated_rules(load_site(example))
     assert rules[0] == "to attrs=userPassword by self write by anonymous auth by * none"
     assert rules[-1] == "to * by * none"
-    assert (f'to dn.base="ou=domains,{BASE}" attrs=entry by dn.exact="{POSTFIX}" search '
-            "by * none") in rules
+    # Postfix's domain table is static (from the site file): it reads nothing of ou=domains
+    assert not [r for r in rules if f"ou=domains,{BASE}" in r and POSTFIX in r]
     assert "=w" not in " ".join(rules)

@@ -22,16 +22,15 @@ def rendered_ini(example, tmp_path, path: str) -> configparser.ConfigParser:
 
 def test_the_example_gets_a_jail_per_service_a_password_is_guessed_on(example, tmp_path) -> None:
     ini = rendered_ini(example, tmp_path, fail2ban.JAIL_LOCAL)
-    assert ini.sections() == ["sshd", "postfix-sasl", "dovecot", "slapd"]
+    # no slapd jail: slapd listens on ldapi only (plan/slapd.serves_network)
+    assert ini.sections() == ["sshd", "postfix-sasl", "dovecot"]
     assert {s: ini[s]["port"] for s in ini.sections()} == {
-        "sshd": "22", "postfix-sasl": "25,465,587", "dovecot": "143,993,110,995",
-        "slapd": "389,636"}
+        "sshd": "22", "postfix-sasl": "25,465,587", "dovecot": "143,993,110,995"}
     assert all(ini[s]["enabled"] == "true" for s in ini.sections())
     # Debian 12: no rsyslog (the journal), Postfix's daemons in postfix@-.service, nftables
     d = ini.defaults()
     assert (d["backend"], d["banaction"]) == ("systemd", "nftables-multiport")
     assert ini["postfix-sasl"]["journalmatch"] == "_SYSTEMD_UNIT=postfix@-.service"
-    assert ini["slapd"]["journalmatch"] == "_SYSTEMD_UNIT=slapd.service"
     assert "journalmatch" not in ini["dovecot"]  # the stock filter's dovecot.service is right
     assert (d["maxretry"], d["findtime"], d["bantime"]) == ("10", "10m", "1h")
     # loopback and the head office's relay (named by IP) are never banned
@@ -45,8 +44,8 @@ def test_fail2ban_and_what_it_needs_are_installed_and_run_on_every_host(example)
     assert hosts.services(site, "mail")[-1] == "fail2ban"
     plan = core.plan(example)[1].hosts["mail"]
     assert plan.facts["fail2ban"] == {
-        "jails": ["dovecot", "postfix-sasl", "slapd", "sshd"],
-        "units": {"postfix-sasl": "postfix@-.service", "slapd": "slapd.service"}}
+        "jails": ["dovecot", "postfix-sasl", "sshd"],
+        "units": {"postfix-sasl": "postfix@-.service"}}
     assert "fail2ban" in plan.facts["other_services"]  # base starts it, no daemon role does
     placed = {f.path: (f.role, f.pickup) for f in plan.files if f.path.startswith("/etc/fail2")}
     assert placed == {fail2ban.JAIL_LOCAL: ("base", "fail2ban"),
@@ -63,12 +62,15 @@ def test_a_jail_exists_only_where_its_daemon_does(example) -> None:
 
 def test_the_slapd_jail_follows_where_slapd_listens(example, monkeypatch) -> None:
     site = load_site(example)
-    assert slapd.listens_on_network(site, "mail")  # ldap:/// today
+    assert not slapd.listens_on_network(site, "mail")  # ldapi:/// only: nothing to guess
+    assert "slapd" not in fail2ban.jail_names(site, "mail")
+    monkeypatch.setattr(slapd, "listen_uris", lambda site: "ldap:/// ldapi:///")
+    assert slapd.listens_on_network(site, "mail")
     assert "slapd" in fail2ban.jail_names(site, "mail")
-    monkeypatch.setattr(slapd, "services", lambda site, host: "ldapi:///")
-    assert not slapd.listens_on_network(site, "mail")
-    assert "slapd" not in fail2ban.jail_names(site, "mail")  # nothing to guess from outside
-    monkeypatch.setattr(slapd, "services", lambda site, host: "ldapi:/// ldaps://10.0.0.5/")
+    ini = {j.name: dict(j.settings()) for j in fail2ban.jails(site, "mail")}
+    assert ini["slapd"] == {"enabled": "true", "port": "389,636",
+                            "journalmatch": "_SYSTEMD_UNIT=slapd.service"}
+    monkeypatch.setattr(slapd, "listen_uris", lambda site: "ldapi:/// ldaps://10.0.0.5/")
     assert "slapd" in fail2ban.jail_names(site, "mail")
 
 
@@ -118,7 +120,7 @@ def test_the_daemons_slow_down_guessing(example) -> None:
     assert main["anvil_rate_time_unit"] == "60s"
     # the head office's relay (by IP) hands mail over in bursts: exempt, like loopback
     assert main["smtpd_client_event_limit_exceptions"] == \
-        f"$mynetworks, cidr:{postfix.TRUSTED_CLIENTS}"
+        f"$mynetworks, cidr:{postfix.TRUSTED_CLIENTS}, texthash:{postfix.TRUSTED_CLIENT_NAMES}"
     assert ("auth_failure_delay", "2 secs") in dovecot.config(site, "mail")["settings"]
 
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 
 from mailstack import core
+from mailstack import secrets as secrets_mod
 from mailstack.ldap import filter as lf
 from mailstack.plan import dit, dovecot, layout, postfix, slapd
 from mailstack.site.load import load_site
@@ -46,7 +47,7 @@ def test_lookups_filters_and_indices(example) -> None:
     assert lf.render(by_name["passdb"].filter) == "(&(objectClass=CourierMailAccount)(mail=%u))"
     assert lf.render(by_name["virtual_alias_maps"].filter) == \
         "(&(objectClass=CourierMailAlias)(mail=%s))"
-    assert dit.index_attributes(site) == ("associatedDomain", "mail", "objectClass")
+    assert dit.index_attributes(site) == ("mail", "objectClass")
     assert {lk.service for lk in by_name.values()} == {"dovecot", "postfix"}
 
 
@@ -124,17 +125,63 @@ def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
     assert set(hosts.packages(site, "mail")) | every_role <= listed
 
 
-def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(example) -> None:
-    site = load_site(example)
+def test_port_25_refuses_the_sites_own_senders_except_from_its_relays(write_site) -> None:
+    from tests.conftest import example_text
+
+    site = load_site(write_site(example_text()))
     assert postfix.own_senders(site) == [
         ("krasnoyarsk.example.org", postfix.OWN_SENDER_REFUSED),
         ("shop@provider.example", postfix.OWN_SENDER_REFUSED)]  # a send_as address
     assert postfix.trusted_clients(site) == [("192.0.2.1/32", "OK")]  # head-office, by IP
+    # the provider's relay wants a login: shared with strangers, never trusted
+    assert postfix.trusted_client_names(site) == []
     restrictions = postfix.main_cf(site, "mail")["smtpd_sender_restrictions"]
     assert restrictions == (f"permit_mynetworks, check_client_access cidr:"
-                            f"{postfix.TRUSTED_CLIENTS}, check_sender_access "
+                            f"{postfix.TRUSTED_CLIENTS}, check_client_access texthash:"
+                            f"{postfix.TRUSTED_CLIENT_NAMES}, check_sender_access "
                             f"texthash:{postfix.OWN_SENDERS}")
+    named = load_site(write_site(example_text().replace("host: 192.0.2.1",
+                                                        "host: relay.head-office.example")))
+    assert postfix.trusted_clients(named) == []
+    assert postfix.trusted_client_names(named) == [("relay.head-office.example", "OK")]
     # submission keeps its own: log in, then only one's own addresses
     services = {s.name: dict(s.options) for s in postfix.master_cf(site)}
     assert services["submission"]["smtpd_sender_restrictions"] == \
         "$mailstack_submission_sender_restrictions"
+
+
+def _config(site, secrets) -> dict[str, list[str]]:
+    mdb = next(e for e in slapd.config_entries(site, "mail", secrets)
+               if not isinstance(e, str) and str(e.dn) == "olcDatabase={1}mdb,cn=config")
+    out: dict[str, list[str]] = {}
+    for attr, value in mdb.attrs:
+        out.setdefault(attr, []).append(value)
+    return out
+
+
+def test_slapd_listens_on_ldapi_only_and_has_no_root_password_by_default(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    site = load_site(write_site(GOOD))
+    secrets = {layout.secret_host_key("mail"): "k", layout.SECRET_LDAP_ADMIN: "pw"}
+    assert slapd.listen_uris(site) == "ldapi:///"
+    config = _config(site, secrets)
+    assert "olcRootPW" not in config
+    assert config["olcSecurity"] == ["simple_bind=64 ssf=64"]
+    assert layout.SECRET_LDAP_ADMIN not in {r.name for r in secrets_mod.required(site)}
+
+    asked = load_site(write_site(GOOD.replace(
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}',
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org", root_password: true, network: true}')))
+    assert slapd.listen_uris(asked) == "ldap:/// ldapi:///"
+    assert _config(asked, secrets)["olcRootPW"][0].startswith("{SSHA512}")
+
+
+def test_slapd_serves_the_network_when_another_host_reads_the_directory(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    split = load_site(write_site(GOOD.replace(
+        "roles: [ldap, mta, imap]}",
+        "roles: [mta, imap]}\n  dir: {hostname: dir.krasnoyarsk.example.org, roles: [ldap]}")))
+    assert slapd.serves_network(split)
+    assert slapd.listen_uris(split) == "ldap:/// ldapi:///"

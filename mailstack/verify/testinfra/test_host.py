@@ -13,6 +13,7 @@ import shlex
 import pytest
 
 from mailstack.ldap import slapacl
+from mailstack.plan import layout
 
 
 def needs(host_plan: dict, role: str) -> None:
@@ -55,6 +56,28 @@ def test_slaptest_is_clean(host, host_plan) -> None:
     assert out.rc == 0, f"slaptest: exit {out.rc}: {out.stderr}"
 
 
+def test_slapd_listens_only_where_the_site_needs_it(host, host_plan) -> None:
+    needs(host_plan, "ldap")
+    ports = {int(line.split()[3].rsplit(":", 1)[1])
+             for line in host.run("ss -Hltn").stdout.splitlines() if line.strip()}
+    network = host_plan["facts"]["directory"]["network"]
+    open_ports = sorted(ports & {389, 636})
+    assert open_ports == ([389] if network else []), (
+        f"slapd listens on {open_ports or 'no TCP port'}; the site needs "
+        f"{'389 (StartTLS)' if network else 'the ldapi socket only'}")
+
+
+def test_the_directory_has_a_root_password_only_if_the_site_asks(host, host_plan) -> None:
+    needs(host_plan, "ldap")
+    out = host.run("ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -b cn=config "
+                   "'(olcRootPW=*)' dn")
+    assert out.rc == 0, f"ldapsearch: exit {out.rc}: {out.stderr}"
+    found = [line[4:] for line in out.stdout.splitlines() if line.startswith("dn: ")]
+    want = host_plan["facts"]["directory"]["root_password"]
+    assert bool(found) == want, (f"olcRootPW is set on {', '.join(found)}" if found else
+                                 "the site asks for a root password and none is set")
+
+
 def test_slapacl_answers_the_acl_matrix(host, host_plan) -> None:
     needs(host_plan, "ldap")
     rows = json.loads(host.file("/var/lib/mailstack/ldap/acl-expectations.json").content_string)
@@ -83,6 +106,24 @@ def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
     assert len(set(locations.values())) == 1, f"mail_location differs by protocol: {locations}"
 
 
+def _postfix_only(host, socket: str, mode: int) -> None:
+    path = f"{layout.POSTFIX_QUEUE_DIR}/{socket}"
+    f = host.file(path)
+    assert f.exists and f.is_socket, f"{path} is missing"
+    assert (f.user, f.group, f.mode) == ("postfix", "postfix", mode), (
+        f"{path} is {f.user}:{f.group} {f.mode:04o}, not postfix:postfix {mode:04o}")
+
+
+def test_only_postfix_may_use_the_lmtp_socket(host, host_plan) -> None:
+    """Local users cannot hand Dovecot a message directly, with any sender they like."""
+    needs(host_plan, "imap")
+    _postfix_only(host, layout.LMTP_SOCKET, 0o600)
+
+
+def test_only_postfix_may_use_the_auth_socket(host, host_plan) -> None:
+    """Local users cannot guess passwords at Dovecot's auth service, past every rate limit."""
+    needs(host_plan, "imap")
+    _postfix_only(host, layout.SASL_SOCKET, 0o660)
 
 def test_fail2ban_runs_the_sites_jails(host, host_plan) -> None:
     want = sorted(host_plan["facts"]["fail2ban"]["jails"])

@@ -1,0 +1,137 @@
+"""Host certificates: `check` warns 30 days before one expires and refuses an expired one;
+`mailstack secrets --renew` renews the due ones from the site CA, keeping their keys."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from mailstack import certs, checks, secrets
+from mailstack.errors import InputError
+from mailstack.site.load import load_site
+
+DAY = datetime.timedelta(days=1)
+
+
+def reissue(secrets_dir: Path, *, days: int, back: int = 0, names: tuple[str, ...] = (
+        "mail.krasnoyarsk.example.org",), ca: certs.KeyPair | None = None) -> str:
+    """Replace the host's certificate with one of the site CA (same key) that was issued
+    ``back`` days ago and is valid for ``days`` days; return its PEM."""
+    ca = ca or certs.KeyPair((secrets_dir / "tls/ca.crt").read_text(),
+                             (secrets_dir / "tls/ca.key").read_text())
+    key = (secrets_dir / "tls/mail.key").read_text()
+    now = datetime.datetime.now(datetime.UTC) - back * DAY
+    pair = certs.issue(ca, list(names), client=True, key=key, days=days, now=now)
+    (secrets_dir / "tls/mail.crt").write_text(pair.cert)
+    return pair.cert
+
+
+def findings(site_file: Path) -> list[str]:
+    return [str(f) for f in checks.run(load_site(site_file),
+                                       secrets.SecretStore(site_file.parent / "secrets"))]
+
+
+def test_the_fixture_certificate_is_far_from_due(example: Path) -> None:
+    assert findings(example) == []
+
+
+def test_check_warns_within_30_days_and_refuses_an_expired_one(example: Path) -> None:
+    sec = example.parent / "secrets"
+    pem = reissue(sec, days=10, back=0)
+    when = certs.inspect(pem).not_after.strftime("%Y-%m-%d %H:%M UTC")
+    got = checks.run(load_site(example), secrets.SecretStore(sec))
+    assert [(f.severity, str(f)) for f in got] == [(
+        "warning", f"{example}:8: hosts.mail: warning: {sec}/tls/mail.crt: the certificate "
+                   f"expires on {when}, in 9 days; `mailstack secrets SITE --renew` renews it")]
+    pem = reissue(sec, days=31, back=0)
+    assert findings(example) == []
+    pem = reissue(sec, days=10, back=12)
+    when = certs.inspect(pem).not_after.strftime("%Y-%m-%d %H:%M UTC")
+    got = checks.run(load_site(example), secrets.SecretStore(sec))
+    assert [(f.severity, str(f)) for f in got] == [(
+        "error", f"{example}:8: hosts.mail: {sec}/tls/mail.crt: the certificate expired on "
+                 f"{when}; `mailstack secrets SITE --renew` renews it")]
+    (sec / "tls/mail.crt").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    assert findings(example) == [
+        f"{example}:8: hosts.mail: {sec}/tls/mail.crt: host certificate 'tls/mail.crt' is not "
+        "a PEM certificate"]
+
+
+def test_with_files_the_admin_is_told_to_replace_it(example: Path) -> None:
+    example.write_text(example.read_text() + "tls: {mode: files}\n")
+    sec = example.parent / "secrets"
+    reissue(sec, days=3)
+    (got,) = findings(example)
+    assert got.endswith(", in 2 days; put a renewed one there")
+    with pytest.raises(InputError, match=r"tls\.mode is files: the host certificates come from "
+                                         "elsewhere"):
+        secrets.renew(load_site(example), sec)
+
+
+def test_renew_renews_only_what_is_due_and_keeps_the_key(example: Path) -> None:
+    sec = example.parent / "secrets"
+    site = load_site(example)
+    key_before = (sec / "tls/mail.key").read_bytes()
+    fixture = (sec / "tls/mail.crt").read_text()
+    (nothing,) = secrets.renew(site, sec)
+    assert (nothing.renewed, nothing.reason) == (False, "")
+    assert nothing.not_after == certs.inspect(fixture).not_after
+    assert (sec / "tls/mail.crt").read_text() == fixture
+
+    old = reissue(sec, days=20)
+    (done,) = secrets.renew(site, sec)
+    new = (sec / "tls/mail.crt").read_text()
+    old_info, new_info = certs.inspect(old), certs.inspect(new)
+    assert done.renewed and done.host == "mail" and done.path == sec / "tls/mail.crt"
+    assert done.reason == (f"it expires on {old_info.not_after:%Y-%m-%d %H:%M UTC}, "
+                           "in 19 days")
+    assert new_info.serial != old_info.serial
+    assert new_info.not_after == done.not_after
+    left = new_info.not_after - datetime.datetime.now(datetime.UTC)
+    assert certs.SERVER_DAYS - 1 <= left / DAY <= certs.SERVER_DAYS
+    assert new_info.names == ("mail.krasnoyarsk.example.org",)
+    assert new_info.public_key == old_info.public_key  # the key is kept
+    assert (sec / "tls/mail.key").read_bytes() == key_before
+    assert certs.signed_by(new, (sec / "tls/ca.crt").read_text())
+    assert (sec / "tls/mail.crt").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (sec / "tls").iterdir()) == [
+        "ca.crt", "ca.key", "mail.crt", "mail.key"]
+    assert findings(example) == []
+    (again,) = secrets.renew(site, sec)
+    assert not again.renewed and (sec / "tls/mail.crt").read_text() == new
+
+
+@pytest.mark.parametrize(("how", "reason"), [
+    ("expired", "it expired on "),
+    ("other CA", "the site CA did not sign it"),
+    ("other name", "it names old.krasnoyarsk.example.org, the site "
+                   "mail.krasnoyarsk.example.org"),
+])
+def test_renew_mends_a_certificate_that_is_wrong_for_the_site(example: Path, how: str,
+                                                              reason: str) -> None:
+    sec = example.parent / "secrets"
+    if how == "expired":
+        reissue(sec, days=5, back=6)
+    elif how == "other CA":
+        reissue(sec, days=400, ca=certs.new_ca("someone else"))
+    else:
+        reissue(sec, days=400, names=("old.krasnoyarsk.example.org",))
+    (done,) = secrets.renew(load_site(example), sec)
+    assert done.renewed and done.reason.startswith(reason), done.reason
+    info = certs.inspect((sec / "tls/mail.crt").read_text())
+    assert info.names == ("mail.krasnoyarsk.example.org",)
+    assert certs.signed_by((sec / "tls/mail.crt").read_text(), (sec / "tls/ca.crt").read_text())
+
+
+def test_renew_refuses_a_certificate_of_another_key(example: Path) -> None:
+    sec = example.parent / "secrets"
+    other = certs.issue(certs.KeyPair((sec / "tls/ca.crt").read_text(),
+                                      (sec / "tls/ca.key").read_text()),
+                        ["mail.krasnoyarsk.example.org"], days=5)
+    (sec / "tls/mail.crt").write_text(other.cert)
+    with pytest.raises(InputError, match=r"tls/mail.crt: it does not belong to .*tls/mail.key; "
+                                         "remove both"):
+        secrets.renew(load_site(example), sec)
+    assert (sec / "tls/mail.crt").read_text() == other.cert
