@@ -222,12 +222,14 @@ class Container:
         image: str = IMAGE,
         volumes: Iterable[tuple[str, str]] = (),
         labels: dict[str, str] | None = None,
+        caps: Iterable[str] = (),
         boot_timeout: float = BOOT_TIMEOUT,
     ) -> Container:
         """Run ``image`` detached as ``name`` with systemd as PID 1 and wait until it booted.
 
         ``volumes``: ``(host folder, container path)`` pairs, bind-mounted read-only;
-        ``labels``: podman labels (``podman inspect`` shows them under Config.Labels).
+        ``labels``: podman labels (``podman inspect`` shows them under Config.Labels);
+        ``caps``: capabilities added to RUN_FLAGS' (``NET_ADMIN``: fail2ban's bans in nftables).
         ``network`` is ``"none"`` (loopback only) or the name of a podman network; ``ip`` and
         ``aliases`` (DNS names on that network) need a real network. Returns once
         ``systemctl is-system-running --wait`` says running or degraded (the state is kept
@@ -247,6 +249,8 @@ class Container:
             args += ["-v", f"{source}:{target}:ro"]
         for label, value in (labels or {}).items():
             args += ["--label", f"{label}={value}"]
+        for cap in caps:
+            args += ["--cap-add", cap]
         args.append(image)
         _podman(args, what=f"starting container {name} from {image}")
         container = cls(name, hostname=hostname, image=image)

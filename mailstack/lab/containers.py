@@ -61,9 +61,16 @@ def inspect_container(name: str) -> dict[str, Any] | None:
 
 
 START_LABEL = "mailstack.start"
-
-
 """The podman label that records how a site host container started (plan.start)."""
+
+HOST_CAPS = ("NET_ADMIN",)
+"""What a site host needs beyond RUN_FLAGS: fail2ban bans in nftables (without NET_ADMIN
+``nft`` answers "Operation not permitted" and no ban takes effect). The lab's network is
+``--internal``, so a host that changes its own routes still reaches nothing outside."""
+
+
+def caps(c: LabContainer) -> tuple[str, ...]:
+    return HOST_CAPS if c.role == "host" else ()
 
 
 def boot(plan: LabPlan, c: LabContainer, debs_dir: Path | None
@@ -86,6 +93,10 @@ def matches(info: dict[str, Any], plan: LabPlan, c: LabContainer) -> bool:
         return False
     labels = (info.get("Config") or {}).get("Labels") or {}
     if c.role == "host" and labels.get(START_LABEL, "prepared") != plan.start:
+        return False
+    added = {cap.removeprefix("CAP_") for cap in
+             (info.get("HostConfig") or {}).get("CapAdd") or []}
+    if not set(caps(c)) <= added:
         return False
     if (info.get("Config") or {}).get("Hostname") != c.hostname:
         return False
@@ -112,4 +123,4 @@ def start(plan: LabPlan, c: LabContainer, debs_dir: Path | None, image: str | No
     boot_image, volumes, labels = boot(plan, c, debs_dir)
     Container.start(c.name, hostname=c.hostname, network=plan.network, ip=c.ip,
                     aliases=c.aliases, image=image or boot_image, volumes=volumes,
-                    labels=labels)
+                    labels=labels, caps=caps(c))

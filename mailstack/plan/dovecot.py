@@ -73,6 +73,9 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("auth_mechanisms", "plain login"),
             ("disable_plaintext_auth", "yes"),
             ("auth_username_format", "%Lu"),
+            # brute force: every failed login waits this long before its answer (Dovecot's
+            # anvil adds a growing penalty per address); fail2ban bans (plan/fail2ban.py)
+            ("auth_failure_delay", "2 secs"),
             ("ssl", "required"),
             ("ssl_cert", f"<{layout.host_cert(host)}"),
             ("ssl_key", f"<{layout.host_key(host)}"),

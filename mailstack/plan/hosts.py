@@ -11,6 +11,7 @@ from mailstack.plan import (
     SitePlan,
     dit,
     dovecot,
+    fail2ban,
     fetch,
     layout,
     postfix,
@@ -63,7 +64,7 @@ def packages(site: Site, name: str) -> tuple[str, ...]:
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return BASE_PACKAGES + tuple(p for r in roles for p in PACKAGES[r]) + (
-        ("getmail6",) if fetching else ())
+        ("getmail6",) if fetching else ()) + fail2ban.PACKAGES
 
 
 def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> list[FileSpec]:
@@ -72,11 +73,11 @@ def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> li
 
 
 def services(site: Site, name: str) -> tuple[str, ...]:
-    """The services host ``name`` runs: its daemons, then getmail6's timers on the mta."""
+    """The services host ``name`` runs: its daemons, getmail6's timers on the mta, fail2ban."""
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return tuple(s for r in roles for s in SERVICES[r]) + (
-        fetch.services(site) if fetching else ())
+        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,)
 
 
 def host_with(site: Site, role: str) -> str:
@@ -105,6 +106,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",
                         lambda _: "reload")
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
+    files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),
@@ -119,8 +121,12 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         # unprivileged system users the host needs before its files can be placed
         "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
         "debconf": debconf(site, name),
-        # the host's services no daemon role manages (getmail6's timers): base starts them
+        # the host's services no daemon role manages (getmail6's timers, fail2ban): base
+        # starts them
         "other_services": [s for s in services(site, name) if s not in DAEMON_SERVICES],
+        # the jails fail2ban must run, and the units whose journal each one reads (verify)
+        "fail2ban": {"jails": fail2ban.jail_names(site, name),
+                     "units": {j.name: j.unit for j in fail2ban.jails(site, name) if j.unit}},
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,

@@ -84,6 +84,17 @@ def system_aliases(site: Site) -> list[tuple[str, str]]:
             ("root:", postmaster)]
 TRUSTED_CLIENTS = "/etc/postfix/trusted_clients"
 TRUSTED_CLIENT_NAMES = "/etc/postfix/trusted_client_names"
+RATE_LIMITS = {
+    "anvil_rate_time_unit": "60s",
+    # connections per client and minute, any port (Postfix: no limit): a sending MTA opens a
+    # few; a full `mailstack verify` run opens about 30
+    "smtpd_client_connection_rate_limit": "60",
+    # simultaneous connections per client (Postfix: 50)
+    "smtpd_client_connection_count_limit": "20",
+    # AUTH commands per client and minute on 465/587 (Postfix: no limit): a mail program logs
+    # in once per connection; a guesser gets this many tries before fail2ban's ban
+    "smtpd_client_auth_rate_limit": "20",
+}
 OWN_SENDER_REFUSED = ("REJECT 5.7.1 this sender belongs to the site: log in on port 587 "
                       "(submission) to send as it")
 
@@ -214,6 +225,12 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
                                      f"{TRUSTED_CLIENT_NAMES}, check_sender_access "
                                      f"texthash:{OWN_SENDERS}",
         "disable_vrfy_command": "yes",
+        # brute force, first line: anvil counts each client's events per anvil_rate_time_unit
+        # and smtpd answers 4.7.0 beyond the limit (fail2ban bans the addresses that keep
+        # failing: plan/fail2ban.py). Loopback and the site's own relays are exempt.
+        **RATE_LIMITS,
+        "smtpd_client_event_limit_exceptions": f"$mynetworks, cidr:{TRUSTED_CLIENTS}, "
+                                               f"texthash:{TRUSTED_CLIENT_NAMES}",
         # the submission services' restrictions, referenced from master.cf
         "mailstack_submission_client_restrictions":
             f"permit_sasl_authenticated, check_client_access static:{{{AUTH_REQUIRED}}}",

@@ -217,6 +217,31 @@ class Postfix:
     )
 
 
+DURATION = "^[1-9][0-9]*[smhdw]$"
+"""A duration as fail2ban spells it: 90s, 10m, 1h, 1d, 1w."""
+
+
+@dataclass(frozen=True)
+class Bans:
+    """Automatic bans (fail2ban) of addresses that keep failing to log in, per service."""
+
+    max_failures: int = field(
+        default=10,
+        metadata=doc("Failed logins from one address, within `window`, that ban it "
+                     "(fail2ban's maxretry, counted per service)."),
+    )
+    window: str = field(default="10m", metadata=doc(
+        "How far back failures count (findtime): 90s, 10m, 1h, 1d.", pattern=DURATION))
+    ban_time: str = field(default="1h", metadata=doc(
+        "How long a banned address is refused (bantime): 10m, 1h, 1d, 1w.", pattern=DURATION))
+    never: tuple[str, ...] = field(
+        default=(),
+        metadata=doc("Addresses or networks (CIDR) never banned, e.g. an office's NAT address "
+                     "that many people log in from. The site's relays named by IP address "
+                     "and loopback are never banned anyway."),
+    )
+
+
 @dataclass(frozen=True)
 class Verify:
     """How `mailstack verify` may act on real servers."""
@@ -249,6 +274,8 @@ class Site:
     tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
     postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
     verify: Verify = field(default_factory=Verify, metadata=doc("verify's probe account."))
+    bans: Bans = field(default_factory=Bans,
+                       metadata=doc("Automatic bans of addresses that keep failing to log in."))
     marks: Marks = field(
         default_factory=Marks, compare=False, repr=False, metadata={"internal": True}
     )

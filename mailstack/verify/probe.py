@@ -252,7 +252,10 @@ class Probe:
                     s.ehlo("client.verify.mailstack.invalid")
                     s.starttls(context=self.ctx)
                     s.ehlo("client.verify.mailstack.invalid")
-                    s.login(me["mail"], me["password"] + "-wrong")
+                    # one AUTH PLAIN: login() would try LOGIN after PLAIN, two failures
+                    # that fail2ban counts (plan/fail2ban.py)
+                    s.user, s.password = me["mail"], me["password"] + "-wrong"
+                    s.auth("PLAIN", s.auth_plain)
             except smtplib.SMTPAuthenticationError as err:
                 return err.smtp_code == 535, f"answered {err.smtp_code}"
             return False, "a wrong password was accepted"

@@ -101,7 +101,9 @@ def test_a_host_needs_what_a_bare_debian_lacks_and_postfix_starts_local_only(exa
     packages = hosts.packages(site, "mail")
     assert packages[0] == "python3-apt"  # Ansible's apt module installs the rest with it
     assert "ca-certificates" in packages  # main.cf's smtp_tls_CAfile, relays without a CA
-    assert packages[-1] == "getmail6"  # the site collects remote mailboxes
+    assert "getmail6" in packages  # the site collects remote mailboxes
+    # fail2ban reads the journal (python3-systemd) and bans in nftables: both only Recommends
+    assert packages[-3:] == ("fail2ban", "python3-systemd", "nftables")
     assert hosts.debconf(site, "mail") == {
         "slapd": ["slapd slapd/no_configuration boolean true"],
         "postfix": ["postfix postfix/main_mailer_type select Local only",
@@ -113,12 +115,13 @@ def test_the_lab_image_holds_every_package_a_host_needs(example) -> None:
     import re
 
     from mailstack import resources
-    from mailstack.plan import hosts
+    from mailstack.plan import fail2ban, hosts
 
     script = (resources.LAB_SCRIPTS / "build-image.sh").read_text()
     listed = set(re.search(r"\nLAB_PACKAGES=\(\n(.*?)\n\)", script, re.S).group(1).split())
     site = load_site(example)
-    every_role = {p for r in hosts.PACKAGES.values() for p in r} | set(hosts.BASE_PACKAGES)
+    every_role = {p for r in hosts.PACKAGES.values() for p in r} | set(hosts.BASE_PACKAGES) | \
+        set(fail2ban.PACKAGES)
     assert set(hosts.packages(site, "mail")) | every_role <= listed
 
 

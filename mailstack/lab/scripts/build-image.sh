@@ -38,9 +38,12 @@ LAB_PACKAGES=(
     fetchmail getmail6 swaks libnet-ssleay-perl
     openssh-server python3-ldap3 python3-apt
     ca-certificates openssl tar
+    fail2ban python3-systemd nftables
 )
 # libnet-ssleay-perl: only a Recommends of swaks, but swaks needs it for STARTTLS/TLS.
 # getmail6: collects remote mailboxes (plan/fetch.py says why not fetchmail).
+# fail2ban with the journal reader and nftables it needs here (plan/fail2ban.py): both are
+# only Recommends.
 # The lab image holds every package a site host's manifest lists (plan/hosts.py), python3-apt
 # for Ansible's apt module among them: inside the lab no apt source answers.
 if [[ $FLAVOUR == bare ]]; then
@@ -200,6 +203,12 @@ for unit in "${units[@]}"; do
         || chroot "$ROOT" systemctl --quiet enable "$unit" 2>/dev/null \
         || log "note: could not enable $unit"
 done
+if [[ $FLAVOUR == lab ]]; then
+    # fail2ban's stock configuration cannot start here (sshd's jail wants /var/log/auth.log):
+    # a site host's apply places its jails and starts it; other lab containers never run it.
+    chroot "$ROOT" systemctl --quiet disable fail2ban.service 2>/dev/null \
+        || log "note: could not disable fail2ban.service"
+fi
 
 # Strip what is build-specific or only needed to build.
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/dpkg/dpkg.cfg.d/02-mailstack-unsafe-io"

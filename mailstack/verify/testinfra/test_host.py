@@ -7,6 +7,7 @@ Run by ``mailstack.verify`` with ``--hosts=ssh://root@HOST`` and the environment
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -123,3 +124,32 @@ def test_only_postfix_may_use_the_auth_socket(host, host_plan) -> None:
     """Local users cannot guess passwords at Dovecot's auth service, past every rate limit."""
     needs(host_plan, "imap")
     _postfix_only(host, layout.SASL_SOCKET, 0o660)
+
+def test_fail2ban_runs_the_sites_jails(host, host_plan) -> None:
+    want = sorted(host_plan["facts"]["fail2ban"]["jails"])
+    # its exit code as text: testinfra takes an exit 255 (fail2ban's, when it is down) for ssh's
+    out = host.run('fail2ban-client status 2>&1; echo "exit $?"').stdout.rstrip()
+    text, _, code = out.rpartition("exit ")
+    said = re.sub(r"^\S+ \S+ fail2ban\s+\[\d+\]: ", "", text.strip(), flags=re.M)
+    assert code == "0", f"fail2ban-client status: exit {code}: {said[:200]}"
+    listed = re.search(r"Jail list:\s*(.*)", text)
+    got = sorted(j.strip() for j in listed.group(1).split(",") if j.strip()) if listed else []
+    assert got == want, f"fail2ban runs the jails {got}, not {want}"
+
+
+def test_each_jail_reads_the_journal_its_daemon_logs_to(host, host_plan) -> None:
+    """Postfix's daemons run in postfix@-.service, not in the postfix.service that Debian's
+    filter names: a jail that reads the wrong unit never sees a failure."""
+    for jail, unit in sorted(host_plan["facts"]["fail2ban"]["units"].items()):
+        match = host.run(f"fail2ban-client get {shlex.quote(jail)} journalmatch 2>&1").stdout
+        assert f"_SYSTEMD_UNIT={unit}" in match, \
+            f"jail {jail} does not read the journal of {unit}: {match.strip()[-200:]}"
+        state = host.run(f"systemctl show -p SubState --value {shlex.quote(unit)}").stdout
+        assert state.strip() == "running", \
+            f"jail {jail} reads the journal of {unit}, which runs no daemon ({state.strip()})"
+
+
+def test_nftables_answers_so_that_bans_take_effect(host, host_plan) -> None:
+    nft = host.run("nft list tables")
+    assert nft.rc == 0, f"nft cannot read the firewall, so no ban takes effect: " \
+                        f"{nft.stderr.strip()[:200]}"
