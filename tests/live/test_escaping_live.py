@@ -241,6 +241,9 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
         box.put_file("/root/padded.getmailrc", padded)
         out = sh("python3 /root/getmail_read.py /root/padded.getmailrc")
         assert json.loads(out.splitlines()[-1])["/root/padded.getmailrc"]["username"] == FETCH_USER
+        # the unit's StateDirectory= holds getmail's message log; outside systemd, make it
+        log_dir = fetch_plan.message_log(imap).rsplit("/", 1)[0]
+        sh(f"mkdir -p {shlex.quote(log_dir)}")
         sh(f"getmail --rcfile {shlex.quote(rc)} --getmaildir /tmp --dump >/dev/null")
         assert box.exec(["test", "-e", "/tmp/pwned"]).returncode == 1
 
@@ -254,8 +257,11 @@ def test_hostile_values_round_trip_through_the_real_parsers(example: Path, tmp_p
             proc = box.exec(["systemd-analyze", "verify", f"{unit}.timer"])
             assert proc.returncode == 0, proc.stderr
             exec_start = sh(f"systemctl show -P ExecStart {unit}.service")
-            assert f"--rcfile {fetch_plan.CONFIG_DIR}/{ident}.getmailrc " in exec_start + " "
-            sh(f"test -f {fetch_plan.CONFIG_DIR}/{ident}.getmailrc")
+            # %i names the run's JSON, and the JSON names the getmailrc: both by the same id
+            assert f" {fetch_plan.CONFIG_DIR}/{ident}.json " in exec_start + " "
+            run = json.loads(sh(f"cat {fetch_plan.CONFIG_DIR}/{ident}.json"))
+            assert run["rcfile"] == f"{fetch_plan.CONFIG_DIR}/{ident}.getmailrc"
+            sh(f"test -f {run['rcfile']}")
             # the instance's drop-in (named by the same id) is the one systemd loads
             assert sh(f"systemctl show -P DropInPaths {unit}.timer").split() == [
                 f"/etc/systemd/system/{unit}.timer.d/interval.conf"]
