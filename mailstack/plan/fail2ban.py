@@ -3,7 +3,7 @@
 Each host runs Debian's fail2ban with one jail per service a password can be guessed on: sshd
 (Debian enables it; here made to work), postfix-sasl on a host with the mta role, dovecot on a
 host with the imap role, and slapd where slapd listens on the network (``slapd.
-listens_on_network``; an ldapi-only slapd has no remote binds to guess). A ban refuses the
+serves_network``; an ldapi-only slapd has no remote binds to guess). A ban refuses the
 jail's ports to that address in nftables for ``bans.ban_time``; nothing locks an account (a
 count of failures per account would lock real users out, at an attacker's will).
 
@@ -69,7 +69,7 @@ def jails(site: Site, host: str) -> list[Jail]:
     if "imap" in roles:
         out.append(Jail("dovecot", (layout.IMAP_PORT, layout.IMAPS_PORT, layout.POP3_PORT,
                                     layout.POP3S_PORT)))
-    if "ldap" in roles and slapd.listens_on_network(site, host):
+    if "ldap" in roles and slapd.serves_network(site):
         # the filter pairs "ACCEPT from IP=" with "RESULT ... err=49" (olcLogLevel stats)
         out.append(Jail("slapd", (layout.LDAP_PORT, layout.LDAPS_PORT), "slapd.service"))
     return out

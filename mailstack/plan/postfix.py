@@ -108,36 +108,31 @@ def own_senders(site: Site) -> list[tuple[str, str]]:
     return [(k, OWN_SENDER_REFUSED) for k in keys]
 
 
-def _own_relays(site: Site) -> list[str]:
-    """The hosts of the site's own relays: those that take the site's mail without
-    credentials, trusting it by address (a head office's relay). A relay that wants a login is
-    a provider's, shared with strangers: it is never trusted with the site's senders."""
-    return sorted({r.host.lower() for r in site.relays.values() if r.auth is None})
+def _own_relays(site: Site) -> tuple[list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                                     list[str]]:
+    """The hosts of the site's own relays, by IP and by name: those that take the site's mail
+    without credentials, trusting it by address (a head office's relay). A relay that wants a
+    login is a provider's, shared with strangers: it is never trusted with the site's
+    senders."""
+    ips, names = [], []
+    for host in sorted({r.host.lower() for r in site.relays.values() if r.auth is None}):
+        try:
+            ips.append(ipaddress.ip_address(host))
+        except ValueError:
+            names.append(host)
+    return ips, names
 
 
 def trusted_clients(site: Site) -> list[tuple[str, str]]:
     """check_client_access cidr rows exempting the site's own relays named by IP address (the
     head office's relay hands inbound mail over with the site's senders in it)."""
-    out = []
-    for host in _own_relays(site):
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            continue  # named by host name: trusted_client_names
-        out.append((f"{ip}/{ip.max_prefixlen}", "OK"))
-    return out
+    return [(f"{ip}/{ip.max_prefixlen}", "OK") for ip in _own_relays(site)[0]]
 
 
 def trusted_client_names(site: Site) -> list[tuple[str, str]]:
     """check_client_access rows for the site's own relays named by host name. Postfix matches
     a client's name only when its reverse and forward DNS agree, else the name is "unknown"."""
-    out = []
-    for host in _own_relays(site):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            out.append((host, "OK"))
-    return out
+    return [(name, "OK") for name in _own_relays(site)[1]]
 
 
 MESSAGE_SIZE_LIMIT = "52428800"

@@ -124,13 +124,6 @@ def pickup(path: str) -> str:
     return "ldap" if path.endswith(".ldif") else "none"
 
 
-def listens_on_network(site: Site, host: str) -> bool:
-    """Whether slapd on ``host`` answers on a network socket (ldap:// or ldaps:// in
-    SLAPD_SERVICES), not only on ldapi: then its binds can be guessed from outside, and
-    fail2ban watches them (plan/fail2ban.py)."""
-    return any(uri.startswith(("ldap://", "ldaps://")) for uri in listen_uris(site).split())
-
-
 def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
     """Every file the ldap role of ``host`` receives."""
     out = [
