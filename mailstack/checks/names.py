@@ -10,6 +10,7 @@ from mailstack.findings import Finding
 from mailstack.ldap.dn import DNError, dn
 from mailstack.site.marks import Path
 from mailstack.site.model import Protocol, Site
+from mailstack.site.sizes import SizeError, parse_size
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}\Z", re.IGNORECASE)
@@ -131,12 +132,13 @@ def check(site: Site) -> Iterator[Finding]:
         yield from claim(account.mail, ("accounts", i, "mail"))
         if not account.name.strip():
             yield err(("accounts", i, "name"), "the name cannot be empty")
-        if set(account.protocols) != set(ALL_PROTOCOLS):
-            # nothing renders it yet: refuse rather than ignore it (the directory lifecycle
-            # work makes per-service access real)
-            yield err(("accounts", i, "protocols"), "per-account protocols are not applied yet: "
-                                                    "every account may use IMAP and POP3; "
-                                                    "remove the key")
+        if len(set(account.protocols)) != len(account.protocols):
+            yield err(("accounts", i, "protocols"), "a service is listed twice")
+        if account.quota is not None:
+            try:
+                parse_size(account.quota)
+            except SizeError as error:
+                yield err(("accounts", i, "quota"), str(error))
         for j, address in enumerate(account.aliases):
             yield from claim(address, ("accounts", i, "aliases", j))
     for i, alias in enumerate(site.aliases):
@@ -154,6 +156,22 @@ def check(site: Site) -> Iterator[Finding]:
                                 f"address{hint}")
             elif target.lower() == alias.address.lower():
                 yield err(path, "an alias cannot point to itself")
+    if site.quota.default is not None:
+        try:
+            parse_size(site.quota.default)
+        except SizeError as error:
+            yield err(("quota", "default"), str(error))
+    if not 1 <= site.quota.warning <= 100:
+        yield err(("quota", "warning"), f"a percentage from 1 to 100, got {site.quota.warning}")
+    if site.ldap.password_policy.min_length < 8:
+        yield err(("ldap", "password_policy", "min_length"),
+                  f"{site.ldap.password_policy.min_length} is too short: at least 8")
+    probe = next((a for a in site.accounts
+                  if site.verify.probe and a.mail.lower() == site.verify.probe.lower()), None)
+    if probe is not None and (not probe.enabled
+                              or not {"imap", "submission"} <= set(probe.protocols)):
+        yield err(("verify", "probe"), f"'{probe.mail}' must be enabled and may use imap and "
+                                       "submission: verify reads and sends as it")
     if site.verify.probe is not None and site.verify.probe.lower() not in {
             a.mail.lower() for a in site.accounts}:
         yield err(("verify", "probe"), f"'{site.verify.probe}' is not an account of the site: "

@@ -82,16 +82,19 @@ def render(f: Filter, *, percent: bool = True) -> str:
     raise TypeError(f)
 
 
-def substitute(f: Filter, value: str) -> Filter:
-    """The filter with every placeholder replaced by a concrete value (for probes)."""
+def substitute(f: Filter, value: str, token: str | None = None) -> Filter:
+    """The filter with its placeholders (only those spelled ``token``, if given) replaced by a
+    concrete value (for probes and the ACL matrix)."""
     if isinstance(f, Eq):
-        return Eq(f.attr, value) if isinstance(f.value, Placeholder) else f
+        if isinstance(f.value, Placeholder) and token in (None, f.value.token):
+            return Eq(f.attr, value)
+        return f
     if isinstance(f, And):
-        return And(tuple(substitute(p, value) for p in f.parts))
+        return And(tuple(substitute(p, value, token) for p in f.parts))
     if isinstance(f, Or):
-        return Or(tuple(substitute(p, value) for p in f.parts))
+        return Or(tuple(substitute(p, value, token) for p in f.parts))
     if isinstance(f, Not):
-        return Not(substitute(f.part, value))
+        return Not(substitute(f.part, value, token))
     return f
 
 

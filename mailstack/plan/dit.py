@@ -14,11 +14,31 @@ from mailstack.ldap import filter as f
 from mailstack.ldap.dn import DN, dn
 from mailstack.ldap.ldif import Entry
 from mailstack.plan import layout
-from mailstack.site.model import Site
+from mailstack.site.model import Account, Site
+from mailstack.site.sizes import account_quota
 
 # Courier's schema needs these first (homeDirectory: nis; mailhost: misc).
 STANDARD_SCHEMAS = ("core", "cosine", "nis", "inetorgperson", "misc")
 PLACEHOLDER_PASSWORD = "{CRYPT}!unusable-until-set-by-rfc3062"
+
+# mailstack's own auxiliary schema (data/schema/mailstack.ldif; never edited once released:
+# later needs go into a new schema "mailstack2"). Every account, alias and domain entry
+# mailstack writes carries ENTRY_CLASS.
+OWN_SCHEMA = "mailstack"
+ENTRY_CLASS = "mailstackEntry"
+DISABLED_SERVICE = "mailstackDisabledService"
+LOCKED = "mailstackLocked"
+QUOTA = "mailstackQuota"
+ORIGIN = "mailstackOrigin"
+MAIL_HOST = "mailstackMailHost"
+ACL_GROUP = "mailstackAclGroup"
+ORIGIN_SITE = "site"       # apply created it from the site file
+ORIGIN_CLI = "cli"         # `mailstack user add` created it
+SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA)
+"""Attributes the site file owns: a re-apply deletes them where the site no longer sets them."""
+
+# The site's service names and Dovecot's (%s: Postfix asks Dovecot's auth as service smtp).
+DOVECOT_SERVICE = {"imap": "imap", "pop3": "pop3", "submission": "smtp"}
 
 
 @dataclass(frozen=True)
@@ -38,13 +58,13 @@ class Profile:
 
 PROFILES = {
     "courier": Profile(
-        name="courier", schemas=(*STANDARD_SCHEMAS, "courier"),
+        name="courier", schemas=(*STANDARD_SCHEMAS, "courier", OWN_SCHEMA),
         account_classes=("inetOrgPerson", "CourierMailAccount"), account_class="CourierMailAccount",
         alias_classes=("nisMailAlias", "CourierMailAlias"), alias_class="CourierMailAlias",
         alias_key="mail", alias_target="maildrop", home_attr="homeDirectory",
     ),
     "inetorgperson": Profile(
-        name="inetorgperson", schemas=STANDARD_SCHEMAS,
+        name="inetorgperson", schemas=(*STANDARD_SCHEMAS, OWN_SCHEMA),
         account_classes=("inetOrgPerson",), account_class="inetOrgPerson",
         alias_classes=("nisMailAlias",), alias_class="nisMailAlias",
         alias_key="cn", alias_target="rfc822MailMember", home_attr=None,
@@ -63,6 +83,10 @@ class Lookup:
     returns: tuple[str, ...]
     key: Literal["account", "alias", "domain"]   # what kind of key a probe feeds it
     scope: Literal["sub", "one"] = "sub"
+    # the filter's other placeholder, if any, and the values the daemon puts there (Dovecot's
+    # %Ls: the service); the ACL matrix and the probes expand the filter once per value
+    service_token: str | None = None
+    services: tuple[str, ...] = ()
 
 
 def base(site: Site) -> DN:
@@ -120,16 +144,26 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
     # the site's domains are no lookup: Postfix reads them from a table rendered from the site
     people, aliases = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES))
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
+    service = f.Placeholder(SERVICE_TOKEN)
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
-    userdb_returns = (p.home_attr,) if p.home_attr else ("mail",)
+    userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA)
+    not_locked = f.Not(f.Eq(LOCKED, "TRUE"))
     return (
+        # first passdb (deny = yes): a locked account, or a service the account may not use
+        Lookup("passdb_deny", "dovecot", people,
+               f.and_(f.Eq("objectClass", ENTRY_CLASS), f.Eq("mail", dovecot_key),
+                      f.Or((f.Eq(LOCKED, "TRUE"), f.Eq(DISABLED_SERVICE, service)))),
+               ("mail",), "account", service_token=SERVICE_TOKEN,
+               services=tuple(DOVECOT_SERVICE.values())),
         Lookup("passdb", "dovecot", people, account_filter, ("mail",), "account"),
         Lookup("userdb", "dovecot", people, account_filter, userdb_returns, "account"),
         Lookup("virtual_mailbox_maps", "postfix", people,
                f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
                ("mail",), "account"),
+        # a locked alias routes nowhere (and locked_aliases refuses it at RCPT)
         Lookup("virtual_alias_maps", "postfix", aliases,
-               f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key)),
+               f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key),
+                      not_locked),
                (p.alias_target,), "alias"),
         Lookup("sender_login_accounts", "postfix", people,
                f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
@@ -137,12 +171,33 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
         Lookup("sender_login_aliases", "postfix", aliases,
                f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key)),
                (p.alias_target,), "alias"),
+        # check_recipient_access: a locked account or alias is refused at RCPT (5.2.1)
+        Lookup("locked_accounts", "postfix", people,
+               f.and_(f.Eq("objectClass", ENTRY_CLASS), f.Eq("mail", postfix_key),
+                      f.Eq(LOCKED, "TRUE")),
+               ("mail",), "account"),
+        Lookup("locked_aliases", "postfix", aliases,
+               f.and_(f.Eq("objectClass", ENTRY_CLASS), f.Eq(p.alias_key, postfix_key),
+                      f.Eq(LOCKED, "TRUE")),
+               (p.alias_key,), "alias"),
     )
 
 
+SERVICE_TOKEN = "%Ls"
+"""Dovecot's placeholder for the service (lower case) in the passdb_deny filter."""
+
+
+def expand_service(lookup: Lookup, service: str) -> f.Filter:
+    """The lookup's filter as the daemon sends it for one service (ACL matrix, probes)."""
+    if lookup.service_token is None:
+        return lookup.filter
+    return f.substitute(lookup.filter, service, lookup.service_token)
+
+
 def iterate_filter(site: Site) -> f.Filter:
-    """Dovecot's user iteration (doveadm ... -A): every account."""
-    return f.Eq("objectClass", profile(site).account_class)
+    """Dovecot's user iteration (doveadm ... -A): every account that may log in somewhere."""
+    return f.and_(f.Eq("objectClass", profile(site).account_class),
+                  f.Not(f.Eq(LOCKED, "TRUE")))
 
 
 def index_attributes(site: Site) -> tuple[str, ...]:
@@ -187,18 +242,39 @@ def entries(site: Site) -> list[Entry]:
     for domain in site.domains:
         out.append(Entry(domain_dn(site, domain), (
             ("objectClass", "organizationalUnit"), ("objectClass", "domainRelatedObject"),
-            ("ou", domain), ("associatedDomain", domain))))
+            ("objectClass", ENTRY_CLASS),
+            ("ou", domain), ("associatedDomain", domain), (ORIGIN, ORIGIN_SITE))))
     for account in site.accounts:
-        attrs = [*(("objectClass", c) for c in p.account_classes),
-                 ("cn", account.name), ("sn", _surname(account.name)), ("mail", account.mail)]
-        if p.home_attr:
-            attrs.append((p.home_attr, mail_home(account.mail)))
-        attrs.append(("userPassword", PLACEHOLDER_PASSWORD))
-        out.append(Entry(account_dn(site, account.mail), tuple(attrs)))
+        out.append(account_entry(site, account, ORIGIN_SITE))
     for address, targets in alias_targets(site).items():
-        attrs = [*(("objectClass", c) for c in p.alias_classes), ("cn", address)]
+        attrs = [*(("objectClass", c) for c in p.alias_classes), ("objectClass", ENTRY_CLASS),
+                 ("cn", address)]
         if p.alias_key != "cn":
             attrs.append((p.alias_key, address))
         attrs += [(p.alias_target, t) for t in targets]
+        attrs.append((ORIGIN, ORIGIN_SITE))
         out.append(Entry(alias_dn(site, address), tuple(attrs)))
     return out
+
+
+def disabled_services(account: Account) -> tuple[str, ...]:
+    """Dovecot's names of the services the account may not log in to."""
+    return tuple(DOVECOT_SERVICE[s] for s in DOVECOT_SERVICE if s not in account.protocols)
+
+
+def account_entry(site: Site, account: Account, origin: str) -> Entry:
+    """An account's entry: what the site file says about it, the password a placeholder."""
+    p = profile(site)
+    attrs = [*(("objectClass", c) for c in p.account_classes), ("objectClass", ENTRY_CLASS),
+             ("cn", account.name), ("sn", _surname(account.name)), ("mail", account.mail)]
+    if p.home_attr:
+        attrs.append((p.home_attr, mail_home(account.mail)))
+    attrs += [(DISABLED_SERVICE, s) for s in disabled_services(account)]
+    if not account.enabled:
+        attrs.append((LOCKED, "TRUE"))
+    quota = account_quota(site.quota.default, account.quota)
+    if quota is not None:
+        attrs.append((QUOTA, str(quota)))
+    attrs.append((ORIGIN, origin))
+    attrs.append(("userPassword", PLACEHOLDER_PASSWORD))
+    return Entry(account_dn(site, account.mail), tuple(attrs))

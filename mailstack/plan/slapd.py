@@ -56,7 +56,7 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
         Entry(dn("cn=schema,cn=config"), (("objectClass", "olcSchemaConfig"), ("cn", "schema"))),
     ]
     for schema in prof.schemas:
-        directory = layout.SCHEMA_DIR if schema == "courier" else layout.DEBIAN_SCHEMA_DIR
+        directory = layout.SCHEMA_DIR if schema in OWN_SCHEMAS else layout.DEBIAN_SCHEMA_DIR
         out.append(f"include: file://{directory}/{schema}.ldif")
     out += [
         Entry(dn("olcDatabase={-1}frontend,cn=config"), (
@@ -107,8 +107,12 @@ def listen_uris(site: Site) -> str:
 SECURITY = "simple_bind=64 ssf=64"
 
 
-def courier_schema() -> str:
-    return resources.files("mailstack.data").joinpath("schema/courier.ldif").read_text("utf-8")
+OWN_SCHEMAS = ("courier", dit.OWN_SCHEMA)
+"""Schemas mailstack ships (data/schema/NAME.ldif) rather than Debian."""
+
+
+def shipped_schema(name: str) -> str:
+    return resources.files("mailstack.data").joinpath(f"schema/{name}.ldif").read_text("utf-8")
 
 
 def expectations_json(site: Site) -> str:
@@ -139,7 +143,8 @@ def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
         FileSpec(layout.slapd_key(host), "_formats/verbatim.j2",
                  {"text": secrets[layout.secret_host_key(host)]}, 0o640, "root", "openldap"),
     ]
-    if dit.profile(site).name == "courier":
-        out.append(FileSpec(f"{layout.SCHEMA_DIR}/courier.ldif", "_formats/verbatim.j2",
-                            {"text": courier_schema()}))
+    for name in OWN_SCHEMAS:
+        if name in dit.profile(site).schemas:
+            out.append(FileSpec(f"{layout.SCHEMA_DIR}/{name}.ldif", "_formats/verbatim.j2",
+                                {"text": shipped_schema(name)}))
     return out

@@ -209,7 +209,10 @@ class _Builder:
             options = [a for a in get_args(tp) if a is not type(None)]
             if value is None:
                 return None
-            return self.build(options[0], value, path)
+            # int | str: a number stays a number, anything else is read as the string option
+            chosen = next((o for o in options if o is int and isinstance(value, int)
+                           and not isinstance(value, bool)), options[-1])
+            return self.build(chosen, value, path)
         if dataclasses.is_dataclass(tp):
             return self.build_dataclass(tp, value, path)
         if origin is tuple:

@@ -20,7 +20,9 @@ def doc(text: str, **extra: object) -> dict[str, object]:
 
 
 Role = Literal["ldap", "mta", "imap"]
-Protocol = Literal["imap", "pop3"]
+Protocol = Literal["imap", "pop3", "submission"]
+SIZE = "^[0-9]+ *([KMGTkmgt]i?[Bb]?)?$"
+"""A size: bytes, or a whole number with a binary unit (500M, 2G); see site/sizes.py."""
 RelayTls = Literal["verify", "encrypt", "wrapper"]
 
 
@@ -32,6 +34,16 @@ class Host:
     roles: tuple[Role, ...] = field(
         default=("ldap", "mta", "imap"),
         metadata=doc("What runs here: ldap (slapd), mta (Postfix), imap (Dovecot)."),
+    )
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """What slapd's ppolicy overlay demands of a new password (no lockout by failure count:
+    Dovecot binds as the user, so guessing would lock real users out)."""
+
+    min_length: int = field(
+        default=10, metadata=doc("Shortest password slapd accepts (pwdMinLength).")
     )
 
 
@@ -69,9 +81,27 @@ class Ldap:
     root_password: bool = field(
         default=False,
         metadata=doc(
-            "Give the admin DN a password (olcRootPW from the secret ldap/admin) for tools "
-            "that bind as the admin; apply and verify work as root over ldapi without one."
+            "Give the admin DN a password (the secret ldap/admin) for tools that bind as the "
+            "admin; apply, verify and the user commands work as root over ldapi without one."
         ),
+    )
+    accounts: Literal["site", "directory"] = field(
+        default="site",
+        metadata=doc(
+            "site: the site file owns which accounts exist (apply locks or prunes the others; "
+            "`mailstack user` edits the site file too). directory: the directory owns them "
+            "(provisioned from elsewhere): apply creates the site's accounts once and never "
+            "locks or prunes an account it did not create."
+        ),
+    )
+    locked_mail: Literal["refuse", "accept"] = field(
+        default="refuse",
+        metadata=doc("Mail to a locked account: refuse (permanent 5.2.1 at RCPT) or accept "
+                     "(delivered; the owner still cannot log in)."),
+    )
+    password_policy: PasswordPolicy = field(
+        default_factory=lambda: PasswordPolicy(),
+        metadata=doc("slapd's password policy (ppolicy) for every password change."),
     )
 
 
@@ -123,7 +153,18 @@ class Account:
     mail: str = field(metadata=doc("The address, also the login name."))
     name: str = field(metadata=doc("Full name (cn)."))
     protocols: tuple[Protocol, ...] = field(
-        default=("imap", "pop3"), metadata=doc("Protocols the account may use to read mail.")
+        default=("imap", "pop3", "submission"),
+        metadata=doc("Services the account may log in to (delivery to it is not a login)."),
+    )
+    enabled: bool = field(
+        default=True,
+        metadata=doc("false: locked: refused on every service; mail to it as ldap.locked_mail "
+                     "says. The entry and the mailbox are kept."),
+    )
+    quota: int | str | None = field(
+        default=None,
+        metadata=doc("Mailbox size limit: bytes or with a unit (500M, 2G); default quota.default; "
+                     "none: no limit.", pattern=SIZE),
     )
     aliases: tuple[str, ...] = field(
         default=(), metadata=doc("More local addresses delivered to this mailbox.")
@@ -243,6 +284,25 @@ class Bans:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """Mailbox size limits (Dovecot's quota plugin)."""
+
+    default: int | str | None = field(
+        default=None,
+        metadata=doc("Limit for accounts without their own quota: bytes or with a unit (2G); "
+                     "none: no limit, and no mailbox size wall anywhere.", pattern=SIZE),
+    )
+    warning: int = field(
+        default=90, metadata=doc("Percent of the quota at which the user gets a warning message.")
+    )
+    when_full: Literal["defer", "refuse"] = field(
+        default="defer",
+        metadata=doc("A message that does not fit: defer (temporary error, the sender's server "
+                     "retries, nothing bounces unseen) or refuse (permanent, bounced at once)."),
+    )
+
+
+@dataclass(frozen=True)
 class Verify:
     """How `mailstack verify` may act on real servers."""
 
@@ -273,6 +333,7 @@ class Site:
     fetch: tuple[Fetch, ...] = field(default=(), metadata=doc("Remote mailboxes to collect."))
     tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
     postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
+    quota: Quota = field(default_factory=Quota, metadata=doc("Mailbox size limits."))
     verify: Verify = field(default_factory=Verify, metadata=doc("verify's probe account."))
     bans: Bans = field(default_factory=Bans,
                        metadata=doc("Automatic bans of addresses that keep failing to log in."))

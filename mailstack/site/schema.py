@@ -19,7 +19,8 @@ def _schema(tp: Any) -> dict[str, Any]:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
-        return {"anyOf": [_schema(options[0]), {"type": "null"}]}
+        nullable = [{"type": "null"}] if type(None) in get_args(tp) else []
+        return {"anyOf": [*(_schema(o) for o in options), *nullable]}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return {"$ref": f"#/$defs/{tp.__name__}"}
     if origin is tuple:

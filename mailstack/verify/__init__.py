@@ -133,12 +133,17 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
             key = keys[lookup.key]
             if lookup.service != svc or key is None:
                 continue
-            flt = lf.substitute(lookup.filter, key)
-            expect = sorted({v for e in entries if e.dn.is_below(lookup.base)
-                             and lf.matches(flt, e.as_dict())
-                             for a in lookup.returns for v in e.values(a)})
-            searches.append([str(lookup.base), lf.render(flt, percent=False),
-                             list(lookup.returns), expect])
+            if lookup.service_token:
+                # the deny lookup: asked with an account some service is closed to, if any
+                key = next((a.mail for a in site.accounts
+                            if not a.enabled or dit.disabled_services(a)), key)
+            for service in lookup.services or ("",):
+                flt = lf.substitute(dit.expand_service(lookup, service), key)
+                expect = sorted({v for e in entries if e.dn.is_below(lookup.base)
+                                 and lf.matches(flt, e.as_dict())
+                                 for a in lookup.returns for v in e.values(a)})
+                searches.append([str(lookup.base), lf.render(flt, percent=False),
+                                 list(lookup.returns), expect])
         services.append({"name": svc, "dn": str(dit.service_dn(site, svc)),
                          "pw": values[layout.secret_service(svc)], "lookups": searches})
     target = site.verify.probe or (site.accounts[0].mail if site.accounts else None)

@@ -46,8 +46,9 @@ def test_lookups_filters_and_indices(example) -> None:
     by_name = {lk.name: lk for lk in dit.lookups(site)}
     assert lf.render(by_name["passdb"].filter) == "(&(objectClass=CourierMailAccount)(mail=%u))"
     assert lf.render(by_name["virtual_alias_maps"].filter) == \
-        "(&(objectClass=CourierMailAlias)(mail=%s))"
-    assert dit.index_attributes(site) == ("mail", "objectClass")
+        "(&(objectClass=CourierMailAlias)(mail=%s)(!(mailstackLocked=TRUE)))"
+    assert dit.index_attributes(site) == ("mail", "mailstackDisabledService", "mailstackLocked",
+                                          "objectClass")
     assert {lk.service for lk in by_name.values()} == {"dovecot", "postfix"}
 
 

@@ -169,7 +169,8 @@ def test_acl_rule_that_hides_postfix_lookups(write_site) -> None:
         *(f"site.yml:8: ldap.acl[0]: {post} cannot do what postfix's lookup {name} needs: "
           f"search on entry of ou={ou},dc=krasnoyarsk,dc=example,dc=org ('by * none' of this "
           "rule decides)"
-          for name, ou in (("sender_login_accounts", "people"), ("sender_login_aliases", "aliases"),
+          for name, ou in (("locked_accounts", "people"), ("locked_aliases", "aliases"),
+                           ("sender_login_accounts", "people"), ("sender_login_aliases", "aliases"),
                            ("virtual_alias_maps", "aliases"),
                            ("virtual_mailbox_maps", "people"))),
         "site.yml:8: ldap.acl[0]: warning: this rule catches every entry and attribute, so none "
