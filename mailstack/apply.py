@@ -59,6 +59,10 @@ class HostResult:
     diffs: list[tuple[str, str]] = field(default_factory=list)
     """With diff: (what, unified diff or LDIF change records) per changed file or entry set;
     a secret file's diff says only that it is hidden."""
+    reconciled: list[tuple[str, str]] = field(default_factory=list)
+    """What apply did with what the site no longer has, in order: (action, what), action one of
+    locked, still locked, unlocked, pruned (a DN), archived (a mailbox), stopped (a unit),
+    removed (a file, kept in the backup), deleted (a secret file)."""
     failure: str | None = None
     """What really failed on this host: the first failure no ``rescue:`` handled, as
     ``role: task: first meaningful line`` (later ones, such as handlers forced to run after it,
@@ -95,6 +99,7 @@ class ApplyReport:
         for name, host in sorted(self.hosts.items()):
             out.append(f"{name}: {host.recap}")
             out += [f"  changed: {change}" for change in host.changes]
+            out += [f"  {action}: {what}" for action, what in host.reconciled]
         verb = "would change" if self.check_only else "changed"
         out.append(f"{self.site}: {len(self.hosts)} hosts, {self.changed} tasks {verb}, "
                    f"{self.seconds:.1f} s")
@@ -185,6 +190,7 @@ class _Events:
         if kind == "skipped":
             return
         if kind == "ok":
+            host.reconciled += [(str(a), str(w)) for a, w in event.get("reconciled") or ()]
             if event.get("changed") and event.get("action", "").startswith("mailstack.mail.") \
                     and event.get("msg"):
                 detail += f": {event['msg']}"  # the LDAP modules say what they changed
@@ -374,7 +380,7 @@ def _stream(argv: list[str], env: dict[str, str], out: Out
 def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path = "build",
           secrets_dir: str | Path | None = None, limit: str | None = None,
           check_only: bool = False, take_over: bool = False, diff: bool = False,
-          out: Out = print) -> ApplyReport:
+          prune: bool = False, out: Out = print) -> ApplyReport:
     """Render the site, then apply it to the hosts of ``inventory`` with Ansible.
 
     ``check_only`` runs the playbook in check mode: nothing live changes, but staged Postfix
@@ -391,6 +397,11 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
     already runs mail that someone else set up, the apply stops on it before anything changed
     and names what it found; ``take_over`` keeps a dated copy of those configurations on the
     host and goes on (mail stays where it is).
+
+    Entries under the site's people, aliases and domains OUs that the render lacks are locked
+    (``mailstackLocked: TRUE``); ``prune`` deletes them instead and moves the pruned accounts'
+    mailboxes to a dated archive on the mail host. The recap lists them by DN (see
+    :attr:`HostResult.reconciled`).
     """
     inventory = Path(inventory)
     if not inventory.exists():
@@ -407,7 +418,8 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
     try:
         report = run_playbook(inventory.resolve(), build,
                               {"mailstack__ldap_passwords": passwords,
-                               "mailstack__take_over": take_over},
+                               "mailstack__take_over": take_over,
+                               "mailstack__prune": prune},
                               limit=limit, check_only=check_only, diff=diff, out=out)
     except ApplyFailed as failed:
         failed.report.render_seconds = render_seconds

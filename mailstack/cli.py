@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--take-over", action="store_true",
                    help="take over a mail stack set up by hand: keep a dated copy of its "
                         "configurations, then apply (without it apply refuses such a host)")
+    a.add_argument("--prune", action="store_true",
+                   help="delete the directory entries the site no longer has (default: lock "
+                        "them) and move the pruned accounts' mailboxes to a dated archive")
     pl = verb("plan", "what apply would change on each host, file by file and entry by entry "
                       "(apply --check --diff: nothing is changed)")
     targets(pl, "the lab's inventory (lab up first)")
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             apply.apply(args.site, inventory=inventory, build_dir=args.build,
                         secrets_dir=args.secrets, limit=args.limit,
                         check_only=planning or args.check, diff=planning or args.diff,
-                        take_over=not planning and args.take_over)
+                        take_over=not planning and args.take_over,
+                        prune=not planning and args.prune)
         elif args.verb == "status":
             from mailstack import status
 

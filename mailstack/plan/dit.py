@@ -257,6 +257,24 @@ def entries(site: Site) -> list[Entry]:
     return out
 
 
+RECONCILED_OUS = (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS)
+"""The OUs whose entries the site file owns: one not in the render is locked (or pruned)."""
+
+
+def owned_attributes(site: Site) -> tuple[str, ...]:
+    """Attributes the site owns on an existing entry even where its render leaves them out
+    (a re-apply deletes them then): the site-owned ones and an alias's targets."""
+    return (*SITE_OWNED, profile(site).alias_target)
+
+
+def reconcile_facts(site: Site) -> dict[str, object]:
+    """What the slapd role's reconcile reads (module mailstack.mail.ldap_entries)."""
+    return {"bases": [str(ou(site, name)) for name in RECONCILED_OUS],
+            "accounts_base": str(ou(site, layout.OU_PEOPLE)),
+            "accounts": site.ldap.accounts,
+            "owned": list(owned_attributes(site))}
+
+
 def disabled_services(account: Account) -> tuple[str, ...]:
     """Dovecot's names of the services the account may not log in to."""
     return tuple(DOVECOT_SERVICE[s] for s in DOVECOT_SERVICE if s not in account.protocols)

@@ -130,10 +130,15 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
-                      "placeholder": dit.PLACEHOLDER_PASSWORD},
+                      "placeholder": dit.PLACEHOLDER_PASSWORD,
+                      "reconcile": dit.reconcile_facts(site)},
             # what verify's host checks expect of slapd (no role reads these)
             "directory": {"network": slapd.serves_network(site),
                           "root_password": site.ldap.root_password}} if "ldap" in roles else {}),
+        # what the last apply placed (removed next time when the site no longer renders it),
+        # and where removed files and pruned accounts' mailboxes are kept
+        "placed": {"record": layout.PLACED_RECORD, "backup_dir": layout.REMOVED_BACKUP_DIR,
+                   "mail_archive": f"{layout.VMAIL_DIR}/{layout.MAIL_ARCHIVE}"},
         # what apply looks at on a host it has not applied before (mailstack_survey)
         "survey": {
             "marker": layout.HOST_MARKER,

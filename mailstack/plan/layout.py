@@ -35,6 +35,13 @@ CA_CERT = f"{TLS_DIR}/ca.crt"
 HOST_MARKER = "/etc/mailstack/host.json"
 # Where apply --take-over keeps a dated copy of a hand-made stack's configuration.
 TAKEOVER_BACKUP_DIR = "/var/backups/mailstack"
+# What the last successful apply placed on a host (its part of the manifest), so that the next
+# one removes what the site no longer renders; removed files are kept in
+# <REMOVED_BACKUP_DIR>/removed-<UTC>/<path> (secret files are deleted, never copied).
+PLACED_RECORD = f"{STATE_DIR}/placed.json"
+REMOVED_BACKUP_DIR = TAKEOVER_BACKUP_DIR
+# Pruned accounts' mailboxes: <VMAIL_DIR>/.archive/<UTC date>/<domain>/<local> (never deleted).
+MAIL_ARCHIVE = ".archive"
 
 # Ports.
 SMTP_PORT = 25

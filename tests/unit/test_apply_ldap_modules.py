@@ -28,6 +28,8 @@ def _load(name: str, path: Path):
 # The modules import their helpers by the collection's name, as Ansible ships them to the host.
 utils = _load("ansible_collections.mailstack.mail.plugins.module_utils.ldap",
               resources.COLLECTION / "plugins" / "module_utils" / "ldap.py")
+reconcile = _load("ansible_collections.mailstack.mail.plugins.module_utils.reconcile",
+                  resources.COLLECTION / "plugins" / "module_utils" / "reconcile.py")
 entries = _load("mailstack_ldap_entries", resources.MODULES / "ldap_entries.py")
 passwords = _load("mailstack_ldap_password", resources.MODULES / "ldap_password.py")
 

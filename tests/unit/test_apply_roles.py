@@ -33,7 +33,12 @@ def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example
         "config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
         "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
         "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
-        "placeholder": dit.PLACEHOLDER_PASSWORD}
+        "placeholder": dit.PLACEHOLDER_PASSWORD,
+        "reconcile": {"bases": [f"ou={o},dc=krasnoyarsk,dc=example,dc=org"
+                                for o in ("people", "aliases", "domains")],
+                      "accounts_base": "ou=people,dc=krasnoyarsk,dc=example,dc=org",
+                      "accounts": "site",
+                      "owned": [*dit.SITE_OWNED, "maildrop"]}}
     d = defaults("slapd")
     for key in facts["slapd"]:
         assert d[f"mailstack_slapd__{key}"] == f"{{{{ mailstack_slapd__host.facts.slapd.{key} }}}}"

@@ -108,6 +108,8 @@ class CallbackModule(CallbackBase):
         diff = _diff_text(res.get("diff"))
         if diff:
             data["diff"] = "(secret: diff hidden)" if data.get("item") in _hidden() else diff
+        if res.get("mailstack_reconciled"):
+            data["reconciled"] = [[str(a), str(w)] for a, w in res["mailstack_reconciled"]]
         if res.get("warnings"):
             data["warnings"] = [_text(w) for w in res["warnings"]]
         if res.get("results") and event in ("failed", "unreachable"):

@@ -171,9 +171,11 @@ def read_entry(conn, dn, attributes=("*",)):
     return None
 
 
-def search_subtree(conn, base):
-    """Every entry below and including ``base``: ``[(dn, {lower name: (name, [bytes])})]``."""
-    if not conn.search(base, "(objectClass=*)", search_scope=ldap3.SUBTREE, attributes=["*"]):
+def search_subtree(conn, base, scope=None):
+    """Every entry below and including ``base``: ``[(dn, {lower name: (name, [bytes])})]``
+    (``scope=ldap3.LEVEL``: the entries one level below it)."""
+    if not conn.search(base, "(objectClass=*)", search_scope=scope or ldap3.SUBTREE,
+                       attributes=["*"]):
         code = conn.result.get("result") if conn.result else None
         if code == NO_SUCH_OBJECT:
             return []

@@ -21,7 +21,16 @@ description:
   - "O(kind=data): only the attributes the LDIF names are managed, and O(protected_attributes)
     (userPassword) are never touched on an existing entry: passwords are set with RFC 3062 by
     mailstack.mail.ldap_password."
-  - Entries slapd holds that the LDIF does not name are left alone and listed in RV(unmanaged).
+  - "O(owned_attributes) (O(kind=data)): attributes the site owns although the LDIF may not name
+    them on an entry (mailstackLocked, mailstackDisabledService, mailstackQuota): deleted from an
+    existing entry whose rendered form lacks them."
+  - "Reconcile (O(kind=data), O(reconcile_bases)): the entries one level under each base that the
+    LDIF does not name are locked (objectClass mailstackEntry added when missing,
+    mailstackLocked: TRUE), or with O(prune) deleted. With O(accounts=directory) only entries
+    carrying C(mailstackOrigin: site) (apply created them) are locked or pruned, and existing
+    entries under O(accounts_base) are never modified (apply only adds the missing ones)."
+  - Other entries slapd holds that the LDIF does not name are left alone and listed in
+    RV(unmanaged).
 options:
   path:
     description: LDIF file on the host.
@@ -46,6 +55,28 @@ options:
     type: list
     elements: str
     default: [olcAccess, olcDbIndex]
+  owned_attributes:
+    description: Attributes deleted from an existing entry when the LDIF's entry lacks them.
+    type: list
+    elements: str
+    default: []
+  reconcile_bases:
+    description: DNs whose children the LDIF does not name are locked or pruned (O(kind=data)).
+    type: list
+    elements: str
+    default: []
+  accounts_base:
+    description: The DN of the accounts (their pruned mail addresses are returned).
+    type: str
+  accounts:
+    description: C(site) (the site file owns which accounts exist) or C(directory).
+    type: str
+    choices: [site, directory]
+    default: site
+  prune:
+    description: Delete the entries that left the site instead of locking them.
+    type: bool
+    default: false
   slapadd:
     description: slapadd program (O(kind=config)).
     type: path
@@ -81,6 +112,30 @@ unmanaged:
   description: DNs slapd holds that the LDIF does not name (left alone).
   type: list
   returned: always
+locked:
+  description: DNs that left the site and were locked now.
+  type: list
+  returned: always
+still_locked:
+  description: DNs that left the site and were locked before (prune removes them).
+  type: list
+  returned: always
+unlocked:
+  description: DNs back in the site whose lock was removed.
+  type: list
+  returned: always
+pruned:
+  description: DNs that left the site and were deleted (O(prune)).
+  type: list
+  returned: always
+pruned_mail:
+  description: The mail addresses of the deleted accounts (their mailboxes go to the archive).
+  type: list
+  returned: always
+mailstack_reconciled:
+  description: "[action, DN] pairs for apply's recap: locked, still locked, unlocked, pruned."
+  type: list
+  returned: always
 """
 
 import os  # noqa: E402
@@ -89,6 +144,12 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.mailstack.mail.plugins.module_utils.reconcile import (  # noqa: E402
+    DIRECTORY,
+    first_value,
+    left_site,
+    lock_changes,
+)
 from ansible_collections.mailstack.mail.plugins.module_utils.ldap import (  # noqa: E402
     HAS_LDAP3,
     OPERATIONAL,
@@ -154,10 +215,11 @@ def schema_name(dn):
     return strip_order(value.encode()).decode()
 
 
-def attribute_changes(dn, want, have, ordered, manage_all, protected):
-    """ldap3 modify changes turning ``have`` into ``want`` (both {lower: (name, [bytes])})."""
+def attribute_changes(dn, want, have, ordered, manage_all, protected, owned=()):
+    """ldap3 modify changes turning ``have`` into ``want`` (both {lower: (name, [bytes])});
+    attributes ``want`` lacks are deleted with ``manage_all`` or when ``owned``."""
     changes = {}
-    keys = list(want) + ([k for k in have if k not in want] if manage_all else [])
+    keys = list(want) + [k for k in have if k not in want and (manage_all or k in owned)]
     for key in keys:
         if key in protected:
             continue
@@ -236,21 +298,59 @@ def _order_of(dn):
     return 1 << 30
 
 
-def plan_data(conn, wanted, ordered, protected):
-    """Changes for the directory tree: (adds, modifies, unmanaged)."""
+def plan_data(conn, wanted, ordered, protected, owned=frozenset(), keep_under=None):
+    """Changes for the directory tree: (adds, modifies, unmanaged). Existing entries below
+    ``keep_under`` (a normalised DN: the accounts of ``ldap.accounts: directory``) are never
+    modified."""
     adds, modifies = [], []
     for dn, attrs in wanted:
         have = read_entry(conn, dn)
         if have is None:
             adds.append((dn, attrs))
             continue
-        changes = attribute_changes(dn, attrs, user_attrs(have), ordered, False, protected)
+        if keep_under and norm_dn(dn).endswith("," + keep_under):
+            continue
+        changes = attribute_changes(dn, attrs, user_attrs(have), ordered, False, protected,
+                                    owned)
         if changes:
             modifies.append((dn, changes))
     return adds, modifies, []
 
 
-def apply_changes(conn, adds, modifies):
+LOCK_OPS = {"add": "MODIFY_ADD", "replace": "MODIFY_REPLACE"}
+
+
+def plan_reconcile(conn, wanted, bases, mode, prune):
+    """What to do with the entries under ``bases`` that left the site: (locks, deletes,
+    still_locked): locks ``[(dn, ldap3 changes)]``, deletes ``[(dn, attrs)]``, still_locked
+    the DNs locked before (without ``prune`` they stay as they are)."""
+    wanted_keys = {norm_dn(dn) for dn, _ in wanted}
+    live = []
+    for base in bases:
+        for dn, attrs in search_subtree(conn, base, ldap3.LEVEL):
+            live.append((dn, user_attrs(attrs), norm_dn(dn)))
+    locks, deletes, still = [], [], []
+    for dn, attrs in left_site(live, wanted_keys, mode):
+        if prune:
+            deletes.append((dn, attrs))
+            continue
+        changes = lock_changes(attrs)
+        if not changes:
+            still.append(dn)
+            continue
+        locks.append((dn, {name: [(getattr(ldap3, LOCK_OPS[op]), values) for op, values in steps]
+                           for name, steps in changes.items()}))
+    return locks, deletes, still
+
+
+def unlocked(modifies):
+    """The DNs whose mailstackLocked a modify deletes (back in the site, or enabled again)."""
+    return [dn for dn, changes in modifies
+            if any(name.lower() == "mailstacklocked" and op == ldap3.MODIFY_DELETE
+                   for name, steps in changes.items() for op, _ in steps)]
+
+
+def apply_changes(conn, adds, modifies, deletes=()):
     for dn, attrs in adds:
         body = {name: values for name, values in attrs.values()}
         classes = [v.decode() for v in body.pop(attrs["objectclass"][0], [])] \
@@ -261,6 +361,9 @@ def apply_changes(conn, adds, modifies):
         if not conn.modify(dn, changes):
             raise LdapError(f"slapd refused to change {', '.join(changes)} of {dn}: "
                             f"{describe(conn)}")
+    for dn, _ in deletes:
+        if not conn.delete(dn):
+            raise LdapError(f"slapd refused to delete {dn}: {describe(conn)}")
 
 
 SECRET_ATTRIBUTES = ("userpassword", "olcrootpw")
@@ -277,7 +380,7 @@ def _shown(name, value):
     return f"{name}: {text}"
 
 
-def change_ldif(adds, modifies):
+def change_ldif(adds, modifies, deletes=()):
     """The planned changes as LDIF change records (for Ansible's diff mode); secrets hidden."""
     ops = {ldap3.MODIFY_ADD: "add", ldap3.MODIFY_DELETE: "delete",
            ldap3.MODIFY_REPLACE: "replace"}
@@ -294,6 +397,8 @@ def change_ldif(adds, modifies):
                 lines += [_shown(name, v) for v in values]
                 lines.append("-")
         lines.append("")
+    for dn, _ in deletes:
+        lines += [f"dn: {dn}", "changetype: delete", ""]
     return "\n".join(lines)
 
 
@@ -306,6 +411,11 @@ def main():
             protected_attributes=dict(type="list", elements="str", default=["userPassword"]),
             ordered_attributes=dict(type="list", elements="str",
                                     default=["olcAccess", "olcDbIndex"]),
+            owned_attributes=dict(type="list", elements="str", default=[]),
+            reconcile_bases=dict(type="list", elements="str", default=[]),
+            accounts_base=dict(type="str"),
+            accounts=dict(type="str", default="site", choices=["site", "directory"]),
+            prune=dict(type="bool", default=False),
             slapadd=dict(type="path", default="/usr/sbin/slapadd"),
             slapcat=dict(type="path", default="/usr/sbin/slapcat"),
         ),
@@ -316,7 +426,11 @@ def main():
     params = module.params
     ordered = frozenset(a.lower() for a in params["ordered_attributes"])
     protected = frozenset(a.lower() for a in params["protected_attributes"])
+    owned = frozenset(a.lower() for a in params["owned_attributes"])
+    accounts_base = norm_dn(params["accounts_base"]) if params["accounts_base"] else None
+    keep_under = accounts_base if params["accounts"] == DIRECTORY else None
     path = params["path"]
+    locks, deletes, still = [], [], []
     try:
         if params["kind"] == "config":
             entries = canonical_config(module, path)
@@ -329,9 +443,14 @@ def main():
             if params["kind"] == "config":
                 adds, modifies, unmanaged = plan_config(conn, wanted, ordered)
             else:
-                adds, modifies, unmanaged = plan_data(conn, wanted, ordered, protected)
+                adds, modifies, unmanaged = plan_data(conn, wanted, ordered, protected, owned,
+                                                      keep_under)
+                if params["reconcile_bases"]:
+                    locks, deletes, still = plan_reconcile(
+                        conn, wanted, params["reconcile_bases"], params["accounts"],
+                        params["prune"])
             if not module.check_mode:
-                apply_changes(conn, adds, modifies)
+                apply_changes(conn, adds, modifies + locks, deletes)
         finally:
             conn.unbind()
     except (OSError, LdifError) as err:
@@ -339,16 +458,31 @@ def main():
     except (Refused, LdapError) as err:
         module.fail_json(msg=str(err))
     modified = {dn: sorted(changes) for dn, changes in modifies}
+    was_unlocked = unlocked(modifies)
     summary = []
     if adds:
         summary.append("added " + ", ".join(dn for dn, _ in adds))
     for dn, attrs in modified.items():
         summary.append(f"changed {', '.join(attrs)} of {dn}")
-    result = dict(changed=bool(adds or modifies), added=[dn for dn, _ in adds],
-                  modified=modified, unmanaged=unmanaged,
+    if locks:
+        summary.append("locked " + "; ".join(dn for dn, _ in locks))
+    if deletes:
+        summary.append("pruned " + "; ".join(dn for dn, _ in deletes))
+    base_key = "," + accounts_base if accounts_base else None
+    pruned_mail = [
+        first_value(attrs, "mail") for dn, attrs in deletes
+        if base_key and norm_dn(dn).endswith(base_key) and first_value(attrs, "mail")]
+    reconciled = ([["locked", dn] for dn, _ in locks] + [["still locked", dn] for dn in still]
+                  + [["unlocked", dn] for dn in was_unlocked]
+                  + [["pruned", dn] for dn, _ in deletes])
+    result = dict(changed=bool(adds or modifies or locks or deletes),
+                  added=[dn for dn, _ in adds], modified=modified, unmanaged=unmanaged,
+                  locked=[dn for dn, _ in locks], still_locked=still, unlocked=was_unlocked,
+                  pruned=[dn for dn, _ in deletes], pruned_mail=pruned_mail,
+                  mailstack_reconciled=reconciled,
                   msg=", ".join(summary) or "nothing to change")
-    if module._diff and (adds or modifies):
-        result["diff"] = {"prepared": change_ldif(adds, modifies)}
+    if module._diff and (adds or modifies or locks or deletes):
+        result["diff"] = {"prepared": change_ldif(adds, modifies + locks, deletes)}
     module.exit_json(**result)
 
 
