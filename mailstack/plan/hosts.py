@@ -114,7 +114,10 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "admin_dn": str(dit.admin_dn(site)),
         "service_dns": {s: str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS},
         "accounts": [{"mail": a.mail, "dn": str(dit.account_dn(site, a.mail)),
-                      "home": dit.mail_home(a.mail)} for a in site.accounts],
+                      "home": dit.mail_home(a.mail), "enabled": a.enabled}
+                     for a in site.accounts],
+        # ldap.accounts: site (the site file says which accounts exist) or directory
+        "accounts_mode": site.ldap.accounts,
         "aliases": {k: list(v) for k, v in dit.alias_targets(site).items()},
         "vmail": {"user": layout.VMAIL_USER, "uid": layout.VMAIL_UID, "gid": layout.VMAIL_GID,
                   "dir": layout.VMAIL_DIR},

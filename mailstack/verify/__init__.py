@@ -220,6 +220,7 @@ def _host_checks(target: Target, manifest: Path) -> list[Check]:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", str(TESTINFRA), "-q", "-p", "no:cacheprovider",
                "-c", os.devnull, "--rootdir", str(TESTINFRA), f"--junitxml={junit}",
+               "-o", "junit_family=xunit1",  # keeps record_property's notes
                f"--hosts=ssh://{target.ssh_user}@{target.address}",
                "--ssh-config", str(_ssh_config(Path(tmp), target))]
         env = {**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": target.key}
@@ -259,7 +260,8 @@ def _junit_checks(junit: Path, host: str) -> list[Check]:
             problem = case.find("error")
         if case.find("skipped") is not None:
             continue
-        detail = ""
+        detail = "; ".join(p.get("value", "") for p in case.iter("property")
+                           if p.get("name") == "note")
         if problem is not None:
             message = problem.get("message", "") or (problem.text or "")
             detail = message.split("\nassert")[0].strip()
@@ -338,5 +340,9 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
                         Check(name, mail_host, ok, detail)), wanted)
     if host_checks:
         for key in sorted(targets):
-            report.checks += _host_checks(targets[key], manifest)
+            checks = _host_checks(targets[key], manifest)
+            report.checks += checks
+            # a passing host check may still have something to say (testinfra's record_property
+            # "note"), e.g. accounts the directory has and a directory-mode site does not name
+            report.notes += [f"{c.host}: {c.detail}" for c in checks if c.ok and c.detail]
     return report

@@ -98,6 +98,26 @@ def test_mailbox_homes_resolve_to_one_place(host, host_plan) -> None:
             f"{account['mail']}: userdb overrides the mail location with {loc.stdout.strip()}"
 
 
+def test_no_account_logs_in_that_the_site_does_not_have(host, host_plan, record_property) -> None:
+    """Dovecot's user iteration (``doveadm user -A``: every account not locked) against the
+    site's enabled accounts. An account the site does not name fails the check; with
+    ``ldap.accounts: directory`` the directory may have its own: then they are a note."""
+    needs(host_plan, "imap")
+    out = host.run("doveadm user -A")
+    assert out.rc == 0, f"doveadm user -A failed (exit {out.rc}): {out.stderr.strip()}"
+    found = {line.strip().lower() for line in out.stdout.splitlines() if line.strip()}
+    facts = host_plan["facts"]
+    expected = {a["mail"].lower() for a in facts["accounts"] if a.get("enabled", True)}
+    extra = sorted(found - expected)
+    if facts.get("accounts_mode") == "directory":
+        if extra:
+            record_property("note", f"{len(extra)} accounts log in that the site file does not "
+                                    f"name (ldap.accounts: directory): {', '.join(extra)}")
+        return
+    assert not extra, (f"accounts log in that the site does not have: {', '.join(extra)} "
+                       "(apply locks them; apply --prune removes them)")
+
+
 def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
     """LMTP must write where IMAP and POP3 read (the "0 messages while 150 wait" bug)."""
     needs(host_plan, "imap")
