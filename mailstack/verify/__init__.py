@@ -214,8 +214,9 @@ def _run_on_host(target: Target, job: dict) -> list[dict]:
                            + " / ".join(lines[-3:])}]
 
 
-def _host_checks(target: Target, manifest: Path) -> list[Check]:
-    """Run the testinfra tests against one host over SSH; one Check per test."""
+def _host_checks(target: Target, manifest: Path, select: str | None = None) -> list[Check]:
+    """Run the testinfra tests against one host over SSH; one Check per test (``select``:
+    pytest's -k expression, for a test of one check)."""
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", str(TESTINFRA), "-q", "-p", "no:cacheprovider",
@@ -223,6 +224,8 @@ def _host_checks(target: Target, manifest: Path) -> list[Check]:
                "-o", "junit_family=xunit1",  # keeps record_property's notes
                f"--hosts=ssh://{target.ssh_user}@{target.address}",
                "--ssh-config", str(_ssh_config(Path(tmp), target))]
+        if select:
+            cmd += ["-k", select]
         env = {**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": target.key}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
                               check=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from mailstack import apply, core, resources
+from mailstack import apply, core, resources, verify
 from mailstack.plan import dit, layout
 from mailstack.site.load import load_site
 from tests.unit.test_apply_ldap_modules import ORDERED, _load, attrs, entries, utils
@@ -143,7 +143,7 @@ def test_the_module_reads_what_plan_decides(example: Path) -> None:
 @pytest.mark.parametrize("address", ["ivan@krasnoyarsk.example.org", "Olga.S@Example.ORG"])
 def test_the_archive_finds_the_home_plan_decides(address: str) -> None:
     assert rc.mail_home(layout.VMAIL_DIR, address) == dit.mail_home(address)
-    now = datetime.datetime(2026, 12, 1, 23, 59, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 12, 1, 23, 59, tzinfo=datetime.UTC)
     archived = rc.archive_path(f"{layout.VMAIL_DIR}/{layout.MAIL_ARCHIVE}", address, now)
     local, _, domain = address.lower().rpartition("@")
     assert archived == f"/var/vmail/.archive/2026-12-01/{domain}/{local}"
@@ -195,7 +195,7 @@ def test_a_record_of_another_site_is_ignored(tmp_path: Path) -> None:
 
 
 def test_a_removed_file_is_kept_under_a_dated_backup() -> None:
-    now = datetime.datetime(2026, 12, 1, 6, 5, 4, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 12, 1, 6, 5, 4, tzinfo=datetime.UTC)
     assert rc.backup_target("/var/backups/mailstack", "/etc/mailstack/fetch/x.rc", now) == \
         "/var/backups/mailstack/removed-20261201T060504Z/etc/mailstack/fetch/x.rc"
 
@@ -215,3 +215,16 @@ def test_the_recap_names_what_was_locked_pruned_and_removed() -> None:
     lines = report.lines()
     assert f"  locked: {dn}" in lines
     assert "  stopped: mailstack-fetch@x.timer" in lines and "  deleted: /p" in lines
+
+
+def test_a_passing_host_check_can_carry_a_note(tmp_path: Path) -> None:
+    """testinfra's record_property("note", ...) reaches the check's detail (verify() then
+    lists it among the report's notes): how directory mode names accounts it does not own."""
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite><testcase name="test_no_account_logs_in_that_the_site_does_not_'
+        'have[ssh://root@10.0.0.2]"><properties><property name="note" value="1 accounts log '
+        'in"/></properties></testcase></testsuite></testsuites>')
+    [check] = verify._junit_checks(junit, "mail")
+    assert check.ok and check.name == "host: no account logs in that the site does not have"
+    assert check.detail == "1 accounts log in"

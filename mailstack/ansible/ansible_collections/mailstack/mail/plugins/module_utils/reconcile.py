@@ -106,4 +106,4 @@ def backup_target(backup_root, path, now):
 
 
 def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

@@ -144,12 +144,6 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.mailstack.mail.plugins.module_utils.reconcile import (  # noqa: E402
-    DIRECTORY,
-    first_value,
-    left_site,
-    lock_changes,
-)
 from ansible_collections.mailstack.mail.plugins.module_utils.ldap import (  # noqa: E402
     HAS_LDAP3,
     OPERATIONAL,
@@ -165,6 +159,12 @@ from ansible_collections.mailstack.mail.plugins.module_utils.ldap import (  # no
     same_values,
     search_subtree,
     strip_order,
+)
+from ansible_collections.mailstack.mail.plugins.module_utils.reconcile import (  # noqa: E402
+    DIRECTORY,
+    first_value,
+    left_site,
+    lock_changes,
 )
 
 try:

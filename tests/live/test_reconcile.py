@@ -1,0 +1,207 @@
+"""Removal that removes: apply's reconcile on one lab (issue 11).
+
+The example site (its own name) is brought up and applied. Then Olga's account, the `office`
+alias (it names her) and her remote mailbox leave the site file, and the tests walk a site's
+life on the real slapd, Dovecot and systemd:
+* re-apply: her entry and her alias entries are locked (`mailstackLocked: TRUE`), her mailbox
+  is still there, Dovecot's user iteration no longer lists her, the fetch timer is inactive and
+  disabled and its password file is gone; the recap names the DNs;
+* the account back in the site: unlocked;
+* removed again with `--prune`: the entries are gone, the mailbox moved to the dated archive;
+* back again: created anew;
+* an account added directly in LDAP (root over ldapi) makes verify's host check FAIL;
+* `ldap.accounts: directory`: that account is never locked (a note in verify), while the one
+  apply created and that left the site file is.
+The directory state and the files are read on the host itself; logins refused and 5.2.1
+answers are verify's, proven elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mailstack import apply, lab, verify
+from mailstack.ldap import ldif
+from mailstack.ldap.dn import DN
+from mailstack.plan import dit
+from mailstack.plan import fetch as fetch_plan
+from mailstack.site.load import load_site
+from tests.conftest import LabSite, example_lab_site, live
+
+pytestmark = live(ssh=True, ansible=True)
+
+OLGA = "olga@krasnoyarsk.example.org"
+INTRUDER = "intruder@krasnoyarsk.example.org"
+CHECK = "host: no account logs in that the site does not have"
+
+
+class Rec(LabSite):
+    def __init__(self, site: Path, build: Path) -> None:
+        super().__init__(site, build)
+        self.original = yaml.safe_load(site.read_text())
+        model = load_site(site)
+        self.olga_dn = str(dit.account_dn(model, OLGA))
+        self.alias_dns = [str(dit.alias_dn(model, a))
+                          for a in ("buh@krasnoyarsk.example.org",
+                                    "office@krasnoyarsk.example.org")]
+        self.intruder_dn = str(dit.account_dn(model, INTRUDER))
+        olga_fetch = next(f for f in model.fetch if f.account == OLGA)
+        ident = fetch_plan.fetch_id(olga_fetch)
+        self.timer = f"{fetch_plan.UNIT}{ident}.timer"
+        self.password_file = f"{fetch_plan.CONFIG_DIR}/{ident}.password"
+        self.home = dit.mail_home(OLGA)
+
+    def write(self, *, olga: bool = True, accounts: str = "site") -> None:
+        data = copy.deepcopy(self.original)
+        if not olga:
+            data["accounts"] = [a for a in data["accounts"] if a["mail"] != OLGA]
+            data["aliases"] = [a for a in data["aliases"] if OLGA not in a["to"]]
+            data["fetch"] = [f for f in data["fetch"] if f["account"] != OLGA]
+        data["ldap"]["accounts"] = accounts
+        self.site.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def apply(self, prune: bool = False) -> list[str]:
+        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
+                             prune=prune, out=lambda line: None)
+        assert report.ok, report.lines()
+        print(f"[apply{' --prune' if prune else ''} {report.seconds:.1f} s]")
+        return report.lines()
+
+    def entry(self, dn: str) -> dict[str, list[str]] | None:
+        """The entry as root reads it over ldapi ({lower attribute: values}), or None."""
+        proc = self.mail.exec(["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y", "EXTERNAL",
+                               "-H", "ldapi:///", "-s", "base", "-b", dn, "*"], timeout=60)
+        if proc.returncode == 32:
+            return None
+        assert proc.returncode == 0, proc.stderr
+        out: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines()[1:]:
+            name, _, value = line.partition(": ")
+            if name:
+                out.setdefault(name.lower(), []).append(value)
+        return out
+
+    def locked(self, dn: str) -> bool:
+        entry = self.entry(dn)
+        assert entry is not None, f"{dn} is gone"
+        return entry.get(dit.LOCKED.lower()) == ["TRUE"]
+
+    def users(self) -> set[str]:
+        return set(self.sh("doveadm user '*'").split())
+
+    def check(self) -> verify.Check:
+        """verify's host check of the accounts, alone (the whole host part takes 90 s)."""
+        host = self.state.host("mail")
+        target = verify.Target(host.key, host.hostname, host.ip, "root", str(self.state.key))
+        manifest = self.build / load_site(self.site).site / "manifest.json"
+        checks = verify._host_checks(target, manifest, select="no_account_logs_in")
+        assert [c.name for c in checks] == [CHECK], checks
+        return checks[0]
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rec]:
+    root = tmp_path_factory.mktemp("reconcile")
+    site, build = example_lab_site(root, "rec")
+    try:
+        started = time.monotonic()
+        lab.up(site, build_dir=build)
+        it = Rec(site, build)
+        it.apply()
+        print(f"\n[lab up and first apply {time.monotonic() - started:.1f} s]")
+        # a message in Olga's mailbox, so that there is something to keep and to archive
+        it.sh(f"printf 'Subject: kept\\n\\nkept\\n' | doveadm save -u {OLGA}")
+        yield it
+    finally:
+        lab.down(site, build_dir=build)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_what_left_the_site_is_locked_and_its_timer_stopped(rec: Rec) -> None:
+    assert rec.sh(f"test -f {rec.password_file} && systemctl is-enabled {rec.timer}").strip() \
+        == "enabled"
+    rec.write(olga=False)
+    lines = rec.apply()
+    assert rec.locked(rec.olga_dn)
+    assert all(rec.locked(dn) for dn in rec.alias_dns)
+    for dn in (rec.olga_dn, *rec.alias_dns):
+        assert f"  locked: {dn}" in lines, lines
+    assert rec.sh(f"ls {rec.home}/Maildir/cur {rec.home}/Maildir/new | wc -l").strip() != "0"
+    assert OLGA not in rec.users()       # Dovecot's iteration leaves locked accounts out
+    state = rec.mail.exec(["systemctl", "is-active", rec.timer]).stdout.strip()
+    enabled = rec.mail.exec(["systemctl", "is-enabled", rec.timer]).stdout.strip()
+    assert (state, enabled) == ("inactive", "disabled"), (state, enabled)
+    assert rec.mail.exec(["test", "-e", rec.password_file]).returncode == 1
+    assert f"  stopped: {rec.timer}" in lines and f"  deleted: {rec.password_file}" in lines
+    # the getmailrc (secret too) is gone; nothing secret was copied to the backup
+    assert rec.sh("ls /etc/mailstack/fetch").count("imap-olga") == 0
+    assert "olga" not in rec.sh("find /var/backups/mailstack -path '*removed-*' -type f")
+
+
+def test_an_account_back_in_the_site_is_unlocked(rec: Rec) -> None:
+    rec.write(olga=True)
+    lines = rec.apply()
+    assert not rec.locked(rec.olga_dn) and not any(rec.locked(dn) for dn in rec.alias_dns)
+    assert f"  unlocked: {rec.olga_dn}" in lines, lines
+    assert OLGA in rec.users()
+    assert rec.sh(f"systemctl is-enabled {rec.timer}").strip() == "enabled"
+
+
+def test_prune_deletes_the_entries_and_archives_the_mailbox(rec: Rec) -> None:
+    rec.write(olga=False)
+    lines = rec.apply(prune=True)
+    assert rec.entry(rec.olga_dn) is None
+    assert all(rec.entry(dn) is None for dn in rec.alias_dns)
+    for dn in (rec.olga_dn, *rec.alias_dns):
+        assert f"  pruned: {dn}" in lines, lines
+    archive = f"/var/vmail/.archive/{time.strftime('%Y-%m-%d', time.gmtime())}/" \
+              f"krasnoyarsk.example.org/olga"
+    assert rec.mail.exec(["test", "-e", rec.home]).returncode == 1
+    assert rec.sh(f"grep -rl '^Subject: kept' {archive}/Maildir | wc -l").strip() == "1"
+    assert f"  archived: {rec.home} -> {archive}" in lines, lines
+
+
+def test_a_pruned_account_back_in_the_site_is_created_anew(rec: Rec) -> None:
+    rec.write(olga=True)
+    rec.apply()
+    entry = rec.entry(rec.olga_dn)
+    assert entry is not None and dit.LOCKED.lower() not in entry
+    assert entry[dit.ORIGIN.lower()] == [dit.ORIGIN_SITE]
+    assert OLGA in rec.users()
+
+
+def _add_intruder(rec: Rec) -> None:
+    """An account someone added in the directory by hand (root over ldapi)."""
+    entry = ldif.Entry(DN.parse(rec.intruder_dn),
+                       (("objectClass", "inetOrgPerson"), ("objectClass", "CourierMailAccount"),
+                        ("cn", "Intruder"), ("sn", "Intruder"), ("mail", INTRUDER),
+                        ("homeDirectory", dit.mail_home(INTRUDER)),
+                        ("userPassword", dit.PLACEHOLDER_PASSWORD)))
+    rec.mail.put_file("/tmp/intruder.ldif", ldif.dumps([entry]))
+    rec.sh("ldapadd -Q -Y EXTERNAL -H ldapi:/// -f /tmp/intruder.ldif >/dev/null")
+
+
+def test_an_account_added_in_the_directory_fails_verify(rec: Rec) -> None:
+    control = rec.check()
+    assert control.ok and not control.detail, control
+    _add_intruder(rec)
+    check = rec.check()
+    assert not check.ok and INTRUDER in check.detail, check
+
+
+def test_directory_mode_locks_only_what_apply_created(rec: Rec) -> None:
+    rec.write(olga=False, accounts="directory")
+    lines = rec.apply()
+    assert rec.locked(rec.olga_dn), lines
+    intruder = rec.entry(rec.intruder_dn)
+    assert intruder is not None and dit.LOCKED.lower() not in intruder
+    assert not any(rec.intruder_dn in line for line in lines), lines
+    check = rec.check()   # verify() turns a passing check's detail into a note
+    assert check.ok and INTRUDER in check.detail, check
