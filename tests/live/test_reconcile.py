@@ -53,7 +53,7 @@ class Rec(LabSite):
                                     "office@krasnoyarsk.example.org")]
         self.intruder_dn = str(dit.account_dn(model, INTRUDER))
         olga_fetch = next(f for f in model.fetch if f.account == OLGA)
-        ident = fetch_plan.fetch_id(olga_fetch)
+        self.ident = ident = fetch_plan.fetch_id(olga_fetch)
         self.timer = f"{fetch_plan.UNIT}{ident}.timer"
         self.password_file = f"{fetch_plan.CONFIG_DIR}/{ident}.password"
         self.home = dit.mail_home(OLGA)
@@ -140,9 +140,13 @@ def test_what_left_the_site_is_locked_and_its_timer_stopped(rec: Rec) -> None:
     assert (state, enabled) == ("inactive", "disabled"), (state, enabled)
     assert rec.mail.exec(["test", "-e", rec.password_file]).returncode == 1
     assert f"  stopped: {rec.timer}" in lines and f"  deleted: {rec.password_file}" in lines
-    # the getmailrc (secret too) is gone; nothing secret was copied to the backup
-    assert rec.sh("ls /etc/mailstack/fetch").count("imap-olga") == 0
-    assert "olga" not in rec.sh("find /var/backups/mailstack -path '*removed-*' -type f")
+    # every file of that mailbox left; the secret ones (password, getmailrc) were deleted, the
+    # others (its CA, its runner's JSON, the timer's drop-in) are kept in the dated backup
+    assert "imap-olga" not in rec.sh("ls /etc/mailstack/fetch /etc/systemd/system")
+    kept = rec.sh("cd /var/backups/mailstack && find removed-* -type f").split()
+    expected = [f"etc/mailstack/fetch/{rec.ident}.ca.crt", f"etc/mailstack/fetch/{rec.ident}.json",
+                f"etc/systemd/system/{rec.timer}.d/interval.conf"]
+    assert sorted(k.split("/", 1)[1] for k in kept) == expected, kept
 
 
 def test_an_account_back_in_the_site_is_unlocked(rec: Rec) -> None:
