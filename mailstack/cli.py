@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                       "(apply --check --diff: nothing is changed)")
     targets(pl, "the lab's inventory (lab up first)")
     pl.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    pl.add_argument("--prune", action="store_true",
+                    help="show what apply --prune would delete and archive")
     st = verb("status", "how the site's unattended jobs fare: failed remote mailbox "
                         "collections, stopped timers, oversized messages left at the provider")
     targets(st, "the lab's hosts (lab up first)")
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         secrets_dir=args.secrets, limit=args.limit,
                         check_only=planning or args.check, diff=planning or args.diff,
                         take_over=not planning and args.take_over,
-                        prune=not planning and args.prune)
+                        prune=args.prune)
         elif args.verb == "status":
             from mailstack import status
 

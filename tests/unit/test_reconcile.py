@@ -228,3 +228,22 @@ def test_a_passing_host_check_can_carry_a_note(tmp_path: Path) -> None:
     [check] = verify._junit_checks(junit, "mail")
     assert check.ok and check.name == "host: no account logs in that the site does not have"
     assert check.detail == "1 accounts log in"
+
+
+@pytest.mark.parametrize(("argv", "prune"), [([], False), (["--prune"], True)])
+def test_apply_prune_reaches_the_playbook(example: Path, tmp_path: Path, monkeypatch,
+                                          argv: list[str], prune: bool) -> None:
+    from mailstack.cli import main
+
+    seen: dict = {}
+
+    def run_playbook(inventory, build, extra_vars, **kwargs):
+        seen.update(extra_vars)
+        return apply.ApplyReport("s", build, inventory, False, {}, 0.0)
+
+    monkeypatch.setattr(apply, "run_playbook", run_playbook)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all: {hosts: {mail: {}}}\n")
+    assert main(["apply", str(example), "-i", str(inventory), "-b", str(tmp_path / "b"),
+                 *argv]) == 0
+    assert seen["mailstack__prune"] is prune
