@@ -133,7 +133,10 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                       "placeholder": dit.PLACEHOLDER_PASSWORD},
             # what verify's host checks expect of slapd (no role reads these)
             "directory": {"network": slapd.serves_network(site),
-                          "root_password": site.ldap.root_password}} if "ldap" in roles else {}),
+                          "root_password": site.ldap.root_password,
+                          "root_dn": layout.ROOT_PEERCRED_DN,
+                          "policy_dn": str(dit.policy_dn(site)),
+                          "min_length": site.ldap.password_policy.min_length}} if "ldap" in roles else {}),
         # what apply looks at on a host it has not applied before (mailstack_survey)
         "survey": {
             "marker": layout.HOST_MARKER,

@@ -118,7 +118,7 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
     assert "slapd listens on [389]; the site needs the ldapi socket only" in bad[
         "host: slapd listens only where the site needs it"]
     assert "olcRootPW is set on olcDatabase={1}mdb,cn=config" in bad[
-        "host: the directory has a root password only if the site asks"]
+        "host: the directory root is root over ldapi without a password"]
 
 
 def test_an_lmtp_socket_open_to_local_users_fails(site_lab: Lab) -> None:
