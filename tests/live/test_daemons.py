@@ -24,8 +24,9 @@ def test_the_example_passes_every_checker(example) -> None:
     the locked-address tables are asked for a key they find and one they do not."""
     text = example.read_text()
     example.write_text(text.replace("\naliases:\n", "\n" + LOCKED + "\naliases:\n", 1))
-    (example.parent / "secrets" / "accounts" / "gone@krasnoyarsk.example.org").write_text(
-        "former-colleague-password\n")
+    secret = example.parent / "secrets" / "accounts" / "gone@krasnoyarsk.example.org"
+    secret.write_text("former-colleague-password\n")
+    secret.chmod(0o600)
     report = core.check(example, with_daemons=True)
     assert report.findings == []
     failed = [str(v) for v in report.daemon_verdicts if not v.ok]
@@ -61,7 +62,8 @@ def test_broken_renders_fail_the_matching_checkers(example) -> None:
     assert [f.message for f in core.check(example).findings if f.severity == "error"] == [
         f"cn=postfix,ou=applications,{BASE} cannot do what postfix's lookup {name} needs: "
         f"search on entry of ou=people,{BASE} ('by dn.exact=cn=postfix,ou=applications,{BASE} "
-        "none' of this rule decides)" for name in ("sender_login_accounts", "virtual_mailbox_maps")]
+        "none' of this rule decides)" for name in ("locked_accounts", "sender_login_accounts",
+                                           "virtual_mailbox_maps")]
     store = secrets.SecretStore(example.parent / "secrets")
     values = {r.name: store.read(r.name) for r in secrets.required(site)}
     plan = plan_site(site, values)
