@@ -6,7 +6,8 @@ slapd.d, ``slapadd -n1`` of the DIT, each exit status checked) and ``slaptest`` 
 ``postfix check`` and ``postconf -n`` and Dovecot's ``doveconf -n`` must pass without a warning.
 Since neither of the last two reads the LDAP files, slapd is then started, the service and
 account passwords are set through RFC 3062 (``ldappasswd``, the server hashes), every
-Postfix LDAP table is queried with ``postmap -q`` for a known key and an unknown one, Dovecot
+Postfix LDAP table is queried with ``postmap -q`` for a key of the site it finds and one it does
+not (answers computed from the lookups as data) and a key nobody has, Dovecot
 authenticates an account (``doveadm auth test``) and resolves its home, and ``slapacl``
 answers the ACL's expectation matrix. The container has no network at all.
 """

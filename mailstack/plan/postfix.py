@@ -145,6 +145,8 @@ def message_size_limit(site: Site) -> str:
 
 LOCKED_REFUSED = "REJECT 5.2.1 Mailbox disabled"
 """What a locked address answers at RCPT (ldap_table(5) result_format: a constant action)."""
+ACCESS_TABLES = {"locked_accounts": LOCKED_REFUSED, "locked_aliases": LOCKED_REFUSED}
+"""LDAP tables used as access(5) tables: the entry found answers this action, not a value."""
 
 
 def locked_tables(site: Site) -> list[str]:
@@ -345,9 +347,8 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         # table here uses)
         "domain": ", ".join(d.lower() for d in site.domains),
     }
-    if name in ("locked_accounts", "locked_aliases"):
-        # an access table: the entry found answers the action, not its attribute's value
-        settings["result_format"] = LOCKED_REFUSED
+    if name in ACCESS_TABLES:
+        settings["result_format"] = ACCESS_TABLES[name]
     if not ldap_uri.startswith("ldapi:"):
         settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
                          "tls_require_cert": "yes"})
@@ -365,9 +366,8 @@ def table_answer(site: Site, name: str, key: str) -> set[str]:
              if e.dn.is_below(lookup.base) and lf.matches(query, e.as_dict())]
     if not found:
         return set()
-    format_ = ldap_table(site, name, "ldapi:///", "").get("result_format")
-    if format_ is not None:
-        return {format_}
+    if name in ACCESS_TABLES:
+        return {ACCESS_TABLES[name]}
     return {v for entry in found for attr in lookup.returns for v in entry.get(attr, ())}
 
 
