@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import apply, lab, secrets
+from mailstack import apply, lab, secrets, verify
 from mailstack.container import Container
 from mailstack.plan import dit, postfix
 from mailstack.site.load import load_site
@@ -164,6 +164,13 @@ class Lab(LabSite):
         proc = self.client.exec(["python3", "/tmp/rcpt.py", json.dumps(job)], timeout=120)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+    def locked_checks(self) -> dict[str, str | None]:
+        """verify's port-25 checks of the locked addresses: name -> None, or why it FAILs."""
+        report = verify.verify(self.site, lab=True, build_dir=self.build, host_checks=False,
+                               parts=["port25"])
+        return {c.name: None if c.ok else c.detail for c in report.checks
+                if "locked address" in c.name}
 
     def host_check(self, check: Callable[..., None]) -> str | None:
         """One of verify's host checks against the mail host: None, or why it FAILs."""
@@ -310,13 +317,26 @@ def test_a_wrong_root_or_a_weaker_policy_fails_the_host_checks(site_lab: Lab) ->
     policy_check = checks.test_slapd_checks_new_passwords_against_the_site_policy
     mdb = "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootDN\n"
     policy = f"dn: cn=default,ou=policies,{BASE}\nchangetype: modify\nreplace: pwdMinLength\n"
+    # slapd itself refuses a root password for root over ldapi (outside the suffix)
+    proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
+                              input="dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
+                                    "replace: olcRootPW\nolcRootPW: {SSHA512}bm90LWEtaGFzaA==\n")
+    assert proc.returncode == 80 and \
+        "<olcRootPW> can only be set when rootdn is under suffix" in proc.stderr, proc.stderr
     site_lab.ldif(mdb + f"olcRootDN: cn=admin,{BASE}\n")
     site_lab.ldif(policy + "pwdMinLength: 4\n")
     try:
         assert f"has olcRootDN cn=admin,{BASE}, not root over ldapi" in (
             site_lab.host_check(root_check) or "")
+        site_lab.ldif("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcRootPW\n"
+                      "olcRootPW: {SSHA512}bm90LWEtaGFzaA==\n")
+        assert "olcRootPW is set on olcDatabase={1}mdb,cn=config" in (
+            site_lab.host_check(root_check) or "")
         assert "'pwdMinLength': '4'" in (site_lab.host_check(policy_check) or "")
     finally:
+        site_lab.sh("ldapmodify -Q -Y EXTERNAL -H ldapi:/// <<'EOF' || true\n"
+                    "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\ndelete: olcRootPW\n"
+                    "EOF")
         site_lab.ldif(mdb + "olcRootDN: gidNumber=0+uidNumber=0,cn=peercred,cn=external,"
                       "cn=auth\n")
         site_lab.ldif(policy + "pwdMinLength: 10\n")
@@ -331,6 +351,9 @@ def test_locked_addresses_answer_5_2_1_at_rcpt(site_lab: Lab) -> None:
             assert got[f"{port} {address}"] == (f"554 5.2.1 <{address}>: Recipient address "
                                                 "rejected: Mailbox disabled"), got
         assert got[f"{port} {IVAN}"] == "250 2.1.5 Ok", got
+    checks = site_lab.locked_checks()
+    assert checks == {f"port 25: mail to the locked address {a} is refused (5.2.1)": None
+                      for a in (GONE, OLD_SHOP)}, checks
     site = load_site(site_lab.site)
     keep = site_lab.sh("postconf -h smtpd_recipient_restrictions "
                        "mailstack_submission_recipient_restrictions").splitlines()
@@ -343,6 +366,9 @@ def test_locked_addresses_answer_5_2_1_at_rcpt(site_lab: Lab) -> None:
         time.sleep(1)
         got = site_lab.rcpt(GONE)
         assert got == {f"25 {GONE}": "250 2.1.5 Ok", f"587 {GONE}": "250 2.1.5 Ok"}, got
+        checks = site_lab.locked_checks()
+        assert "RCPT TO <gone@krasnoyarsk.example.org> answered 250" in (checks[
+            f"port 25: mail to the locked address {GONE} is refused (5.2.1)"] or ""), checks
         # ldap.locked_mail: accept (its restrictions): the locked account receives again,
         # a locked alias is still refused
         accept = dataclasses.replace(site, ldap=dataclasses.replace(site.ldap,

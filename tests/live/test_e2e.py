@@ -105,7 +105,11 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
     """The layout needs only the ldapi socket and no olcRootPW: a slapd that also listens on
     389 and an admin DN with a password are each a FAIL."""
     site_lab.restore()
-    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
+    # slapd refuses an olcRootPW while the rootDN (root over ldapi) is outside the suffix
+    # ("<olcRootPW> can only be set when rootdn is under suffix"): a root password comes
+    # with a rootDN under the suffix
+    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootDN\n"
+            "olcRootDN: cn=admin,dc=krasnoyarsk,dc=example,dc=org\n-\nreplace: olcRootPW\n"
             "olcRootPW: {SSHA512}not-a-real-hash\n")
     proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
                               input=ldif)
