@@ -24,7 +24,7 @@ SLAPD_RUN_DIR = "/run/slapd"
 LDAPI_SOCKET = "/run/slapd/ldapi"
 LDAPI_URI = "ldapi://%2Frun%2Fslapd%2Fldapi"
 ROOT_PEERCRED_DN = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
-"""Root over ldapi (SASL EXTERNAL): the mdb database's olcRootDN (ppolicy exempts only it)."""
+"""Root over ldapi (SASL EXTERNAL): the mdb database's olcRootDN (ppolicy exempts it)."""
 
 # TLS material placed on each host.
 TLS_DIR = "/etc/mailstack/tls"

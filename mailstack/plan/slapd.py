@@ -65,9 +65,11 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcDatabase", "{1}mdb"),
             ("olcDbDirectory", layout.SLAPD_DB_DIR),
             ("olcSuffix", str(base)),
-            # root over ldapi: ppolicy exempts only the rootDN, and apply adds entries with the
-            # placeholder password, which pwdCheckQuality 2 refuses to anyone else. No olcRootPW:
-            # tools that need a password bind as dit.admin_dn (ldap.root_password)
+            # root over ldapi: apply adds entries with the placeholder password, which
+            # pwdCheckQuality 2 refuses to users; ppolicy exempts the rootDN (and, seen on 2.5,
+            # whoever may manage userPassword). No olcRootPW (slapd refuses one for a rootDN
+            # outside the suffix): tools that need a password bind as dit.admin_dn
+            # (ldap.root_password)
             ("olcRootDN", layout.ROOT_PEERCRED_DN),
             ("olcDbMaxSize", str(DB_MAX_SIZE)),
             *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),

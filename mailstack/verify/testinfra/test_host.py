@@ -83,7 +83,7 @@ def _ldapi(host, base: str, filt: str, *attrs: str, scope: str = "sub") -> list[
 
 
 def test_the_directory_root_is_root_over_ldapi_without_a_password(host, host_plan) -> None:
-    """olcRootDN is root's peercred identity (ppolicy exempts only the rootDN), no database has
+    """olcRootDN is root's peercred identity (ppolicy exempts the rootDN), no database has
     an olcRootPW; with ldap.root_password the admin entry exists and its password was set."""
     needs(host_plan, "ldap")
     found = [e["dn"] for e in _ldapi(host, "cn=config", "(olcRootPW=*)", "dn")]
