@@ -109,7 +109,8 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
     # ("<olcRootPW> can only be set when rootdn is under suffix"): a root password comes
     # with a rootDN under the suffix
     ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootDN\n"
-            "olcRootDN: cn=admin,dc=krasnoyarsk,dc=example,dc=org\n-\nreplace: olcRootPW\n"
+            "olcRootDN: cn=admin,dc=krasnoyarsk,dc=example,dc=org\n\n"
+            "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
             "olcRootPW: {SSHA512}not-a-real-hash\n")
     proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
                               input=ldif)
