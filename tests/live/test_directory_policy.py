@@ -328,7 +328,7 @@ def test_a_wrong_root_or_a_weaker_policy_fails_the_host_checks(site_lab: Lab) ->
     try:
         assert f"has olcRootDN cn=admin,{BASE}, not root over ldapi" in (
             site_lab.host_check(root_check) or "")
-        site_lab.ldif("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcRootPW\n"
+        site_lab.ldif("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
                       "olcRootPW: {SSHA512}bm90LWEtaGFzaA==\n")
         assert "olcRootPW is set on olcDatabase={1}mdb,cn=config" in (
             site_lab.host_check(root_check) or "")
