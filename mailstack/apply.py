@@ -115,9 +115,12 @@ class ApplyFailed(ToolError):
 
 
 def ldap_passwords(site: Site, store: secrets.SecretStore) -> dict[str, str]:
-    """``{dn: password}`` for the service accounts and every account's initial password."""
+    """``{dn: password}`` for the service accounts, the admin entry (``ldap.root_password``)
+    and every account's initial password."""
     out = {str(dit.service_dn(site, s)): store.read(layout.secret_service(s))
            for s in layout.SERVICE_ACCOUNTS}
+    if site.ldap.root_password:
+        out[str(dit.admin_dn(site))] = store.read(layout.SECRET_LDAP_ADMIN)
     for account in site.accounts:
         name = layout.account_secret(account)
         out[str(dit.account_dn(site, account.mail))] = store.read(name)

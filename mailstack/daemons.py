@@ -6,7 +6,8 @@ slapd.d, ``slapadd -n1`` of the DIT, each exit status checked) and ``slaptest`` 
 ``postfix check`` and ``postconf -n`` and Dovecot's ``doveconf -n`` must pass without a warning.
 Since neither of the last two reads the LDAP files, slapd is then started, the service and
 account passwords are set through RFC 3062 (``ldappasswd``, the server hashes), every
-Postfix LDAP table is queried with ``postmap -q`` for a known key and an unknown one, Dovecot
+Postfix LDAP table is queried with ``postmap -q`` for a key of the site it finds and one it does
+not (answers computed from the lookups as data) and a key nobody has, Dovecot
 authenticates an account (``doveadm auth test``) and resolves its home, and ``slapacl``
 answers the ACL's expectation matrix. The container has no network at all.
 """
@@ -23,7 +24,7 @@ from mailstack.container import Container, image_exists
 from mailstack.errors import ToolError
 from mailstack.findings import Check
 from mailstack.ldap import slapacl
-from mailstack.plan import HostPlan, SitePlan, acl, dit, layout
+from mailstack.plan import HostPlan, SitePlan, acl, dit, layout, postfix
 from mailstack.site.model import Site
 
 OFFLINE_BUILD = resources.ROLES / "slapd" / "files" / "build-offline.sh"
@@ -105,32 +106,38 @@ class _HostRun:
         self.step("postconf -n (no warnings)", "postconf -n >/dev/null", quiet=True)
 
     def postmap(self) -> None:
-        aliases = dit.alias_targets(self.site)
-        account = self.site.accounts[0].mail if self.site.accounts else None
-        alias = next(iter(aliases), None)
+        """Each Postfix LDAP table, asked for a key of the site it finds and one it does not
+        (an unlocked account in a locked-addresses table), the answers expected from the
+        lookups as data (``postfix.table_answer``), then for a key nobody has."""
+        keys = {"account": [a.mail for a in self.site.accounts],
+                "alias": list(dit.alias_targets(self.site)),
+                "domain": list(self.site.domains)}
         domain = self.site.domains[0]
         for lookup in dit.lookups(self.site):
             if lookup.service != "postfix":
                 continue
-            key, want = {
-                "domain": (domain, {domain}),
-                "account": (account, {account} if account is not None else set()),
-                "alias": (alias, set(aliases.get(alias or "", ()))),
-            }[lookup.key]
-            if key is None:
-                continue
             table = f"ldap:/etc/postfix/ldap/{lookup.name}.cf"
-            rc, out, err = self.sh(f"postmap -q {shlex.quote(key)} {table}")
-            got = {v.strip() for v in out.strip().split(",") if v.strip()}
-            self.verdict(f"postmap -q {key} {table}", rc == 0 and got == want and not err.strip(),
-                         f"exit {rc}, got {sorted(got)}, expected {sorted(want)} {_tail(err)}")
+            answers = {k: postfix.table_answer(self.site, lookup.name, k)
+                       for k in keys[lookup.key]}
+            asked = [k for k in answers if answers[k]][:1] + \
+                [k for k in answers if not answers[k]][:1]
+            for key in asked:
+                want = answers[key]
+                rc, out, err = self.sh(f"postmap -q {shlex.quote(key)} {table}")
+                got = {v.strip() for v in out.strip().split(",") if v.strip()}
+                ok = (rc == 0 and got == want) if want else (rc == 1 and not got)
+                self.verdict(f"postmap -q {key} {table}" + ("" if want else " finds nothing"),
+                             ok and not err.strip(),
+                             f"exit {rc}, got {sorted(got)}, expected {sorted(want)} "
+                             f"{_tail(err)}")
             nobody = f"nobody-{lookup.key}@{domain}" if lookup.key != "domain" else \
                 f"not-{domain}"
             rc, out, err = self.sh(f"postmap -q {shlex.quote(nobody)} {table}")
             self.verdict(f"postmap -q {nobody} {table} finds nothing",
                          rc == 1 and not out.strip() and not err.strip(),
                          f"exit {rc}: {out.strip()} {_tail(err)}")
-            self.outside_costs_no_lookup(lookup.name, key)
+            if asked:
+                self.outside_costs_no_lookup(lookup.name, asked[0])
 
     def outside_costs_no_lookup(self, name: str, local_key: str) -> None:
         """A copy of the table pointing at a socket that does not exist: an outside address

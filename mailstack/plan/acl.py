@@ -1,6 +1,7 @@
 """The directory's ACL: least-privilege rules derived from the lookups, and their expectations.
 
-Order (first match wins in slapd): root over ldapi may manage (then ``break``), the admin's own
+Order (first match wins in slapd): root over ldapi may manage (then ``break``; it is the
+database's rootDN too), the admin entry (``ldap.root_password``) likewise, the admin's own
 rules from the site file, then the generated rules. The generated rules grant each service
 account ``search`` on the base of each of its lookups and ``read`` on exactly the entry, filter
 and returned attributes below it; users may write their own password (``self write``: ``=w``
@@ -27,6 +28,11 @@ def _q(d: DN | str) -> str:
 
 def root_rule() -> str:
     return f"to * by dn.exact={_q(layout.ROOT_PEERCRED_DN)} manage by * break"
+
+
+def admin_rule(site: Site) -> str:
+    """With ``ldap.root_password``: the admin entry (which tools bind as) manages everything."""
+    return f"to * by dn.exact={_q(dit.admin_dn(site))} manage by * break"
 
 
 def generated_rules(site: Site) -> list[str]:
@@ -58,7 +64,8 @@ def generated_rules(site: Site) -> list[str]:
 
 def rules(site: Site) -> list[str]:
     """The whole olcAccess list of the site's database, in order."""
-    return [root_rule(), *site.ldap.acl, *generated_rules(site)]
+    admin = [admin_rule(site)] if site.ldap.root_password else []
+    return [root_rule(), *admin, *site.ldap.acl, *generated_rules(site)]
 
 
 def frontend_rules() -> list[str]:
@@ -119,6 +126,9 @@ def expectations(site: Site) -> list[Expectation]:
         out.append(Expectation(None, target, "mail", "search", False, "anonymous searches nothing"))
         out.append(Expectation(target, target, "userPassword", "write", True,
                                "a user changes his own password"))
+        out.append(Expectation(target, target, "userPassword", "auth", True,
+                               "RFC 3062 with the old password checks it as the user "
+                               "(self =w refuses: unwilling to verify old password)"))
         for svc in services:
             out.append(Expectation(svc, target, "userPassword", "read", False,
                                    "services bind as the user; they never read passwords"))
@@ -130,4 +140,16 @@ def expectations(site: Site) -> list[Expectation]:
                                "a user cannot change another user's password"))
     out.append(Expectation(None, str(dit.base(site)), "entry", "read", False,
                            "anonymous reads nothing"))
+    policy = str(dit.policy_dn(site))
+    for who in (None, *services, *accounts[:1]):
+        out.append(Expectation(who, policy, "entry", "read", False,
+                               "ppolicy reads its policy itself; no one else needs it"))
+        out.append(Expectation(who, policy, "pwdMinLength", "write", False,
+                               "only root changes the password policy"))
+    if site.ldap.root_password and accounts:
+        admin = str(dit.admin_dn(site))
+        out.append(Expectation(admin, accounts[0], "userPassword", "manage", True,
+                               "the admin entry (ldap.root_password) manages the directory"))
+        out.append(Expectation(accounts[0], admin, "userPassword", "read", False,
+                               "no user reads the admin's password"))
     return out

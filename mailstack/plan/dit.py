@@ -98,7 +98,14 @@ def ou(site: Site, name: str) -> DN:
 
 
 def admin_dn(site: Site) -> DN:
+    """The entry tools bind as with the secret ldap/admin (``ldap.root_password``); not the
+    database's olcRootDN, which is root over ldapi (layout.ROOT_PEERCRED_DN)."""
     return base(site).child("cn", "admin")
+
+
+def policy_dn(site: Site) -> DN:
+    """slapd's default password policy (ppolicy's olcPPolicyDefault)."""
+    return ou(site, layout.OU_POLICIES).child("cn", layout.DEFAULT_POLICY)
 
 
 def service_dn(site: Site, service: str) -> DN:
@@ -232,8 +239,17 @@ def entries(site: Site) -> list[Entry]:
     """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
     p = profile(site)
     out = [_base_entry(site)]
-    for name in (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS, layout.OU_APPLICATIONS):
+    for name in (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS, layout.OU_APPLICATIONS,
+                 layout.OU_POLICIES):
         out.append(_container(ou(site, name), name))
+    out.append(policy_entry(site))
+    if site.ldap.root_password:
+        # tools that bind as the admin (the secret ldap/admin, set by RFC 3062 like a service
+        # account's); the ACL lets it manage everything
+        out.append(Entry(admin_dn(site), (
+            ("objectClass", "organizationalRole"), ("objectClass", "simpleSecurityObject"),
+            ("cn", "admin"), ("description", "the directory's administrator (tools)"),
+            ("userPassword", PLACEHOLDER_PASSWORD))))
     for service in layout.SERVICE_ACCOUNTS:
         out.append(Entry(service_dn(site, service), (
             ("objectClass", "applicationProcess"), ("objectClass", "simpleSecurityObject"),
@@ -246,12 +262,16 @@ def entries(site: Site) -> list[Entry]:
             ("ou", domain), ("associatedDomain", domain), (ORIGIN, ORIGIN_SITE))))
     for account in site.accounts:
         out.append(account_entry(site, account, ORIGIN_SITE))
+    locked = locked_accounts(site)
     for address, targets in alias_targets(site).items():
         attrs = [*(("objectClass", c) for c in p.alias_classes), ("objectClass", ENTRY_CLASS),
                  ("cn", address)]
         if p.alias_key != "cn":
             attrs.append((p.alias_key, address))
         attrs += [(p.alias_target, t) for t in targets]
+        if site.ldap.locked_mail == "refuse" and {t.lower() for t in targets} <= locked:
+            # it reaches locked accounts only: refused at RCPT like them (locked_aliases)
+            attrs.append((LOCKED, "TRUE"))
         attrs.append((ORIGIN, ORIGIN_SITE))
         out.append(Entry(alias_dn(site, address), tuple(attrs)))
     return out
@@ -273,6 +293,27 @@ def reconcile_facts(site: Site) -> dict[str, object]:
             "accounts_base": str(ou(site, layout.OU_PEOPLE)),
             "accounts": site.ldap.accounts,
             "owned": list(owned_attributes(site))}
+
+
+def policy_entry(site: Site) -> Entry:
+    """ppolicy's default policy: a minimum length, checked on the cleartext (the Password
+    Modify operation and a plain modify both hand slapd the cleartext; a pre-hashed value
+    cannot be checked and is refused), no lockout by failure count (Dovecot binds as the user:
+    guessing would lock the real user out; rate limits and bans answer guessing), no expiry."""
+    return Entry(policy_dn(site), (
+        ("objectClass", "device"), ("objectClass", "pwdPolicy"),
+        ("cn", layout.DEFAULT_POLICY), ("description", "mailstack: every password's policy"),
+        ("pwdAttribute", "userPassword"),
+        ("pwdMinLength", str(site.ldap.password_policy.min_length)),
+        ("pwdCheckQuality", "2"),
+        ("pwdLockout", "FALSE"), ("pwdMaxFailure", "0"),
+        ("pwdMaxAge", "0"), ("pwdMinAge", "0"), ("pwdInHistory", "0"),
+        ("pwdMustChange", "FALSE"), ("pwdAllowUserChange", "TRUE"), ("pwdSafeModify", "FALSE")))
+
+
+def locked_accounts(site: Site) -> set[str]:
+    """The addresses (lower case) of the site's locked accounts (``enabled: false``)."""
+    return {a.mail.lower() for a in site.accounts if not a.enabled}
 
 
 def disabled_services(account: Account) -> tuple[str, ...]:

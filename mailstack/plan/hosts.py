@@ -137,7 +137,11 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                       "reconcile": dit.reconcile_facts(site)},
             # what verify's host checks expect of slapd (no role reads these)
             "directory": {"network": slapd.serves_network(site),
-                          "root_password": site.ldap.root_password}} if "ldap" in roles else {}),
+                          "root_password": site.ldap.root_password,
+                          "root_dn": layout.ROOT_PEERCRED_DN,
+                          "policy_dn": str(dit.policy_dn(site)),
+                          "min_length": site.ldap.password_policy.min_length}}
+            if "ldap" in roles else {}),
         # what the last apply placed (removed next time when the site no longer renders it),
         # and where removed files and pruned accounts' mailboxes are kept
         "placed": {"record": layout.PLACED_RECORD, "backup_dir": layout.REMOVED_BACKUP_DIR,

@@ -24,6 +24,7 @@ SLAPD_RUN_DIR = "/run/slapd"
 LDAPI_SOCKET = "/run/slapd/ldapi"
 LDAPI_URI = "ldapi://%2Frun%2Fslapd%2Fldapi"
 ROOT_PEERCRED_DN = "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"
+"""Root over ldapi (SASL EXTERNAL): the mdb database's olcRootDN (ppolicy exempts it)."""
 
 # TLS material placed on each host.
 TLS_DIR = "/etc/mailstack/tls"
@@ -81,6 +82,8 @@ OU_PEOPLE = "people"
 OU_ALIASES = "aliases"
 OU_DOMAINS = "domains"
 OU_APPLICATIONS = "applications"
+OU_POLICIES = "policies"        # slapd's password policy entries (ppolicy)
+DEFAULT_POLICY = "default"      # cn of the policy every password falls under
 SERVICE_ACCOUNTS = ("dovecot", "postfix")
 
 # Secret names (files below the secrets folder).

@@ -143,6 +143,28 @@ def message_size_limit(site: Site) -> str:
     return site.postfix.main.get("message_size_limit", MESSAGE_SIZE_LIMIT)
 
 
+LOCKED_REFUSED = "REJECT 5.2.1 Mailbox disabled"
+"""What a locked address answers at RCPT (ldap_table(5) result_format: a constant action)."""
+ACCESS_TABLES = {"locked_accounts": LOCKED_REFUSED, "locked_aliases": LOCKED_REFUSED}
+"""LDAP tables used as access(5) tables: the entry found answers this action, not a value."""
+
+
+def locked_tables(site: Site) -> list[str]:
+    """The lookups whose keys RCPT refuses: locked aliases always (one never routes), locked
+    accounts unless ``ldap.locked_mail: accept`` (then their mail is still delivered)."""
+    names = ["locked_aliases"]
+    if site.ldap.locked_mail == "refuse":
+        names.insert(0, "locked_accounts")
+    return names
+
+
+def locked_restrictions(site: Site) -> str:
+    """check_recipient_access for locked addresses, first in the recipient restrictions: it must
+    win over reject_unlisted_recipient (a locked alias is unknown to virtual_alias_maps) and,
+    in smtpd_recipient_restrictions, nothing before it permits."""
+    return ", ".join(f"check_recipient_access {table(n)}" for n in locked_tables(site))
+
+
 def main_cf(site: Site, host: str) -> dict[str, str]:
     h = site.hosts[host]
     sender_logins = [table(n) for n in ("sender_login_accounts", "sender_login_aliases")]
@@ -186,7 +208,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
              "$virtual_alias_domains", "$virtual_mailbox_maps", "$virtual_mailbox_domains",
              "$relay_recipient_maps", "$relay_domains", "$canonical_maps",
              "$sender_canonical_maps", "$recipient_canonical_maps", "$relocated_maps",
-             "$transport_maps", "$mynetworks", "$smtpd_sender_login_maps"]),
+             "$transport_maps", "$mynetworks", "$smtpd_sender_login_maps",
+             *(table(n) for n in locked_tables(site))]),
         # non-local mail: recipient routes, then sender routes, then the default (relays.py)
         "relayhost": "",
         "default_transport": routes.default,
@@ -213,7 +236,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_sasl_local_domain": "",
         "smtpd_helo_required": "yes",
         "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
-        "smtpd_recipient_restrictions": "reject_unlisted_recipient",
+        # a locked address: permanent 5.2.1 (before the unknown-recipient 5.1.1)
+        "smtpd_recipient_restrictions": f"{locked_restrictions(site)}, reject_unlisted_recipient",
         # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
         "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
                                      f"{TRUSTED_CLIENTS}, check_client_access texthash:"
@@ -231,6 +255,7 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
             f"permit_sasl_authenticated, check_client_access static:{{{AUTH_REQUIRED}}}",
         "mailstack_submission_sender_restrictions": "reject_sender_login_mismatch",
         "mailstack_submission_relay_restrictions": "permit_sasl_authenticated, reject",
+        "mailstack_submission_recipient_restrictions": locked_restrictions(site),
         # outgoing TLS (each relay's transport sets its own level, CA and credentials)
         "smtp_tls_CAfile": relays.SYSTEM_CA,
         "smtp_tls_security_level": "may",
@@ -251,7 +276,7 @@ def _submission(name: str, wrapper: bool) -> Service:
         ("smtpd_client_restrictions", "$mailstack_submission_client_restrictions"),
         ("smtpd_sender_restrictions", "$mailstack_submission_sender_restrictions"),
         ("smtpd_relay_restrictions", "$mailstack_submission_relay_restrictions"),
-        ("smtpd_recipient_restrictions", ""),
+        ("smtpd_recipient_restrictions", "$mailstack_submission_recipient_restrictions"),
         ("milter_macro_daemon_name", "ORIGINATING"),
     ]
     if wrapper:
@@ -322,10 +347,28 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         # table here uses)
         "domain": ", ".join(d.lower() for d in site.domains),
     }
+    if name in ACCESS_TABLES:
+        settings["result_format"] = ACCESS_TABLES[name]
     if not ldap_uri.startswith("ldapi:"):
         settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
                          "tls_require_cert": "yes"})
     return settings
+
+
+def table_answer(site: Site, name: str, key: str) -> set[str]:
+    """What the LDAP table ``name`` answers for ``key`` on the rendered directory, from the
+    lookup as data (the entries its filter matches; their returned values, or the table's
+    constant action): the expected answer of ``check --with-daemons``' postmap questions.
+    Empty: not found."""
+    lookup = {lk.name: lk for lk in dit.lookups(site)}[name]
+    query = lf.substitute(lookup.filter, key)
+    found = [e.as_dict() for e in dit.entries(site)
+             if e.dn.is_below(lookup.base) and lf.matches(query, e.as_dict())]
+    if not found:
+        return set()
+    if name in ACCESS_TABLES:
+        return {ACCESS_TABLES[name]}
+    return {v for entry in found for attr in lookup.returns for v in entry.get(attr, ())}
 
 
 def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> list[FileSpec]:

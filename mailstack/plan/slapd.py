@@ -6,9 +6,6 @@ The role builds ``/etc/ldap/slapd.d`` offline from ``config.ldif`` (``slapadd -n
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from importlib import resources
@@ -18,15 +15,8 @@ from mailstack.ldap.ldif import Entry
 from mailstack.plan import FileSpec, acl, dit, layout
 from mailstack.site.model import Site
 
-MODULES = ("back_mdb", "pw-sha2", "argon2")
+MODULES = ("back_mdb", "pw-sha2", "argon2", "ppolicy")
 DB_MAX_SIZE = 1 << 30
-
-
-def ssha512(password: str, salt_key: str) -> str:
-    """``{SSHA512}`` of the password with a salt derived from it (stable across renders)."""
-    salt = hmac.new(salt_key.encode(), password.encode(), hashlib.sha256).digest()[:16]
-    digest = hashlib.sha512(password.encode() + salt).digest()
-    return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
 def _ordered(attr: str, values: list[str]) -> list[tuple[str, str]]:
@@ -75,14 +65,25 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcDatabase", "{1}mdb"),
             ("olcDbDirectory", layout.SLAPD_DB_DIR),
             ("olcSuffix", str(base)),
-            ("olcRootDN", str(dit.admin_dn(site))),
-            *((("olcRootPW", ssha512(secrets[layout.SECRET_LDAP_ADMIN], str(base))),)
-              if site.ldap.root_password else ()),
+            # root over ldapi: apply adds entries with the placeholder password, which
+            # pwdCheckQuality 2 refuses to users; ppolicy exempts the rootDN (and, seen on 2.5,
+            # whoever may manage userPassword). No olcRootPW (slapd refuses one for a rootDN
+            # outside the suffix): tools that need a password bind as dit.admin_dn
+            # (ldap.root_password)
+            ("olcRootDN", layout.ROOT_PEERCRED_DN),
             ("olcDbMaxSize", str(DB_MAX_SIZE)),
             *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),
             ("olcLastMod", "TRUE"),
             ("olcSecurity", SECURITY),
             *_ordered("olcAccess", acl.rules(site)),
+        )),
+        Entry(dn("olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config"), (
+            ("objectClass", "olcOverlayConfig"), ("objectClass", "olcPPolicyConfig"),
+            ("olcOverlay", "{0}ppolicy"),
+            ("olcPPolicyDefault", str(dit.policy_dn(site))),
+            # a cleartext userPassword written by a plain modify is hashed (olcPasswordHash)
+            ("olcPPolicyHashCleartext", "TRUE"),
+            ("olcPPolicyUseLockout", "FALSE"),
         )),
     ]
     return out

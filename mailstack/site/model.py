@@ -81,8 +81,9 @@ class Ldap:
     root_password: bool = field(
         default=False,
         metadata=doc(
-            "Give the admin DN a password (the secret ldap/admin) for tools that bind as the "
-            "admin; apply, verify and the user commands work as root over ldapi without one."
+            "Add the entry cn=admin,<base> with the password of the secret ldap/admin, which "
+            "may manage the directory, for tools that bind with a password; apply, verify and "
+            "the user commands work as root over ldapi (the rootDN) without one."
         ),
     )
     accounts: Literal["site", "directory"] = field(

@@ -29,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, layout, slapd
+from mailstack.plan import SitePlan, dit, layout, postfix, slapd
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -153,6 +153,10 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "accounts": accounts,
         "outside_rcpt": OUTSIDE_RCPT,
         "send_as": sorted({a.lower() for acc in site.accounts for a in acc.send_as}),
+        # addresses a locked-addresses table refuses at RCPT (postfix.table_answer)
+        "locked_rcpt": sorted({k for name in postfix.locked_tables(site)
+                               for k in [a.mail for a in site.accounts] + list(aliases)
+                               if postfix.table_answer(site, name, k)}),
         "domains": list(site.domains),
         "ldap": {
             "base": site.ldap.base,

@@ -291,6 +291,10 @@ class Probe:
         for address in self.job.get("send_as", []):
             self.run(f"port 25: mail as {address} (an address the site sends as) from outside "
                      "is refused", self.expect_refusal, 25, address, local, "5.7.1", None, False)
+        for address in self.job.get("locked_rcpt", []):
+            self.run(f"port 25: mail to the locked address {address} is refused (5.2.1)",
+                     self.expect_refusal, 25, "sender@outside.example.net", address, "5.2.1",
+                     None, True)
 
     def plaintext(self) -> None:
         me = self.job["accounts"][0]

@@ -15,7 +15,18 @@ HIDE_PEOPLE_FROM_POSTFIX = (
 pytestmark = live()
 
 
+LOCKED = ("  - mail: gone@krasnoyarsk.example.org\n    name: Former Colleague\n"
+          "    enabled: false\n    aliases: [old-shop@krasnoyarsk.example.org]\n")
+
+
 def test_the_example_passes_every_checker(example) -> None:
+    """The example with a locked account (and its alias, which reaches no one else), so that
+    the locked-address tables are asked for a key they find and one they do not."""
+    text = example.read_text()
+    example.write_text(text.replace("\naliases:\n", "\n" + LOCKED + "\naliases:\n", 1))
+    secret = example.parent / "secrets" / "accounts" / "gone@krasnoyarsk.example.org"
+    secret.write_text("former-colleague-password\n")
+    secret.chmod(0o600)
     report = core.check(example, with_daemons=True)
     assert report.findings == []
     failed = [str(v) for v in report.daemon_verdicts if not v.ok]
@@ -23,11 +34,18 @@ def test_the_example_passes_every_checker(example) -> None:
     names = {v.name.split(":")[0] for v in report.daemon_verdicts}
     assert {"slapadd -n0", "slapadd -n1", "slaptest", "postfix check (no warnings)",
             "postconf -n (no warnings)", "doveconf -n (no warnings)", "slapacl"} <= names
-    # four LDAP tables: a key found, a key not found, an outside address that asks no LDAP
-    # server (the table's domain =) and the control that does
-    postmaps = [v.name for v in report.daemon_verdicts if v.name.startswith("postmap -q")]
-    assert len(postmaps) == 16
-    assert sum(name.endswith("asks no LDAP server") for name in postmaps) == 4
+    # six LDAP tables: a key of the site found, one not found (the locked-address tables:
+    # an unlocked one), a key nobody has, an outside address that asks no LDAP server (the
+    # table's domain =) and the control that does
+    postmaps = {v.name: v for v in report.daemon_verdicts if v.name.startswith("postmap -q")}
+    assert len(postmaps) == 6 * 3 + 9
+    assert sum(name.endswith("asks no LDAP server") for name in postmaps) == 6
+    for table, found, unlocked in (("locked_accounts", "gone@", "ivan@"),
+                                   ("locked_aliases", "old-shop@", "info@"),
+                                   ("virtual_alias_maps", "info@", "old-shop@")):
+        asked = f"postmap -q %skrasnoyarsk.example.org ldap:/etc/postfix/ldap/{table}.cf"
+        assert asked % found in postmaps
+        assert asked % unlocked + " finds nothing" in postmaps
     assert report.ok
 
 
@@ -44,7 +62,8 @@ def test_broken_renders_fail_the_matching_checkers(example) -> None:
     assert [f.message for f in core.check(example).findings if f.severity == "error"] == [
         f"cn=postfix,ou=applications,{BASE} cannot do what postfix's lookup {name} needs: "
         f"search on entry of ou=people,{BASE} ('by dn.exact=cn=postfix,ou=applications,{BASE} "
-        "none' of this rule decides)" for name in ("sender_login_accounts", "virtual_mailbox_maps")]
+        "none' of this rule decides)" for name in ("locked_accounts", "sender_login_accounts",
+                                           "virtual_mailbox_maps")]
     store = secrets.SecretStore(example.parent / "secrets")
     values = {r.name: store.read(r.name) for r in secrets.required(site)}
     plan = plan_site(site, values)

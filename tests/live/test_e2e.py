@@ -105,7 +105,12 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
     """The layout needs only the ldapi socket and no olcRootPW: a slapd that also listens on
     389 and an admin DN with a password are each a FAIL."""
     site_lab.restore()
-    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
+    # slapd refuses an olcRootPW while the rootDN (root over ldapi) is outside the suffix
+    # ("<olcRootPW> can only be set when rootdn is under suffix"): a root password comes
+    # with a rootDN under the suffix
+    ldif = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootDN\n"
+            "olcRootDN: cn=admin,dc=krasnoyarsk,dc=example,dc=org\n\n"
+            "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nreplace: olcRootPW\n"
             "olcRootPW: {SSHA512}not-a-real-hash\n")
     proc = site_lab.mail.exec(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///"],
                               input=ldif)
@@ -118,7 +123,7 @@ def test_slapd_on_the_network_with_a_root_password_fails(site_lab: Lab) -> None:
     assert "slapd listens on [389]; the site needs the ldapi socket only" in bad[
         "host: slapd listens only where the site needs it"]
     assert "olcRootPW is set on olcDatabase={1}mdb,cn=config" in bad[
-        "host: the directory has a root password only if the site asks"]
+        "host: the directory root is root over ldapi without a password"]
 
 
 def test_an_lmtp_socket_open_to_local_users_fails(site_lab: Lab) -> None:

@@ -235,3 +235,25 @@ def test_planned_changes_read_as_ldif_with_passwords_hidden() -> None:
         "userPassword: (secret)", "",
         "dn: cn=config", "changetype: modify", "replace: olcRootPW", "olcRootPW: (secret)", "-",
         "replace: olcLogLevel", "olcLogLevel: stats", "-"]
+
+
+def test_a_module_is_loaded_before_the_entries_that_need_it() -> None:
+    """Upgrading a live slapd to ppolicy: the olcModuleLoad append comes before the overlay's
+    add (slapd refuses olcPPolicyConfig until ppolicy.so is loaded), the rest after the adds."""
+    calls: list[tuple[str, str]] = []
+
+    class Conn:
+        def add(self, dn, classes, body):
+            calls.append(("add", dn))
+            return True
+
+        def modify(self, dn, changes):
+            calls.append(("modify", dn))
+            return True
+
+    overlay = "olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config"
+    mdb = "olcDatabase={1}mdb,cn=config"
+    module = "cn=module{0},cn=config"
+    entries.apply_changes(Conn(), [(overlay, attrs(("objectClass", "olcPPolicyConfig")))],
+                          [(mdb, {"olcRootDN": []}), (module, {"olcModuleLoad": []})])
+    assert calls == [("modify", module), ("add", overlay), ("modify", mdb)]

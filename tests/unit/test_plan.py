@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
 from mailstack import core
 from mailstack import secrets as secrets_mod
 from mailstack.ldap import filter as lf
-from mailstack.plan import dit, dovecot, layout, postfix, slapd
+from mailstack.plan import acl, dit, dovecot, layout, postfix, slapd
 from mailstack.site.load import load_site
 
 
@@ -68,14 +65,6 @@ def test_dovecot_never_sends_passwords_in_clear(example) -> None:
     assert settings["disable_plaintext_auth"] == "yes"
     assert settings["ssl"] == "required"
     assert settings["ssl_min_protocol"] == "TLSv1.2"
-
-
-def test_root_password_hash_is_stable_and_verifiable() -> None:
-    h = slapd.ssha512("secret", "dc=x")
-    assert h == slapd.ssha512("secret", "dc=x") != slapd.ssha512("secret", "dc=y")
-    raw = base64.b64decode(h.removeprefix("{SSHA512}"))
-    digest, salt = raw[:64], raw[64:]
-    assert hashlib.sha512(b"secret" + salt).digest() == digest
 
 
 def test_secret_files_are_not_world_readable(example) -> None:
@@ -175,7 +164,42 @@ def test_slapd_listens_on_ldapi_only_and_has_no_root_password_by_default(write_s
         'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}',
         'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org", root_password: true, network: true}')))
     assert slapd.listen_uris(asked) == "ldap:/// ldapi:///"
-    assert _config(asked, secrets)["olcRootPW"][0].startswith("{SSHA512}")
+    # root is root over ldapi either way (ppolicy exempts only the rootDN); the admin DN is a
+    # real entry with the placeholder, its password set by RFC 3062, and it may manage
+    for each in (site, asked):
+        assert _config(each, secrets)["olcRootDN"] == [layout.ROOT_PEERCRED_DN]
+        assert "olcRootPW" not in _config(each, secrets)
+    admin = "cn=admin,dc=krasnoyarsk,dc=example,dc=org"
+    assert admin not in {str(e.dn) for e in dit.entries(site)}
+    entry = {str(e.dn): e for e in dit.entries(asked)}[admin].as_dict()
+    assert entry["userPassword"] == [dit.PLACEHOLDER_PASSWORD]
+    assert set(entry["objectClass"]) == {"organizationalRole", "simpleSecurityObject"}
+    rules = acl.rules(asked)
+    assert rules[:2] == [acl.root_rule(), f'to * by dn.exact="{admin}" manage by * break']
+    assert acl.rules(site)[1] != rules[1]
+
+
+def test_the_password_policy_is_ppolicy_with_quality_checks_and_no_lockout(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD
+
+    site = load_site(write_site(GOOD.replace(
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org"}',
+        'ldap: {base: "dc=krasnoyarsk,dc=example,dc=org", password_policy: {min_length: 14}}')))
+    config = [e for e in slapd.config_entries(site, "mail", {layout.secret_host_key("mail"): "k"})
+              if not isinstance(e, str)]
+    assert "ppolicy" in slapd.MODULES
+    overlay = {str(e.dn): e for e in config}[
+        "olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config"].as_dict()
+    policy = "cn=default,ou=policies,dc=krasnoyarsk,dc=example,dc=org"
+    assert overlay["olcPPolicyDefault"] == [policy]
+    assert overlay["olcPPolicyHashCleartext"] == ["TRUE"]
+    assert overlay["olcPPolicyUseLockout"] == ["FALSE"]
+    entries = {str(e.dn): e.as_dict() for e in dit.entries(site)}
+    assert "ou=policies,dc=krasnoyarsk,dc=example,dc=org" in entries
+    p = entries[policy]
+    assert (p["pwdMinLength"], p["pwdCheckQuality"], p["pwdLockout"], p["pwdMaxFailure"],
+            p["pwdMaxAge"]) == (["14"], ["2"], ["FALSE"], ["0"], ["0"])
+    assert "device" in p["objectClass"] and "pwdPolicy" in p["objectClass"]
 
 
 def test_slapd_serves_the_network_when_another_host_reads_the_directory(write_site) -> None:
@@ -186,3 +210,35 @@ def test_slapd_serves_the_network_when_another_host_reads_the_directory(write_si
         "roles: [mta, imap]}\n  dir: {hostname: dir.krasnoyarsk.example.org, roles: [ldap]}")))
     assert slapd.serves_network(split)
     assert slapd.listen_uris(split) == "ldap:/// ldapi:///"
+
+
+def test_locked_addresses_are_refused_at_rcpt_before_unknown_ones(write_site) -> None:
+    from tests.conftest import example_text
+
+    text = example_text().replace(
+        "  - mail: probe@krasnoyarsk.example.org\n",
+        "  - mail: gone@krasnoyarsk.example.org\n    name: Gone\n    enabled: false\n"
+        "    aliases: [old@krasnoyarsk.example.org]\n"
+        "  - mail: probe@krasnoyarsk.example.org\n")
+    site = load_site(write_site(text))
+    main = postfix.main_cf(site, "mail")
+    locked = [f"check_recipient_access {postfix.table(n)}"
+              for n in ("locked_accounts", "locked_aliases")]
+    assert main["smtpd_recipient_restrictions"] == ", ".join([*locked, "reject_unlisted_recipient"])
+    assert main["mailstack_submission_recipient_restrictions"] == ", ".join(locked)
+    assert all(postfix.table(n) in main["proxy_read_maps"]
+               for n in ("locked_accounts", "locked_aliases"))
+    assert postfix.table_answer(site, "locked_accounts", "gone@krasnoyarsk.example.org") == \
+        {postfix.LOCKED_REFUSED} == postfix.table_answer(site, "locked_aliases",
+                                                         "old@krasnoyarsk.example.org")
+    assert postfix.table_answer(site, "locked_accounts", "ivan@krasnoyarsk.example.org") == set()
+    assert postfix.table_answer(site, "virtual_alias_maps", "old@krasnoyarsk.example.org") == set()
+    assert postfix.table_answer(site, "virtual_alias_maps", "buh@krasnoyarsk.example.org") == \
+        {"olga@krasnoyarsk.example.org"}
+    # accept: a locked account still receives, and so do its aliases (not locked then)
+    accept = load_site(write_site(text.replace("  schema: courier\n",
+                                               "  schema: courier\n  locked_mail: accept\n")))
+    main = postfix.main_cf(accept, "mail")
+    assert main["smtpd_recipient_restrictions"] == f"{locked[1]}, reject_unlisted_recipient"
+    assert postfix.table_answer(accept, "virtual_alias_maps", "old@krasnoyarsk.example.org") == \
+        {"gone@krasnoyarsk.example.org"}

@@ -163,6 +163,9 @@ def test_acl_rule_that_hides_postfix_lookups(write_site) -> None:
     dove = "cn=dovecot,ou=applications,dc=krasnoyarsk,dc=example,dc=org"
     people = "ou=people,dc=krasnoyarsk,dc=example,dc=org"
     assert found == [
+        f"site.yml:8: ldap.acl[0]: warning: {dove} may read entry of cn=default,ou=policies,"
+        "dc=krasnoyarsk,dc=example,dc=org, which least privilege forbids (ppolicy reads its "
+        "policy itself; no one else needs it)",
         *(f"site.yml:8: ldap.acl[0]: warning: {dove} may read userPassword of "
           f"mail={who}@krasnoyarsk.example.org,{people}, which least privilege forbids "
           "(services bind as the user; they never read passwords)" for who in ("ivan", "olga")),

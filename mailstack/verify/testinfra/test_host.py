@@ -67,15 +67,59 @@ def test_slapd_listens_only_where_the_site_needs_it(host, host_plan) -> None:
         f"{'389 (StartTLS)' if network else 'the ldapi socket only'}")
 
 
-def test_the_directory_has_a_root_password_only_if_the_site_asks(host, host_plan) -> None:
+def _ldapi(host, base: str, filt: str, *attrs: str, scope: str = "sub") -> list[dict]:
+    """Entries as root over ldapi: [{"dn": ..., attr: [values]}] (values unwrapped)."""
+    out = host.run(f"ldapsearch -LLL -o ldif_wrap=no -Q -Y EXTERNAL -H ldapi:/// -s {scope} "
+                   f"-b {shlex.quote(base)} {shlex.quote(filt)} {' '.join(attrs)}")
+    assert out.rc in (0, 32), f"ldapsearch: exit {out.rc}: {out.stderr}"
+    entries: list[dict] = []
+    for line in out.stdout.splitlines():
+        name, _, value = line.partition(": ")
+        if name == "dn":
+            entries.append({"dn": value})
+        elif entries and value:
+            entries[-1].setdefault(name, []).append(value)
+    return entries
+
+
+def test_the_directory_root_is_root_over_ldapi_without_a_password(host, host_plan) -> None:
+    """olcRootDN is root's peercred identity (ppolicy exempts the rootDN), no database has
+    an olcRootPW; with ldap.root_password the admin entry exists and its password was set."""
     needs(host_plan, "ldap")
-    out = host.run("ldapsearch -LLL -Q -Y EXTERNAL -H ldapi:/// -b cn=config "
-                   "'(olcRootPW=*)' dn")
-    assert out.rc == 0, f"ldapsearch: exit {out.rc}: {out.stderr}"
-    found = [line[4:] for line in out.stdout.splitlines() if line.startswith("dn: ")]
-    want = host_plan["facts"]["directory"]["root_password"]
-    assert bool(found) == want, (f"olcRootPW is set on {', '.join(found)}" if found else
-                                 "the site asks for a root password and none is set")
+    found = [e["dn"] for e in _ldapi(host, "cn=config", "(olcRootPW=*)", "dn")]
+    assert not found, f"olcRootPW is set on {', '.join(found)}"
+    facts = host_plan["facts"]
+    want = facts["directory"]["root_dn"]
+    roots = {e["dn"]: e.get("olcRootDN", ["none"])[0]
+             for e in _ldapi(host, "cn=config", "(olcSuffix=*)", "olcRootDN")}
+    wrong = [f"{d} has olcRootDN {r}" for d, r in roots.items() if r.lower() != want.lower()]
+    assert roots and not wrong, "; ".join(wrong) + f", not root over ldapi ({want})"
+    admin = _ldapi(host, facts["admin_dn"], "(objectClass=*)", "userPassword", scope="base")
+    if facts["directory"]["root_password"]:
+        assert admin, f"the site asks for a root password and {facts['admin_dn']} is missing"
+        assert admin[0].get("userPassword") != [facts["slapd"]["placeholder"]], \
+            f"the site asks for a root password and {facts['admin_dn']} has none yet"
+
+
+def test_slapd_checks_new_passwords_against_the_site_policy(host, host_plan) -> None:
+    needs(host_plan, "ldap")
+    directory = host_plan["facts"]["directory"]
+    overlays = _ldapi(host, "cn=config", "(objectClass=olcPPolicyConfig)",
+                      "olcPPolicyDefault", "olcPPolicyHashCleartext")
+    assert overlays, "slapd has no ppolicy overlay: passwords are not checked"
+    assert overlays[0].get("olcPPolicyDefault", [""])[0].lower() == \
+        directory["policy_dn"].lower(), f"ppolicy's default policy is " \
+        f"{overlays[0].get('olcPPolicyDefault')}, not {directory['policy_dn']}"
+    assert overlays[0].get("olcPPolicyHashCleartext") == ["TRUE"], \
+        "ppolicy stores cleartext passwords as given (olcPPolicyHashCleartext is not TRUE)"
+    policy = _ldapi(host, directory["policy_dn"], "(objectClass=pwdPolicy)", "pwdMinLength",
+                    "pwdCheckQuality", "pwdLockout", scope="base")
+    assert policy, f"the password policy {directory['policy_dn']} is missing"
+    got = {k: policy[0].get(k, ["none"])[0]
+           for k in ("pwdMinLength", "pwdCheckQuality", "pwdLockout")}
+    want = {"pwdMinLength": str(directory["min_length"]), "pwdCheckQuality": "2",
+            "pwdLockout": "FALSE"}
+    assert got == want, f"the password policy says {got}, the site {want}"
 
 
 def test_slapacl_answers_the_acl_matrix(host, host_plan) -> None:

@@ -351,6 +351,14 @@ def unlocked(modifies):
 
 
 def apply_changes(conn, adds, modifies, deletes=()):
+    # a module loaded by a modify of cn=module{N} comes first: an added entry may need it
+    # (an overlay's entry, e.g. olcOverlay=ppolicy, is refused until its module is loaded)
+    early = [(dn, c) for dn, c in modifies if norm_dn(dn).startswith("cn=module")]
+    for dn, changes in early:
+        if not conn.modify(dn, changes):
+            raise LdapError(f"slapd refused to change {', '.join(changes)} of {dn}: "
+                            f"{describe(conn)}")
+    modifies = [m for m in modifies if m not in early]
     for dn, attrs in adds:
         body = {name: values for name, values in attrs.values()}
         classes = [v.decode() for v in body.pop(attrs["objectclass"][0], [])] \
