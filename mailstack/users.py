@@ -368,7 +368,8 @@ def passwd_self(site_file: str | Path, mail: str, old: PasswordSource, new: Pass
     try:
         conn.open()
         if not conn.start_tls():
-            raise ToolError(f"{there}: StartTLS failed: {conn.result.get('description')}")
+            raise ToolError(f"{there}: StartTLS failed: {conn.last_error or conn.result}; "
+                            "nothing was changed")
         if not conn.bind():
             if (conn.result or {}).get("result") == 49:
                 raise InputError(f"{mail}: the old password is wrong (or there is no such "

@@ -23,7 +23,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from mailstack import apply, lab, secrets
+from mailstack import apply, certs, lab, secrets
 from mailstack.cli import main
 from mailstack.plan import dit, layout
 from mailstack.site.load import load_site
@@ -170,6 +170,17 @@ def test_passwd_self_changes_it_at_once_and_nobody_else_can(users_lab: Lab) -> N
     code, out, err = users_lab.user("passwd", NEW, "--self", stdin=f"{FIRST}\nThird-pass-333\n")
     assert (code, out, err) == (2, "", f"{NEW}: the old password is wrong (or there is no such "
                                        "account); nothing was changed\n")
+    # control: a directory the site CA did not certify gets no password
+    elsewhere = users_lab.site.parent / "secrets-other-ca"
+    shutil.copytree(users_lab.secrets, elsewhere)
+    (elsewhere / layout.SECRET_CA_CERT).write_text(certs.new_ca("someone else's CA").cert)
+    code, out, err = users_lab.user("passwd", NEW, "--self", "--secrets", str(elsewhere),
+                                    stdin=f"{SECOND}\nThird-pass-333\n")
+    assert (code, out) == (3, "")
+    assert err.startswith(f"the directory at mail.krasnoyarsk.example.org ({users_lab.ip}:389): "
+                          "TLS failed: the server is not the one the site CA certified ("), err
+    assert err.endswith("); nothing was changed\n") and len(err.splitlines()) == 1
+    assert SECOND not in err and "Third-pass" not in err
     # another user, bound as herself over StartTLS, cannot change it
     olga_pw = secrets.SecretStore(users_lab.secrets).read(layout.secret_account(
         next(a for a in users_lab.model.accounts if a.mail == OLGA)))
