@@ -16,6 +16,7 @@ unlock or removal, every Dovecot host flushes that user from its auth cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -382,10 +383,11 @@ def passwd_self(site_file: str | Path, mail: str, old: PasswordSource, new: Pass
             raise InputError(f"{mail}: the directory refused the new password: "
                              f"{res.get('description')}: {res.get('message')}; nothing was "
                              "changed")
-    except LDAPException as err:
+    except (LDAPException, OSError) as err:  # ssl.SSLError is an OSError
         raise ToolError(f"{there}: {_why(err)}; nothing was changed") from None
     finally:
-        conn.unbind()
+        with contextlib.suppress(LDAPException, OSError):  # a failed TLS closed the socket
+            conn.unbind()
     result = Result([f"{mail}: password changed"])
     if flush:
         try:

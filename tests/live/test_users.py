@@ -176,13 +176,13 @@ def test_passwd_self_changes_it_at_once_and_nobody_else_can(users_lab: Lab) -> N
     (elsewhere / layout.SECRET_CA_CERT).write_text(certs.new_ca("someone else's CA").cert)
     code, out, err = users_lab.user("passwd", NEW, "--self", "--secrets", str(elsewhere),
                                     stdin=f"{SECOND}\nThird-pass-333\n")
-    assert (code, out) == (3, "")
+    assert (code, out) == (3, ""), err
     assert err.startswith(f"the directory at mail.krasnoyarsk.example.org ({users_lab.ip}:389): "
                           "TLS failed: the server is not the one the site CA certified ("), err
     assert err.endswith("); nothing was changed\n") and len(err.splitlines()) == 1
     assert SECOND not in err and "Third-pass" not in err
     # another user, bound as herself over StartTLS, cannot change it
-    olga_pw = secrets.SecretStore(users_lab.secrets).read(layout.secret_account(
+    olga_pw = secrets.SecretStore(users_lab.secrets).read(layout.account_secret(
         next(a for a in users_lab.model.accounts if a.mail == OLGA)))
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=users_lab.ca,
                     valid_names=[users_lab.model.hosts["mail"].hostname])
