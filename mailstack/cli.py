@@ -91,12 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-USER_ACTIONS = ("add", "passwd", "lock", "unlock", "remove", "list", "show")
-
-
 def _user_parser(sub, targets) -> None:
-    u = sub.add_parser("user", help="accounts on the live directory: add, passwd, lock, "
-                                    "unlock, remove, list, show",
+    u = sub.add_parser("user", help="accounts on the live directory: add, passwd, set, "
+                                    "lock, unlock, remove, list, show",
                        description="accounts on the live directory (over SSH to its host, "
                                    "then ldapi as root); where the site file owns the "
                                    "accounts, add/lock/unlock/remove edit it too")
@@ -133,6 +130,11 @@ def _user_parser(sub, targets) -> None:
                          "ldap.network: true); with --stdin the old password is the first "
                          "line and the new one the second")
     password_options(pw, "the new password")
+    st = action("set", "change an account's services or quota")
+    st.add_argument("--protocols", metavar="LIST",
+                    help="services it may log in to, comma-separated (imap,pop3,submission)")
+    st.add_argument("--quota", metavar="SIZE",
+                    help="mailbox limit: bytes or 500M, 2G; none: the site's default")
     action("lock", "refuse every login of the account (site file: enabled: false)")
     action("unlock", "let a locked account log in again")
     rm = action("remove", "take the account out of the site file; lock its entry (or delete "
@@ -193,9 +195,12 @@ def _user(args: argparse.Namespace) -> int:
     if args.action == "show":
         print("\n".join(users.show(args.site, args.mail, where=where)))
         return 0
-    if args.action == "add":
-        protocols = ([p.strip() for p in args.protocols.split(",") if p.strip()]
-                     if args.protocols is not None else None)
+    protocols = ([p.strip() for p in args.protocols.split(",") if p.strip()]
+                 if getattr(args, "protocols", None) is not None else None)
+    if args.action == "set":
+        result = users.set_account(args.site, args.mail, protocols=protocols,
+                                   quota=args.quota, where=where)
+    elif args.action == "add":
         (pw,) = _passwords(args, f"initial password for {args.mail}")
         result = users.add(args.site, args.mail, args.name, pw, protocols=protocols,
                            quota=args.quota, where=where)

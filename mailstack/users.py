@@ -17,6 +17,7 @@ unlock or removal, every Dovecot host flushes that user from its auth cache.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -35,6 +36,7 @@ from mailstack.plan import SitePlan, dit, layout, slapd
 from mailstack.site import edit
 from mailstack.site.load import load_site
 from mailstack.site.model import Account, Site
+from mailstack.site.sizes import SizeError, parse_size
 
 HOST_SCRIPT = Path(__file__).resolve().parent / "users_host.py"
 BOOTSTRAP = ("import sys; job = sys.stdin.readline(); g = {'__name__': 'mailstack_users_host'}; "
@@ -435,6 +437,63 @@ def set_locked(site_file: str | Path, mail: str, locked: bool, *,
         live.write_site(edited)
         result.lines.append(f"{site_file}: {mail} " +
                             ("enabled: false" if locked else "enabled again"))
+    live.after(mail, answer, result)
+    return result
+
+
+_DEFAULT_PROTOCOLS = next(f.default for f in dataclasses.fields(Account) if f.name == "protocols")
+
+
+def set_account(site_file: str | Path, mail: str, *, protocols: list[str] | None = None,
+                quota: str | None = None, where: Where = Where()) -> Result:
+    """Change an account's services or quota: in the site file (site mode) and the
+    directory; Dovecot's caches forget the account. ``quota="none"``: the site's default
+    (site mode), no limit (directory mode)."""
+    if protocols is None and quota is None:
+        raise InputError("nothing to change: give --protocols, --quota or both")
+    live = _Live(site_file, where)
+    replace: dict[str, list[str]] = {}
+    edited = None
+    unset = quota is not None and quota.strip().lower() == "none"
+    if live.site_owned:
+        if _account(live.site, mail) is None:
+            raise InputError(f"{mail}: not an account of {site_file} (the site file owns the "
+                             "accounts: ldap.accounts is site); nothing was changed")
+        values: dict[str, Any] = {}
+        if protocols is not None:
+            values["protocols"] = (None if tuple(protocols) == _DEFAULT_PROTOCOLS
+                                   else protocols)
+        if quota is not None:
+            values["quota"] = None if unset else quota
+        edited = edit.set_keys(live.text(), mail, values, str(site_file))
+        site = live.checked(edited)
+        account = _account(site, mail)
+        assert account is not None
+        entry = dit.account_entry(site, account, dit.ORIGIN_SITE)
+        for attr, given in ((dit.DISABLED_SERVICE, protocols), (dit.QUOTA, quota)):
+            if given is not None:
+                replace[attr] = entry.values(attr)
+    else:
+        if protocols is not None:
+            unknown = [p for p in protocols if p not in dit.DOVECOT_SERVICE]
+            if unknown:
+                raise InputError(f"--protocols: '{unknown[0]}' is not one of "
+                                 f"{', '.join(dit.DOVECOT_SERVICE)}; nothing was changed")
+            replace[dit.DISABLED_SERVICE] = [v for k, v in dit.DOVECOT_SERVICE.items()
+                                             if k not in protocols]
+        if quota is not None:
+            try:
+                replace[dit.QUOTA] = [] if unset else [str(parse_size(quota))]
+            except SizeError as err:
+                raise InputError(f"--quota: {err}; nothing was changed") from None
+    answer = live.directory_job("set", mail, flush=True, replace=replace)
+    state = _state(answer.get("entry") or {})
+    result = Result([f"{mail}: " + ("changed" if answer.get("changed") else "unchanged")
+                     + f" in the directory: disabled services {state['disabled']}; "
+                       f"quota {state['quota']}"])
+    if edited is not None and edited != live.text():
+        live.write_site(edited)
+        result.lines.append(f"{site_file}: {mail} changed")
     live.after(mail, answer, result)
     return result
 

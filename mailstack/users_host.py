@@ -144,6 +144,24 @@ def lock(conn, job: dict) -> dict:
     return {"changed": bool(changes), "entry": _read(conn, dn)}
 
 
+def set_attrs(conn, job: dict) -> dict:
+    """Replace the attributes the job names (an empty list deletes one)."""
+    import ldap3
+
+    dn = job["dn"]
+    entry = _need(conn, dn)
+    changes: dict[str, list] = {}
+    for name, values in job["replace"].items():
+        if sorted(entry.get(name, [])) != sorted(values):
+            changes[name] = [(ldap3.MODIFY_REPLACE, values)]
+    if changes and ENTRY_CLASS.lower() not in {c.lower() for c in entry["objectClass"]}:
+        changes["objectClass"] = [(ldap3.MODIFY_ADD, [ENTRY_CLASS])]
+    if changes:
+        conn.modify(dn, changes)
+        _check(conn, f"changing {dn}")
+    return {"changed": bool(changes), "entry": _read(conn, dn)}
+
+
 def delete(conn, job: dict) -> dict:
     entry = _need(conn, job["dn"])
     conn.delete(job["dn"])
@@ -180,8 +198,8 @@ def flush(users: list[str]) -> str:
     return ""
 
 
-OPS = {"add": add, "passwd": passwd, "lock": lock, "delete": delete, "list": listing,
-       "show": show}
+OPS = {"add": add, "passwd": passwd, "lock": lock, "set": set_attrs, "delete": delete,
+       "list": listing, "show": show}
 
 
 def run_job(line: str) -> int:

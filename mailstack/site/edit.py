@@ -235,15 +235,44 @@ def remove_account(text: str, mail: str, name: str = "site.yml") -> str:
 def set_enabled(text: str, mail: str, enabled: bool, name: str = "site.yml") -> str:
     """``text`` with the account ``mail`` locked (``enabled: false``) or not (the key gone:
     enabled is the default)."""
+    return set_keys(text, mail, {"enabled": None if enabled else False}, name)
+
+
+def set_keys(text: str, mail: str, values: dict[str, Any], name: str = "site.yml") -> str:
+    """``text`` with keys of the account ``mail`` set (``None``: the key removed, so the
+    default applies)."""
+    if _index(_load(text, name), mail) is None:
+        raise InputError(f"{name}: {mail} is not an account of the site file")
+    for key, value in values.items():
+        text = _set_key(text, mail, key, value, name)
+    return text
+
+
+def _key_line(key: str, value: Any, col: int) -> str:
+    item = CommentedMap()
+    if isinstance(value, (list, tuple)):
+        seq = CommentedSeq(value)
+        seq.fa.set_flow_style()
+        item[key] = seq
+    else:
+        item[key] = value
+    out = io.StringIO()
+    _yaml().dump(item, out)
+    lines = out.getvalue().splitlines(keepends=True)
+    if len(lines) != 1:
+        raise ValueError("not one line")
+    return " " * col + lines[0]
+
+
+def _set_key(text: str, mail: str, key: str, value: Any, name: str) -> str:
     data = _load(text, name)
     i = _index(data, mail)
-    if i is None:
-        raise InputError(f"{name}: {mail} is not an account of the site file")
+    assert i is not None
     expect = plain(data)
-    if enabled:
-        expect["accounts"][i].pop("enabled", None)
+    if value is None:
+        expect["accounts"][i].pop(key, None)
     else:
-        expect["accounts"][i]["enabled"] = False
+        expect["accounts"][i][key] = plain(list(value) if isinstance(value, tuple) else value)
     if plain(data) == expect:
         return text
 
@@ -252,29 +281,28 @@ def set_enabled(text: str, mail: str, enabled: bool, name: str = "site.yml") -> 
         if not at.block():
             return None
         item = at.seq[i]  # type: ignore[index]
-        if "enabled" in item:
-            line = item.lc.key("enabled")[0]
+        if key in item:
+            line, col = item.lc.key(key)
             keys = list(item)
-            nxt = keys.index("enabled") + 1
+            nxt = keys.index(key) + 1
             stop = item.lc.key(keys[nxt])[0] if nxt < len(keys) else at.end(i)
             if stop != line + 1 or line == at.start(i):
                 return None  # not a line of its own
-            if enabled:
+            if value is None:
                 del at.lines[line]
             else:
-                col = item.lc.key("enabled")[1]
-                at.lines[line] = " " * col + "enabled: false\n"
+                at.lines[line] = _key_line(key, value, col)
             return at.text()
         stop = at.end(i)
-        at.lines[stop:stop] = [" " * at.key_col(i) + "enabled: false\n"]
+        at.lines[stop:stop] = [_key_line(key, value, at.key_col(i))]
         if not at.lines[stop - 1].endswith("\n"):
             at.lines[stop - 1] += "\n"
         return at.text()
 
     def whole(d: Any) -> None:
-        if enabled:
-            d["accounts"][i].pop("enabled", None)
+        if value is None:
+            d["accounts"][i].pop(key, None)
         else:
-            d["accounts"][i]["enabled"] = False
+            d["accounts"][i][key] = list(value) if isinstance(value, tuple) else value
 
     return _finish(text, name, expect, by_lines, whole)

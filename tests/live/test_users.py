@@ -244,6 +244,25 @@ def test_unlock_lets_him_back(users_lab: Lab) -> None:
     assert users_lab.logins(NEW, SECOND) == ("ok", "ok")
 
 
+def test_set_protocols_and_quota_in_the_site_file_and_the_directory(users_lab: Lab) -> None:
+    code, out, err = users_lab.user("set", NEW, "--protocols", "imap", "--quota", "1G")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [f"{NEW}: changed in the directory: disabled services "
+                                "pop3,smtp; quota 1G", f"{users_lab.site}: {NEW} changed"]
+    assert "    quota: 1G\n    protocols: [imap]\n" in users_lab.site.read_text()
+    shown = users_lab.show(NEW)
+    assert (shown["disabled services"], shown["quota"]) == ("pop3,smtp", "1G")
+    try:
+        # IMAP still works; submission is refused (Dovecot's deny passdb: branch `dove`)
+        assert users_lab.logins(NEW, SECOND) == ("ok", "refused: 535")
+    finally:
+        code, out, err = users_lab.user("set", NEW, "--protocols", "imap,pop3,submission",
+                                        "--quota", "2G")
+        assert (code, err) == (0, "")
+        assert "protocols:" not in users_lab.site.read_text()
+        assert users_lab.show(NEW)["disabled services"] == "-"
+
+
 def test_directory_mode_leaves_the_site_file_alone(users_lab: Lab) -> None:
     text = users_lab.site.read_text()
     directory = text.replace("  loglevel: [stats]\n", "  loglevel: [stats]\n"

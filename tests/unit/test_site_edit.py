@@ -124,3 +124,13 @@ def test_check_refuses_the_edited_site_and_nothing_is_written(example: Path,
         "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?")
     assert example.read_bytes() == before and not asked
     assert sorted(p.name for p in (example.parent / "secrets").rglob("*")) == secrets_before
+
+
+def test_set_keys_adds_replaces_and_removes_one_line_each() -> None:
+    text = example_text()
+    olga = "olga@krasnoyarsk.example.org"
+    one = edit.set_keys(text, olga, {"protocols": ["imap"], "quota": "2G"})
+    assert changes(text, one) == ["+    protocols: [imap]", "+    quota: 2G"]
+    two = edit.set_keys(one, olga, {"protocols": None, "quota": "3G"})
+    assert changes(one, two) == ["-    protocols: [imap]", "-    quota: 2G", "+    quota: 3G"]
+    assert edit.set_keys(two, olga, {"quota": None}) == text
