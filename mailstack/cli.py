@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from mailstack import __version__, core
-from mailstack.errors import MailstackError
+from mailstack.errors import InputError, MailstackError
+
+if TYPE_CHECKING:
+    from mailstack import users as users_mod
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap",
@@ -88,7 +92,140 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-writes", action="store_true",
                    help="with -i: also run the checks that mail the accounts and write to the "
                         "directory (the lab always runs them)")
+    _user_parser(sub, targets)
     return p
+
+
+def _user_parser(sub, targets) -> None:
+    u = sub.add_parser("user", help="accounts on the live directory: add, passwd, set, "
+                                    "lock, unlock, remove, list, show",
+                       description="accounts on the live directory (over SSH to its host, "
+                                   "then ldapi as root); where the site file owns the "
+                                   "accounts, add/lock/unlock/remove edit it too")
+    acts = u.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, mail: bool = True) -> argparse.ArgumentParser:
+        # no abbreviations: `--password X` must not be taken for --password-file X
+        a = acts.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        a.add_argument("site", metavar="SITE", help="the site file (site.yml)")
+        if mail:
+            a.add_argument("mail", metavar="MAIL", help="the account's address")
+        a.add_argument("--secrets", metavar="DIR", help="secrets folder (default: beside SITE)")
+        targets(a, "the lab's directory (lab up first)")
+        return a
+
+    def password_options(a: argparse.ArgumentParser, what: str) -> None:
+        a.add_argument("--password-file", metavar="FILE",
+                       help=f"read {what} from the first line of FILE")
+        a.add_argument("--stdin", action="store_true",
+                       help=f"read {what} from the first line of standard input (default "
+                            "when it is not a terminal; otherwise a prompt without echo)")
+
+    ad = action("add", "a new account: into the site file, the secrets folder and the "
+                       "directory")
+    ad.add_argument("--name", required=True, help="the person's full name (cn)")
+    ad.add_argument("--protocols", metavar="LIST",
+                    help="services it may log in to, comma-separated (imap,pop3,submission; "
+                         "default all)")
+    ad.add_argument("--quota", metavar="SIZE", help="mailbox limit: bytes or 500M, 2G")
+    password_options(ad, "the initial password")
+    pw = action("passwd", "set an account's password (RFC 3062; never on the command line)")
+    pw.add_argument("--self", dest="self_service", action="store_true",
+                    help="as the user: bind with the old password over StartTLS (needs "
+                         "ldap.network: true); with --stdin the old password is the first "
+                         "line and the new one the second")
+    password_options(pw, "the new password")
+    st = action("set", "change an account's services or quota")
+    st.add_argument("--protocols", metavar="LIST",
+                    help="services it may log in to, comma-separated (imap,pop3,submission)")
+    st.add_argument("--quota", metavar="SIZE",
+                    help="mailbox limit: bytes or 500M, 2G; none: the site's default")
+    action("lock", "refuse every login of the account (site file: enabled: false)")
+    action("unlock", "let a locked account log in again")
+    rm = action("remove", "take the account out of the site file; lock its entry (or delete "
+                          "it with --prune); the mailbox stays")
+    rm.add_argument("--prune", action="store_true", help="delete the entry instead of locking")
+    action("list", "the directory's accounts and their state", mail=False)
+    action("show", "one account as the directory holds it")
+
+
+def _line(text: str) -> str:
+    line = text.split("\n", 1)[0]
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _passwords(args: argparse.Namespace, *labels: str) -> list[users_mod.PasswordSource]:
+    """One source per label: a file, standard input (one line each), or a prompt without
+    echo. Never the command line; the values are never printed."""
+    import getpass
+
+    lines: list[str] = []
+
+    def stdin_line() -> str:
+        if not lines:
+            lines.extend(sys.stdin.read().split("\n"))
+        value = lines.pop(0) if lines else ""
+        return value[:-1] if value.endswith("\r") else value
+
+    use_stdin = args.stdin or not sys.stdin.isatty()
+
+    def source(label: str, last: bool) -> users_mod.PasswordSource:
+        def get() -> str:
+            if last and args.password_file:
+                try:
+                    text = open(args.password_file, encoding="utf-8").read()  # noqa: SIM115
+                except OSError as err:
+                    raise InputError(f"{args.password_file}: cannot read the password: "
+                                     f"{err.strerror}") from None
+                return _line(text)
+            if use_stdin:
+                return stdin_line()
+            first = getpass.getpass(f"{label}: ")
+            if last and getpass.getpass(f"{label} (again): ") != first:
+                raise InputError("the two passwords differ; nothing was changed")
+            return first
+        return get
+
+    return [source(label, i == len(labels) - 1) for i, label in enumerate(labels)]
+
+
+def _user(args: argparse.Namespace) -> int:
+    from mailstack import users
+
+    where = users.Where(lab=args.lab, inventory=args.inventory, build_dir=args.build,
+                        secrets_dir=args.secrets)
+    if args.action == "list":
+        print(users.table(users.listing(args.site, where=where)))
+        return 0
+    if args.action == "show":
+        print("\n".join(users.show(args.site, args.mail, where=where)))
+        return 0
+    protocols = ([p.strip() for p in args.protocols.split(",") if p.strip()]
+                 if getattr(args, "protocols", None) is not None else None)
+    if args.action == "set":
+        result = users.set_account(args.site, args.mail, protocols=protocols,
+                                   quota=args.quota, where=where)
+    elif args.action == "add":
+        (pw,) = _passwords(args, f"initial password for {args.mail}")
+        result = users.add(args.site, args.mail, args.name, pw, protocols=protocols,
+                           quota=args.quota, where=where)
+    elif args.action == "passwd" and args.self_service:
+        users.self_service_target(args.site, where)  # one line before any prompt
+        old, new = _passwords(args, f"old password of {args.mail}",
+                              f"new password for {args.mail}")
+        result = users.passwd_self(args.site, args.mail, old, new, where=where)
+    elif args.action == "passwd":
+        (pw,) = _passwords(args, f"new password for {args.mail}")
+        result = users.passwd(args.site, args.mail, pw, where=where)
+    elif args.action in ("lock", "unlock"):
+        result = users.set_locked(args.site, args.mail, args.action == "lock", where=where)
+    else:
+        result = users.remove(args.site, args.mail, prune=args.prune, where=where)
+    for line in result.lines:
+        print(line)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                                       build_dir=args.build, secrets_dir=args.secrets)
             print(st_report.text())
             return 0 if st_report.ok else 1
+        elif args.verb == "user":
+            return _user(args)
         elif args.verb == "verify":
             from mailstack import verify
 

@@ -148,6 +148,11 @@ def _write_new(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def write_new(path: Path, value: str) -> None:
+    """A new secret file (0600, its folders 0700), never over an existing one."""
+    _write_new(path, (value + "\n").encode())
+
+
 def new_password(length: int = 24) -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(random.choice(alphabet) for _ in range(length))
