@@ -292,7 +292,9 @@ def reconcile_facts(site: Site) -> dict[str, object]:
     return {"bases": [str(ou(site, name)) for name in RECONCILED_OUS],
             "accounts_base": str(ou(site, layout.OU_PEOPLE)),
             "accounts": site.ldap.accounts,
-            "owned": list(owned_attributes(site))}
+            "owned": list(owned_attributes(site)),
+            # who created an entry is written once (`user add` stays "cli" after an apply)
+            "initial": [ORIGIN]}
 
 
 def policy_entry(site: Site) -> Entry:

@@ -118,6 +118,27 @@ def test_site_owned_attributes_go_when_the_render_drops_them(monkeypatch) -> Non
     assert modifies == []
 
 
+def test_who_created_an_entry_is_written_once(monkeypatch) -> None:
+    """An account `mailstack user add` created stays mailstackOrigin: cli after an apply that
+    renders it from the site file ("site"); an older entry without an origin gets one."""
+    dn = f"mail=olga@example.org,{PEOPLE}"
+    wanted = [(dn, attrs(("mail", "olga@example.org"), (dit.ORIGIN, dit.ORIGIN_SITE)))]
+    initial = frozenset({dit.ORIGIN.lower()})
+    have = attrs(("mail", "olga@example.org"), (dit.ORIGIN, dit.ORIGIN_CLI))
+    monkeypatch.setattr(entries, "read_entry", lambda conn, d: have)
+    _, modifies, _ = entries.plan_data(None, wanted, ORDERED, frozenset(), frozenset(),
+                                       None, initial)
+    assert modifies == []
+    have = attrs(("mail", "olga@example.org"))
+    _, modifies, _ = entries.plan_data(None, wanted, ORDERED, frozenset(), frozenset(),
+                                       None, initial)
+    assert modifies == [(dn, {dit.ORIGIN: [(ldap3.MODIFY_ADD, [b"site"])]})]
+    # the control: without it, apply would rewrite the origin
+    have = attrs(("mail", "olga@example.org"), (dit.ORIGIN, dit.ORIGIN_CLI))
+    _, modifies, _ = entries.plan_data(None, wanted, ORDERED, frozenset(), frozenset())
+    assert modifies == [(dn, {dit.ORIGIN: [(ldap3.MODIFY_REPLACE, [b"site"])]})]
+
+
 def test_a_removed_alias_target_goes(monkeypatch) -> None:
     dn = f"mail=office@example.org,{ALIASES}"
     have = attrs(("mail", "office@example.org"), ("maildrop", "ivan@example.org"),

@@ -60,6 +60,13 @@ options:
     type: list
     elements: str
     default: []
+  initial_attributes:
+    description:
+      - Attributes set on an existing entry only where it has none, never changed (who created
+        the entry, mailstackOrigin, stays as it was written at creation).
+    type: list
+    elements: str
+    default: []
   reconcile_bases:
     description: DNs whose children the LDIF does not name are locked or pruned (O(kind=data)).
     type: list
@@ -215,13 +222,14 @@ def schema_name(dn):
     return strip_order(value.encode()).decode()
 
 
-def attribute_changes(dn, want, have, ordered, manage_all, protected, owned=()):
+def attribute_changes(dn, want, have, ordered, manage_all, protected, owned=(), initial=()):
     """ldap3 modify changes turning ``have`` into ``want`` (both {lower: (name, [bytes])});
-    attributes ``want`` lacks are deleted with ``manage_all`` or when ``owned``."""
+    attributes ``want`` lacks are deleted with ``manage_all`` or when ``owned``; an
+    ``initial`` attribute is only ever added (set where missing, never changed)."""
     changes = {}
     keys = list(want) + [k for k in have if k not in want and (manage_all or k in owned)]
     for key in keys:
-        if key in protected:
+        if key in protected or (key in initial and have.get(key, (key, []))[1]):
             continue
         name, values = want.get(key, (have.get(key, (key, []))[0], []))
         current = have.get(key, (name, []))[1]
@@ -298,7 +306,8 @@ def _order_of(dn):
     return 1 << 30
 
 
-def plan_data(conn, wanted, ordered, protected, owned=frozenset(), keep_under=None):
+def plan_data(conn, wanted, ordered, protected, owned=frozenset(), keep_under=None,
+              initial=frozenset()):
     """Changes for the directory tree: (adds, modifies, unmanaged). Existing entries below
     ``keep_under`` (a normalised DN: the accounts of ``ldap.accounts: directory``) are never
     modified."""
@@ -311,7 +320,7 @@ def plan_data(conn, wanted, ordered, protected, owned=frozenset(), keep_under=No
         if keep_under and norm_dn(dn).endswith("," + keep_under):
             continue
         changes = attribute_changes(dn, attrs, user_attrs(have), ordered, False, protected,
-                                    owned)
+                                    owned, initial)
         if changes:
             modifies.append((dn, changes))
     return adds, modifies, []
@@ -420,6 +429,7 @@ def main():
             ordered_attributes=dict(type="list", elements="str",
                                     default=["olcAccess", "olcDbIndex"]),
             owned_attributes=dict(type="list", elements="str", default=[]),
+            initial_attributes=dict(type="list", elements="str", default=[]),
             reconcile_bases=dict(type="list", elements="str", default=[]),
             accounts_base=dict(type="str"),
             accounts=dict(type="str", default="site", choices=["site", "directory"]),
@@ -435,6 +445,7 @@ def main():
     ordered = frozenset(a.lower() for a in params["ordered_attributes"])
     protected = frozenset(a.lower() for a in params["protected_attributes"])
     owned = frozenset(a.lower() for a in params["owned_attributes"])
+    initial = frozenset(a.lower() for a in params["initial_attributes"])
     accounts_base = norm_dn(params["accounts_base"]) if params["accounts_base"] else None
     keep_under = accounts_base if params["accounts"] == DIRECTORY else None
     path = params["path"]
@@ -452,7 +463,7 @@ def main():
                 adds, modifies, unmanaged = plan_config(conn, wanted, ordered)
             else:
                 adds, modifies, unmanaged = plan_data(conn, wanted, ordered, protected, owned,
-                                                      keep_under)
+                                                      keep_under, initial)
                 if params["reconcile_bases"]:
                     locks, deletes, still = plan_reconcile(
                         conn, wanted, params["reconcile_bases"], params["accounts"],
