@@ -105,6 +105,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     if "imap" in roles:
         files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",
                         lambda _: "reload")
+        files += placed(dovecot.script_files(), "base", lambda _: "none")
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files.sort(key=lambda f: f.path)
@@ -127,6 +128,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         # the jails fail2ban must run, and the units whose journal each one reads (verify)
         "fail2ban": {"jails": fail2ban.jail_names(site, name),
                      "units": {j.name: j.unit for j in fail2ban.jails(site, name) if j.unit}},
+        # the argv that empties Dovecot's auth cache (the dovecot role runs it after a change of
+        # the directory's entries)
+        **({"dovecot": {"flush_all": dovecot.flush_command()}} if "imap" in roles else {}),
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
