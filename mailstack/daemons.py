@@ -57,7 +57,14 @@ class _HostRun:
 
     def place(self, tree: Path) -> bool:
         self.box.put_tree(tree, "/")
-        lines = [f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && "
+        # the base role's vmail user (Dovecot's auth-userdb listener and quota-warning service
+        # name it), as apply creates it before any daemon starts
+        vmail = self.host.facts["vmail"]
+        lines = [f"getent group {vmail['user']} >/dev/null || groupadd -r -g {vmail['gid']} "
+                 f"{vmail['user']}",
+                 f"getent passwd {vmail['user']} >/dev/null || useradd -r -u {vmail['uid']} "
+                 f"-g {vmail['user']} -d {vmail['dir']} -M -s /usr/sbin/nologin {vmail['user']}"]
+        lines += [f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && "
                  f"chmod {f.mode:04o} {shlex.quote(f.path)}" for f in self.host.files]
         return self.step("rendered files placed with the manifest's owners and modes",
                          "set -e\n" + "\n".join(lines))

@@ -20,6 +20,7 @@ from mailstack.plan import (
     tls,
 )
 from mailstack.site.model import Site
+from mailstack.site.sizes import account_quota
 
 BASE_PACKAGES = ("python3-apt",)
 """Every host: Ansible's apt module installs the others with it (a bare Debian lacks it)."""
@@ -115,7 +116,10 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "admin_dn": str(dit.admin_dn(site)),
         "service_dns": {s: str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS},
         "accounts": [{"mail": a.mail, "dn": str(dit.account_dn(site, a.mail)),
-                      "home": dit.mail_home(a.mail)} for a in site.accounts],
+                      "home": dit.mail_home(a.mail),
+                      # bytes, or None: no limit (verify's host checks ask doveadm quota)
+                      "quota": account_quota(site.quota.default, a.quota)}
+                     for a in site.accounts],
         "aliases": {k: list(v) for k, v in dit.alias_targets(site).items()},
         "vmail": {"user": layout.VMAIL_USER, "uid": layout.VMAIL_UID, "gid": layout.VMAIL_GID,
                   "dir": layout.VMAIL_DIR},

@@ -36,7 +36,8 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
-PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap")
+PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
+               "ldap")
 
 
 @dataclass
@@ -121,6 +122,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     aliases = dit.alias_targets(site)
     accounts: list[dict[str, Any]] = [
         {"mail": a.mail, "password": _secret(site, values, a.mail),
+         "protocols": list(a.protocols), "enabled": a.enabled,
          "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
                            k in {x for acc in site.accounts for x in acc.aliases})}
         for a in site.accounts]
