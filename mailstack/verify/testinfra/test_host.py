@@ -137,7 +137,7 @@ def test_each_account_has_its_quota_and_no_other(host, host_plan) -> None:
     wrong = []
     for account in host_plan["facts"]["accounts"]:
         out = host.run(f"doveadm quota get -u {shlex.quote(account['mail'])}")
-        row = next((line.split() for line in out.stdout.splitlines() if "STORAGE" in line), [])
+        row: list[str] = next((line.split() for line in out.stdout.splitlines() if "STORAGE" in line), [])
         # "User quota STORAGE <value> <limit> <percent>", the limit in KiB or "-"
         limit = row[4] if len(row) > 4 else f"(exit {out.rc}: {out.stderr.strip()})"
         want = "-" if account.get("quota") is None else str(account["quota"] // 1024)
