@@ -178,6 +178,28 @@ class _HostRun:
         self.verdict(f"doveadm user {account.mail}: home {home}",
                      rc == 0 and out.strip() == home, f"exit {rc}: {out.strip()} {_tail(err)}")
         self.sh(f"rm -f {path}")
+        self.deny_passdb()
+
+    def deny_passdb(self) -> None:
+        """The first (deny) passdb: an account's closed service is refused with its right
+        password, an open one of the same account accepted (the control)."""
+        account = next((a for a in self.site.accounts
+                        if a.enabled and dit.disabled_services(a)), None)
+        if account is None:
+            return
+        closed = dit.disabled_services(account)[0]
+        opened = next(s for s in dit.DOVECOT_SERVICE.values() if s not in
+                      dit.disabled_services(account))
+        path = "/root/.mailstack-auth"
+        self.box.put_file(path, self.secrets[layout.account_secret(account)], 0o600)
+        user = shlex.quote(account.mail)
+        rc, out, err = self.sh(f'doveadm auth test -x service={closed} {user} "$(cat {path})"')
+        self.verdict(f"doveadm auth test -x service={closed} {account.mail} refused (deny "
+                     "passdb)", rc == 77 and "user_disabled" in out,
+                     f"exit {rc}: {_tail(err or out)}")
+        self.step(f"doveadm auth test -x service={opened} {account.mail} (control)",
+                  f'doveadm auth test -x service={opened} {user} "$(cat {path})"')
+        self.sh(f"rm -f {path}")
 
 
 def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) -> list[Check]:

@@ -216,14 +216,16 @@ def _run_on_host(target: Target, job: dict) -> list[dict]:
                            + " / ".join(lines[-3:])}]
 
 
-def _host_checks(target: Target, manifest: Path) -> list[Check]:
-    """Run the testinfra tests against one host over SSH; one Check per test."""
+def _host_checks(target: Target, manifest: Path, keyword: str | None = None) -> list[Check]:
+    """Run the testinfra tests against one host over SSH; one Check per test (``keyword``:
+    only the tests pytest's ``-k`` selects, for a test of one feature)."""
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", str(TESTINFRA), "-q", "-p", "no:cacheprovider",
                "-c", os.devnull, "--rootdir", str(TESTINFRA), f"--junitxml={junit}",
                f"--hosts=ssh://{target.ssh_user}@{target.address}",
-               "--ssh-config", str(_ssh_config(Path(tmp), target))]
+               "--ssh-config", str(_ssh_config(Path(tmp), target)),
+               *(["-k", keyword] if keyword else [])]
         env = {**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": target.key}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
                               check=False)
