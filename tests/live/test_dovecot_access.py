@@ -368,7 +368,8 @@ for i in range(n):
             f"Message-ID: <generated-{i}@mailstack.invalid>\n"
             "Date: Tue, 01 Dec 2026 00:00:00 +0000\n\n").encode()
     data = head + line * ((size - len(head)) // len(line))
-    name = f"{now - n + i}.M{i}P1.generated,S={len(data)},W={len(data) + data.count(b'\n')}:2,S"
+    vsize = len(data) + data.count(10)  # CRLF: one more byte per line
+    name = f"{now - n + i}.M{i}P1.generated,S={len(data)},W={vsize}:2,S"
     with open(os.path.join(cur, name), "wb") as f:
         f.write(data)
 os.system(f"chown -R vmail:vmail {os.path.join(home, 'Maildir')}")
