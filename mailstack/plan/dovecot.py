@@ -67,6 +67,11 @@ def flush_command(user: str | None = None) -> list[str]:
     return ["doveadm", "auth", "cache", "flush", *([user] if user else [])]
 
 
+def flush_hosts(site: Site) -> tuple[str, ...]:
+    """The site's hosts (keys) that run Dovecot: each one runs :func:`flush_command`."""
+    return tuple(sorted(name for name, host in site.hosts.items() if "imap" in host.roles))
+
+
 def conf_value(value: str) -> str:
     """A value for Dovecot's ``key = value`` files, quoted where it must be: Dovecot reads ``#``
     anywhere as a comment, unquotes ``"..."`` and strips spaces around a value (tried with

@@ -48,6 +48,7 @@ def test_the_auth_cache_is_on_with_a_short_negative_ttl(example: Path) -> None:
     assert dovecot.flush_command() == ["doveadm", "auth", "cache", "flush"]
     assert dovecot.flush_command("ivan@x.org") == ["doveadm", "auth", "cache", "flush",
                                                    "ivan@x.org"]
+    assert dovecot.flush_hosts(load_site(example)) == ("mail",)
     facts = hosts.plan_host(load_site(example), "mail", _secrets(example)).facts
     assert facts["dovecot"] == {"flush_all": dovecot.flush_command()}
 
