@@ -392,6 +392,8 @@ typ, data = c.select("INBOX", readonly=True)
 n = int(data[0])
 typ, data = c.fetch(str(n), "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
 out["last"] = data[0][1].decode().strip()
+typ, data = c.search(None, "SUBJECT", '"after the wall"')
+out["found"] = len(data[0].split())
 out["fetch_s"] = round(time.monotonic() - t, 1)
 c.logout()
 print(json.dumps(out))
@@ -405,6 +407,12 @@ def test_bigmailbox_over_2_gib_reads_and_receives(access_lab: Access) -> None:
     """No mailbox size wall: ivan (no quota) has 2.2 GB of generated mail; a message still
     arrives by SMTP and is read over IMAP. Opt-in: `make bigmailbox`."""
     home = dit.mail_home(IVAN)
+    # the mailbox and its index exist first, as on a server that has been receiving for years
+    assert access_lab.send(IVAN, 1000, "before the wall") == {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "before the wall" not in access_lab.sh(
+            f"doveadm fetch -u {IVAN} hdr.subject mailbox INBOX"):
+        time.sleep(1)
     started = time.monotonic()
     access_lab.mail.put_file("/root/generate.py", GENERATE, 0o600)
     access_lab.sh(f"python3 /root/generate.py {home} {BIG} 1048576 {IVAN}")
@@ -427,6 +435,7 @@ def test_bigmailbox_over_2_gib_reads_and_receives(access_lab: Access) -> None:
     print(f"\n[{size / 1e9:.2f} GB generated in {generated:.0f} s; SMTP->LMTP delivery "
           f"{delivered:.1f} s; IMAP {read}; quota: {' '.join(quota.split())}]")
     assert read["last"] == "Subject: after the wall", read  # type: ignore[index]
+    assert read["found"] == 1, read  # type: ignore[index]
     count = re.search(r"MESSAGES (\d+)", read["status"])  # type: ignore[index]
     assert count and int(count.group(1)) >= BIG + 1, read
     assert re.search(r"STORAGE\s+\d+\s+-\s", quota), quota
