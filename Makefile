@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live faults host image venv schema bench molecule clean
+.PHONY: demo test lint unit live faults bigmailbox host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +50,11 @@ live: venv image
 # rest of tests/live/test_faults.py, whose lab it shares).
 faults: venv image
 	$(PY) -m pytest -q -s --durations=0 tests/live/test_faults.py
+
+# Opt-in: no mailbox size wall: 2.2 GB of generated mail in one Maildir, then a message by SMTP
+# read over IMAP (tests/live/test_dovecot_access.py's lab).
+bigmailbox: venv image
+	$(PY) -m pytest -q -s -m slow tests/live/test_dovecot_access.py -k bigmailbox
 
 test: venv image
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint || exit 1; \

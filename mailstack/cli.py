@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from mailstack import users as users_mod
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
-VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap",
-                "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
+VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
+                "ldap", "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -58,7 +58,14 @@ class _HostRun:
 
     def place(self, tree: Path) -> bool:
         self.box.put_tree(tree, "/")
-        lines = [f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && "
+        # the base role's vmail user (Dovecot's auth-userdb listener and quota-warning service
+        # name it), as apply creates it before any daemon starts
+        vmail = self.host.facts["vmail"]
+        lines = [f"getent group {vmail['user']} >/dev/null || groupadd -r -g {vmail['gid']} "
+                 f"{vmail['user']}",
+                 f"getent passwd {vmail['user']} >/dev/null || useradd -r -u {vmail['uid']} "
+                 f"-g {vmail['user']} -d {vmail['dir']} -M -s /usr/sbin/nologin {vmail['user']}"]
+        lines += [f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && "
                  f"chmod {f.mode:04o} {shlex.quote(f.path)}" for f in self.host.files]
         return self.step("rendered files placed with the manifest's owners and modes",
                          "set -e\n" + "\n".join(lines))
@@ -177,6 +184,28 @@ class _HostRun:
         home = dit.mail_home(account.mail)
         self.verdict(f"doveadm user {account.mail}: home {home}",
                      rc == 0 and out.strip() == home, f"exit {rc}: {out.strip()} {_tail(err)}")
+        self.sh(f"rm -f {path}")
+        self.deny_passdb()
+
+    def deny_passdb(self) -> None:
+        """The first (deny) passdb: an account's closed service is refused with its right
+        password, an open one of the same account accepted (the control)."""
+        account = next((a for a in self.site.accounts
+                        if a.enabled and dit.disabled_services(a)), None)
+        if account is None:
+            return
+        closed = dit.disabled_services(account)[0]
+        opened = next(s for s in dit.DOVECOT_SERVICE.values() if s not in
+                      dit.disabled_services(account))
+        path = "/root/.mailstack-auth"
+        self.box.put_file(path, self.secrets[layout.account_secret(account)], 0o600)
+        user = shlex.quote(account.mail)
+        rc, out, err = self.sh(f'doveadm auth test -x service={closed} {user} "$(cat {path})"')
+        self.verdict(f"doveadm auth test -x service={closed} {account.mail} refused (deny "
+                     "passdb)", rc == 77 and "user_disabled" in out,
+                     f"exit {rc}: {_tail(err or out)}")
+        self.step(f"doveadm auth test -x service={opened} {account.mail} (control)",
+                  f'doveadm auth test -x service={opened} {user} "$(cat {path})"')
         self.sh(f"rm -f {path}")
 
 

@@ -20,6 +20,7 @@ from mailstack.plan import (
     tls,
 )
 from mailstack.site.model import Site
+from mailstack.site.sizes import account_quota
 
 BASE_PACKAGES = ("python3-apt",)
 """Every host: Ansible's apt module installs the others with it (a bare Debian lacks it)."""
@@ -105,6 +106,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     if "imap" in roles:
         files += placed(dovecot.files(site, name, ldap_uri(site, name), secrets), "dovecot",
                         lambda _: "reload")
+        files += placed(dovecot.script_files(), "base", lambda _: "none")
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files.sort(key=lambda f: f.path)
@@ -114,7 +116,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "admin_dn": str(dit.admin_dn(site)),
         "service_dns": {s: str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS},
         "accounts": [{"mail": a.mail, "dn": str(dit.account_dn(site, a.mail)),
-                      "home": dit.mail_home(a.mail), "enabled": a.enabled}
+                      "home": dit.mail_home(a.mail), "enabled": a.enabled,
+                      # bytes, or None: no limit (verify's host checks ask doveadm quota)
+                      "quota": account_quota(site.quota.default, a.quota)}
                      for a in site.accounts],
         # ldap.accounts: site (the site file says which accounts exist) or directory
         "accounts_mode": site.ldap.accounts,
@@ -130,6 +134,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         # the jails fail2ban must run, and the units whose journal each one reads (verify)
         "fail2ban": {"jails": fail2ban.jail_names(site, name),
                      "units": {j.name: j.unit for j in fail2ban.jails(site, name) if j.unit}},
+        # the argv that empties Dovecot's auth cache (the dovecot role runs it after a change of
+        # the directory's entries)
+        **({"dovecot": {"flush_all": dovecot.flush_command()}} if "imap" in roles else {}),
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,

@@ -36,7 +36,8 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
-PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "ldap")
+PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
+               "ldap")
 
 
 @dataclass
@@ -121,6 +122,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     aliases = dit.alias_targets(site)
     accounts: list[dict[str, Any]] = [
         {"mail": a.mail, "password": _secret(site, values, a.mail),
+         "protocols": list(a.protocols), "enabled": a.enabled,
          "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
                            k in {x for acc in site.accounts for x in acc.aliases})}
         for a in site.accounts]
@@ -218,18 +220,17 @@ def _run_on_host(target: Target, job: dict) -> list[dict]:
                            + " / ".join(lines[-3:])}]
 
 
-def _host_checks(target: Target, manifest: Path, select: str | None = None) -> list[Check]:
-    """Run the testinfra tests against one host over SSH; one Check per test (``select``:
-    pytest's -k expression, for a test of one check)."""
+def _host_checks(target: Target, manifest: Path, keyword: str | None = None) -> list[Check]:
+    """Run the testinfra tests against one host over SSH; one Check per test (``keyword``:
+    only the tests pytest's ``-k`` selects, for a test of one feature)."""
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", str(TESTINFRA), "-q", "-p", "no:cacheprovider",
                "-c", os.devnull, "--rootdir", str(TESTINFRA), f"--junitxml={junit}",
                "-o", "junit_family=xunit1",  # keeps record_property's notes
                f"--hosts=ssh://{target.ssh_user}@{target.address}",
-               "--ssh-config", str(_ssh_config(Path(tmp), target))]
-        if select:
-            cmd += ["-k", select]
+               "--ssh-config", str(_ssh_config(Path(tmp), target)),
+               *(["-k", keyword] if keyword else [])]
         env = {**os.environ, "MAILSTACK_MANIFEST": str(manifest), "MAILSTACK_HOST": target.key}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
                               check=False)

@@ -171,6 +171,8 @@ class Probe:
             return  # mails real users: only with --allow-writes against real servers
         for acc in self.writable():
             user, pw = acc["mail"], acc["password"]
+            if not self.may(acc, "imap"):
+                continue  # read over IMAP below; the access part checks the others
             token = self.new_token()
             if not self.run(f"port 25: a message to {user} is accepted", self.send, 25,
                             "sender@outside.example.net", user, token):
@@ -181,16 +183,23 @@ class Probe:
             counts: dict[str, int] = {}
             for mode in ("imaps", "imap+starttls"):
                 counts[mode] = self.imap_count(mode, user, pw)
-            for mode in ("pop3s", "pop3+starttls"):
-                counts[mode] = self.pop3_count(mode, user, pw)
-            self.result(f"{user}: IMAP 993, IMAP 143+STARTTLS, POP3 995, POP3 110+STARTTLS "
-                        f"see the same messages", len(set(counts.values())) == 1,
-                        f"counts differ: {counts}")
+            if self.may(acc, "pop3"):
+                for mode in ("pop3s", "pop3+starttls"):
+                    counts[mode] = self.pop3_count(mode, user, pw)
+            labels = {"imaps": "IMAP 993", "imap+starttls": "IMAP 143+STARTTLS",
+                      "pop3s": "POP3 995", "pop3+starttls": "POP3 110+STARTTLS"}
+            self.result(f"{user}: {', '.join(labels[m] for m in counts)} see the same messages",
+                        len(set(counts.values())) == 1, f"counts differ: {counts}")
 
     def writable(self) -> list[dict]:
         """The accounts verify may mail: all in the lab, the site's probe account elsewhere."""
         allowed = self.job.get("write_accounts")
         return [a for a in self.job["accounts"] if allowed is None or a["mail"] in allowed]
+
+    @staticmethod
+    def may(acc: dict, service: str) -> bool:
+        """Whether the account may log in to ``service`` (imap, pop3, submission)."""
+        return acc.get("enabled", True) and service in acc.get("protocols", (service,))
 
     def new_token(self) -> str:
         token = uuid.uuid4().hex
@@ -221,8 +230,9 @@ class Probe:
                 conn.logout()
 
     def submission(self) -> None:
-        accounts = self.job["accounts"]
-        writable = self.writable()
+        accounts = [a for a in self.job["accounts"] if self.may(a, "submission")] or \
+            self.job["accounts"]
+        writable = [a for a in self.writable() if self.may(a, "submission")]
         me = writable[0] if writable else accounts[0]
         login = (me["mail"], me["password"])
         self.run("587: no AUTH before STARTTLS",
@@ -261,6 +271,101 @@ class Probe:
             return False, "a wrong password was accepted"
 
         self.run("587: a wrong password is refused", wrong_password)
+
+    # -- per-account services and locked accounts -----------------------------------------
+
+    def login(self, service: str, user: str, password: str) -> tuple[bool, str]:
+        """One login to ``service``: (accepted, the server's answer)."""
+        if service == "imap":
+            conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+            try:
+                conn.login(user, password)
+                return True, "IMAP LOGIN accepted"
+            except imaplib.IMAP4.error as err:
+                return False, f"IMAP answered {err}"
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+        if service == "pop3":
+            pop = poplib.POP3_SSL(self.host, 995, context=self.ctx, timeout=TIMEOUT)
+            try:
+                pop.user(user)
+                pop.pass_(password)
+                return True, "POP3 PASS accepted"
+            except poplib.error_proto as err:
+                return False, f"POP3 answered {err}"
+            finally:
+                with contextlib.suppress(Exception):
+                    pop.quit()
+        with self.smtp(587) as s:
+            s.ehlo("client.verify.mailstack.invalid")
+            s.starttls(context=self.ctx)
+            s.ehlo("client.verify.mailstack.invalid")
+            # one AUTH PLAIN (login() would try LOGIN too: two failures for fail2ban)
+            s.user, s.password = user, password
+            try:
+                s.auth("PLAIN", s.auth_plain)
+                return True, "AUTH PLAIN accepted"
+            except smtplib.SMTPAuthenticationError as err:
+                return False, f"AUTH answered {err.smtp_code} {err.smtp_error!r}"
+
+    def access(self) -> None:
+        """An account's disabled services refuse its login, its others work and mail still
+        arrives; a locked account logs in nowhere."""
+        services = ("imap", "pop3", "submission")
+        for acc in self.job["accounts"]:
+            user, pw = acc["mail"], acc["password"]
+            closed = [s for s in services if not self.may(acc, s)]
+            if not closed:
+                continue
+            if not acc.get("enabled", True):
+                def nowhere(user=user, pw=pw) -> tuple[bool, str]:
+                    seen = {s: self.login(s, user, pw) for s in services}
+                    opened = {s: answer for s, (ok, answer) in seen.items() if ok}
+                    return not opened, f"logged in: {opened}"
+
+                self.run(f"{user} (locked): IMAP, POP3 and submission refuse its login",
+                         nowhere)
+                continue
+            for service in closed:
+                def refused(service=service, user=user, pw=pw) -> tuple[bool, str]:
+                    ok, answer = self.login(service, user, pw)
+                    return not ok, answer
+
+                self.run(f"{user}: {service} refuses its login (not in its protocols)", refused)
+            for service in (s for s in services if s not in closed):
+                self.run(f"{user}: {service} accepts its login (control)", self.login, service,
+                         user, pw)
+            if not self.job.get("writes", True) or acc not in self.writable():
+                continue
+            token = self.new_token()
+            if not self.run(f"port 25: a message to {user} is accepted", self.send, 25,
+                            "sender@outside.example.net", user, token):
+                continue
+            reader = next((s for s in ("imap", "pop3") if s not in closed), None)
+            if reader == "imap":
+                self.run(f"{user}: mail still arrives (seen over IMAP)", self.wait_for, user,
+                         pw, token)
+            elif reader == "pop3":
+                self.run(f"{user}: mail still arrives (seen over POP3)", self.pop3_wait, user,
+                         pw, token)
+
+    def pop3_wait(self, user: str, password: str, token: str) -> tuple[bool, str]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pop = poplib.POP3_SSL(self.host, 995, context=self.ctx, timeout=TIMEOUT)
+            try:
+                pop.user(user)
+                pop.pass_(password)
+                count = pop.stat()[0]
+                for num in range(count, 0, -1):
+                    if token.encode() in b"\n".join(pop.top(num, 0)[1]):
+                        return True, ""
+            finally:
+                with contextlib.suppress(Exception):
+                    pop.quit()
+            time.sleep(0.5)
+        return False, f"no message with token {token} for {user} over POP3 after 30 s"
 
     def port25(self) -> None:
         me = self.job["accounts"][0]["mail"]
@@ -540,7 +645,7 @@ def run_job(text: str) -> int:
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
     for part in job.get("parts", ["delivery", "submission", "port25", "plaintext",
-                                  "old_tls_control", "ldap"]):
+                                  "old_tls_control", "access", "ldap"]):
         try:
             getattr(probe, part)()
         except Exception as err:

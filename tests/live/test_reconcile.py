@@ -101,7 +101,7 @@ class Rec(LabSite):
         host = self.state.host("mail")
         target = verify.Target(host.key, host.hostname, host.ip, "root", str(self.state.key))
         manifest = self.build / load_site(self.site).site / "manifest.json"
-        checks = verify._host_checks(target, manifest, select="no_account_logs_in")
+        checks = verify._host_checks(target, manifest, keyword="no_account_logs_in")
         assert [c.name for c in checks] == [CHECK], checks
         return checks[0]
 

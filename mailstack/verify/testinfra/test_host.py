@@ -14,6 +14,7 @@ import pytest
 
 from mailstack.ldap import slapacl
 from mailstack.plan import layout
+from mailstack.plan.dovecot import DENY_FILE
 
 
 def needs(host_plan: dict, role: str) -> None:
@@ -170,6 +171,45 @@ def test_delivery_and_reading_use_one_mail_location(host, host_plan) -> None:
     locations = {p: host.run(f"doveconf -h -f protocol={p} mail_location").stdout.strip()
                  for p in ("lmtp", "imap", "pop3")}
     assert len(set(locations.values())) == 1, f"mail_location differs by protocol: {locations}"
+
+
+def test_the_auth_cache_is_on(host, host_plan) -> None:
+    """Dovecot caches logins (plan/dovecot.AUTH_CACHE); whoever changes an account flushes."""
+    needs(host_plan, "imap")
+    seen = {k: host.run(f"doveconf -h {k}").stdout.strip()
+            for k in ("auth_cache_size", "auth_cache_ttl", "auth_cache_negative_ttl")}
+    assert seen["auth_cache_size"] not in ("", "0"), f"the auth cache is off: {seen}"
+    assert seen["auth_cache_ttl"] not in ("", "0"), f"cached answers never live: {seen}"
+    number, _, unit = seen["auth_cache_negative_ttl"].partition(" ")
+    assert number.isdigit() and (unit.startswith("sec") or int(number) == 0 or
+                                 (unit.startswith("min") and int(number) <= 5)), \
+        f"failed lookups are cached long: {seen}"
+
+
+def test_the_deny_passdb_comes_first(host, host_plan) -> None:
+    """Locked accounts and services an account may not use are refused before any password
+    is checked (the deny passdb must be the first)."""
+    needs(host_plan, "imap")
+    conf = host.run("doveconf -n").stdout
+    blocks = re.findall(r"^passdb \{\n(.*?)^\}", conf, re.M | re.S)
+    assert blocks, "no passdb at all"
+    first = dict(line.strip().split(" = ", 1) for line in blocks[0].splitlines() if " = " in line)
+    assert first.get("deny") == "yes" and first.get("args") == DENY_FILE, \
+        f"the first passdb is not the deny passdb: {first}"
+
+
+def test_each_account_has_its_quota_and_no_other(host, host_plan) -> None:
+    needs(host_plan, "imap")
+    wrong = []
+    for account in host_plan["facts"]["accounts"]:
+        out = host.run(f"doveadm quota get -u {shlex.quote(account['mail'])}")
+        row: list[str] = next((line.split() for line in out.stdout.splitlines() if "STORAGE" in line), [])
+        # "User quota STORAGE <value> <limit> <percent>", the limit in KiB or "-"
+        limit = row[4] if len(row) > 4 else f"(exit {out.rc}: {out.stderr.strip()})"
+        want = "-" if account.get("quota") is None else str(account["quota"] // 1024)
+        if limit != want:
+            wrong.append(f"{account['mail']}: limit {limit} KiB, expected {want}")
+    assert not wrong, "; ".join(wrong)
 
 
 def _postfix_only(host, socket: str, mode: int) -> None:
