@@ -40,7 +40,7 @@ def test_check_reports_every_finding_with_exit_1(capsys, example) -> None:
     assert err.splitlines() == [
         f"{example}:26: relays.head-office.host: 'mail.krasnoyarsk.example.org' is this site "
         "itself: mail sent there would loop",
-        f"{example}:57: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
+        f"{example}:61: aliases[0].to[0]: 'ivn@krasnoyarsk.example.org' points nowhere: no "
         "account or alias has that address; did you mean 'ivan@krasnoyarsk.example.org'?",
     ]
 

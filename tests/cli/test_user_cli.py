@@ -75,12 +75,12 @@ def test_add_refusals_are_check_lines_and_change_nothing(capsys, monkeypatch, ex
     code, out, err = run(capsys, monkeypatch, *base, "new@krasnoyarsk.example.org", "--name",
                          "New", "--protocols", "imap,smtp")
     assert (code, out) == (2, "")
-    assert err == (f"{example}:56: accounts[3].protocols[1]: expected one of 'imap', 'pop3', "
+    assert err == (f"{example}:60: accounts[3].protocols[1]: expected one of 'imap', 'pop3', "
                    "'submission', got 'smtp'\n")
     code, out, err = run(capsys, monkeypatch, *base, "new@krasnoyarsk.example.org", "--name",
                          "New", "--quota", "2 lorries")
     assert (code, out) == (2, "")
-    assert err == (f"{example}:56: accounts[3].quota: '2 lorries' does not match "
+    assert err == (f"{example}:60: accounts[3].quota: '2 lorries' does not match "
                    "^[0-9]+ *([KMGTkmgt]i?[Bb]?)?$\n")
     code, out, err = run(capsys, monkeypatch, *base, "new@krasnoyarsk.example.org", "--name",
                          "New", stdin="short\n")

@@ -195,13 +195,13 @@ def test_secrets_refuses_a_path_outside_the_folder_before_writing(capsys, write_
     code = main(["secrets", str(site), "--secrets", str(tmp_path / "fresh" / "secrets")])
     _, err = capsys.readouterr()
     assert code != 0 and "Traceback" not in err
-    assert err == (f"{site}:50: accounts[1].password_secret: '../../escaped' is not a valid secret "
+    assert err == (f"{site}:54: accounts[1].password_secret: '../../escaped' is not a valid secret "
                    f"name: {RULE}\n")
     assert not (tmp_path / "fresh").exists() and not (tmp_path / "escaped").exists()
     assert not os.path.exists(tmp_path.parent / "escaped")
     code = main(["lab", "secrets", str(site), "--build", str(tmp_path / "build")])
     _, err = capsys.readouterr()
-    assert (code, err.splitlines()[0]) == (2, f"{site}:50: accounts[1].password_secret: "
+    assert (code, err.splitlines()[0]) == (2, f"{site}:54: accounts[1].password_secret: "
                                               f"'../../escaped' is not a valid secret name: {RULE}")
 
 
@@ -213,8 +213,8 @@ def test_the_rarer_address_characters_are_aliases_not_logins(write_site) -> None
     accounts = "".join(f"  - {{mail: {json.dumps(m)}, name: Someone}}\n" for m in rare)
     site = write_site(edit(EXAMPLE, OLGA, OLGA + accounts))
     assert errors_of(site) == [
-        f"site.yml:50: accounts[2].mail: '{rare[0]}' holds ': " + LOGIN,
-        f"site.yml:51: accounts[3].mail: '{rare[1]}' holds # + =: " + LOGIN]
+        f"site.yml:54: accounts[2].mail: '{rare[0]}' holds ': " + LOGIN,
+        f"site.yml:55: accounts[3].mail: '{rare[1]}' holds # + =: " + LOGIN]
     aliases = OLGA.replace("[buh@", "[" + "".join(f"{json.dumps(m)}, " for m in rare) + "buh@")
     assert errors_of(write_site(edit(EXAMPLE, OLGA, aliases))) == []
 

@@ -56,10 +56,15 @@ def test_remove_takes_the_item_and_the_comment_right_above_it() -> None:
         "-  - mail: probe@krasnoyarsk.example.org",
         "-    name: Verify Probe",
     ]
-    # an item in the middle: the next item's comment stays with the next item
+    # an item in the middle: its own comment goes with it, the next item's stays
     assert changes(text, edit.remove_account(text, "olga@krasnoyarsk.example.org")) == [
+        "-  # Olga reads her mail over IMAP only (POP3 refuses her login; delivery is not a "
+        "login) and",
+        "-  # has a mailbox size limit of her own.",
         "-  - mail: olga@krasnoyarsk.example.org",
         "-    name: Olga Sidorova",
+        "-    protocols: [imap, submission]",
+        "-    quota: 2G",
         "-    aliases: [buh@krasnoyarsk.example.org]",
     ]
 
@@ -115,7 +120,7 @@ def test_check_refuses_the_edited_site_and_nothing_is_written(example: Path,
 
     with pytest.raises(InputError) as err:
         users.add(example, "x@elsewhere.example", "X", password, where=where)
-    assert str(err.value) == (f"{example}:54: accounts[3].mail: 'x@elsewhere.example' is not "
+    assert str(err.value) == (f"{example}:58: accounts[3].mail: 'x@elsewhere.example' is not "
                               "in one of the site's domains (krasnoyarsk.example.org)")
     with pytest.raises(InputError) as err:
         users.remove(example, "olga@krasnoyarsk.example.org", where=where)
@@ -127,7 +132,7 @@ def test_check_refuses_the_edited_site_and_nothing_is_written(example: Path,
 
 
 def test_set_keys_adds_replaces_and_removes_one_line_each() -> None:
-    text = example_text()
+    text = example_text().replace("    protocols: [imap, submission]\n    quota: 2G\n", "")
     olga = "olga@krasnoyarsk.example.org"
     one = edit.set_keys(text, olga, {"protocols": ["imap"], "quota": "2G"})
     assert changes(text, one) == ["+    protocols: [imap]", "+    quota: 2G"]
