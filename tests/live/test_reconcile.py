@@ -12,13 +12,16 @@ life on the real slapd, Dovecot and systemd:
 * an account added directly in LDAP (root over ldapi) makes verify's host check FAIL;
 * `ldap.accounts: directory`: that account is never locked (a note in verify), while the one
   apply created and that left the site file is.
-The directory state and the files are read on the host itself; logins refused and 5.2.1
-answers are verify's, proven elsewhere.
+The directory state and the files are read on the host itself; what the world sees is asked
+from the lab's client: Olga's IMAP and SMTP AUTH logins (her POP3 is closed by the example
+anyway) and RCPT on port 25 to her and to the alias `office` (250 while in the site, 5.2.1
+while locked, 5.1.1 once pruned).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ import pytest
 import yaml
 
 from mailstack import apply, lab, verify
+from mailstack.container import Container
 from mailstack.ldap import ldif
 from mailstack.ldap.dn import DN
 from mailstack.plan import dit
@@ -39,7 +43,42 @@ pytestmark = live(ssh=True, ansible=True)
 
 OLGA = "olga@krasnoyarsk.example.org"
 INTRUDER = "intruder@krasnoyarsk.example.org"
+OFFICE = "office@krasnoyarsk.example.org"
 CHECK = "host: no account logs in that the site does not have"
+HOSTNAME = "mail.krasnoyarsk.example.org"
+
+# Runs in the lab's client: Olga's logins (IMAPS, submission) and RCPT on 25 from outside.
+OUTSIDE = r"""
+import imaplib, json, smtplib, ssl, sys
+job = json.loads(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+out = {}
+try:
+    c = imaplib.IMAP4_SSL(job["host"], 993, ssl_context=ctx, timeout=30)
+    try:
+        c.login(job["user"], job["password"])
+        out["imap"] = "accepted"
+    finally:
+        c.shutdown()
+except Exception as e:
+    out["imap"] = f"refused: {e}"
+try:
+    with smtplib.SMTP(job["host"], 587, timeout=30) as s:
+        s.ehlo("c.lab.test"); s.starttls(context=ctx); s.ehlo("c.lab.test")
+        s.user, s.password = job["user"], job["password"]
+        s.auth("PLAIN", s.auth_plain)
+        out["submission"] = "accepted"
+except Exception as e:
+    out["submission"] = f"refused: {e}"
+with smtplib.SMTP(job["host"], 25, timeout=30) as s:
+    s.ehlo("c.lab.test")
+    s.mail("someone@outside.example.net")
+    for rcpt in job["rcpts"]:
+        code, text = s.rcpt(rcpt)
+        out[rcpt] = f"{code} {text.decode()}"
+print(json.dumps(out))
+"""
 
 
 class Rec(LabSite):
@@ -93,6 +132,16 @@ class Rec(LabSite):
         assert entry is not None, f"{dn} is gone"
         return entry.get(dit.LOCKED.lower()) == ["TRUE"]
 
+    def outside(self) -> dict[str, str]:
+        """What the lab's client sees of Olga: her logins, and RCPT to her and to office."""
+        password = (self.site.parent / "secrets" / "accounts" / OLGA).read_text().strip()
+        job = {"host": HOSTNAME, "user": OLGA, "password": password, "rcpts": [OLGA, OFFICE]}
+        proc = Container(self.state.client.name).exec(
+            ["python3", "-c", OUTSIDE, json.dumps(job)], timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        seen: dict[str, str] = json.loads(proc.stdout)
+        return seen
+
     def users(self) -> set[str]:
         return set(self.sh("doveadm user '*'").split())
 
@@ -127,8 +176,15 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rec]:
 def test_what_left_the_site_is_locked_and_its_timer_stopped(rec: Rec) -> None:
     assert rec.sh(f"test -f {rec.password_file} && systemctl is-enabled {rec.timer}").strip() \
         == "enabled"
+    before = rec.outside()   # the control: in the site, she logs in and receives
+    assert (before["imap"], before["submission"]) == ("accepted", "accepted"), before
+    assert before[OLGA].startswith("250") and before[OFFICE].startswith("250"), before
     rec.write(olga=False)
     lines = rec.apply()
+    seen = rec.outside()     # locked: every login refused, mail to her and office 5.2.1
+    assert seen["imap"].startswith("refused") and seen["submission"].startswith("refused"), seen
+    for address in (OLGA, OFFICE):
+        assert seen[address].startswith("554 5.2.1"), seen
     assert rec.locked(rec.olga_dn)
     assert all(rec.locked(dn) for dn in rec.alias_dns)
     for dn in (rec.olga_dn, *rec.alias_dns):
@@ -154,6 +210,9 @@ def test_an_account_back_in_the_site_is_unlocked(rec: Rec) -> None:
     lines = rec.apply()
     assert not rec.locked(rec.olga_dn) and not any(rec.locked(dn) for dn in rec.alias_dns)
     assert f"  unlocked: {rec.olga_dn}" in lines, lines
+    seen = rec.outside()     # at once: apply flushed Dovecot's auth cache
+    assert (seen["imap"], seen["submission"]) == ("accepted", "accepted"), seen
+    assert seen[OLGA].startswith("250") and seen[OFFICE].startswith("250"), seen
     assert OLGA in rec.users()
     assert rec.sh(f"systemctl is-enabled {rec.timer}").strip() == "enabled"
 
@@ -163,6 +222,10 @@ def test_prune_deletes_the_entries_and_archives_the_mailbox(rec: Rec) -> None:
     lines = rec.apply(prune=True)
     assert rec.entry(rec.olga_dn) is None
     assert all(rec.entry(dn) is None for dn in rec.alias_dns)
+    seen = rec.outside()     # pruned: unknown
+    assert seen["imap"].startswith("refused") and seen["submission"].startswith("refused"), seen
+    for address in (OLGA, OFFICE):
+        assert seen[address].startswith("550 5.1.1"), seen
     for dn in (rec.olga_dn, *rec.alias_dns):
         assert f"  pruned: {dn}" in lines, lines
     archive = f"/var/vmail/.archive/{time.strftime('%Y-%m-%d', time.gmtime())}/" \
