@@ -271,15 +271,15 @@ def renew(site: Site, root: str | Path, *,
             raise InputError(f"{path}: it does not belong to {store.path(key_name)}; remove both "
                              "to make a new pair with `mailstack secrets SITE`")
         pair = certs.issue(ca, want, client=True, key=key)
-        _replace(path, pair.cert.encode())
+        replace_file(path, pair.cert.encode())
         out.append(Renewal(host_name, path, True, reason, certs.inspect(pair.cert).not_after))
     return out
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``path`` anew, 0600, atomically (a temporary file beside it, then a rename)."""
+def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` anew atomically (a temporary file beside it, then a rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

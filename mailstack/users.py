@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shlex
 import subprocess
 import tempfile
@@ -199,7 +198,8 @@ class _Live:
             return site
 
     def write_site(self, text: str) -> None:
-        _replace(self.site_file, text.encode("utf-8"))
+        mode = self.site_file.stat().st_mode & 0o7777 if self.site_file.exists() else 0o644
+        secrets.replace_file(self.site_file, text.encode("utf-8"), mode)
 
 
 class _Overlay(secrets.SecretStore):
@@ -214,22 +214,6 @@ class _Overlay(secrets.SecretStore):
 
     def read(self, name: str) -> str:
         return self.extra[name] if name in self.extra else super().read(name)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``path`` anew atomically, keeping its mode."""
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def check_password(site: Site, password: str) -> str:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mailstack.apply import ApplyReport
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "inventories" / "branch-office" / "site.yml"
@@ -81,6 +85,15 @@ class LabSite:
         self.site, self.build = site, build
         self.state = lab.state(site, build_dir=build)
         self.mail = Container(self.state.host("mail").name)
+
+    def apply(self) -> ApplyReport:
+        """Apply the site to its lab; it must succeed; its report."""
+        from mailstack import apply
+
+        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
+                             out=lambda line: None)
+        assert report.ok, report.lines()
+        return report
 
     def sh(self, script: str) -> str:
         """Run ``script`` on the host; it must succeed; its stdout."""

@@ -139,12 +139,6 @@ class Lab(LabSite):
         self.upgrade: apply.ApplyReport | None = None
         self.again: apply.ApplyReport | None = None
 
-    def apply(self) -> apply.ApplyReport:
-        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
-                             out=lambda line: None)
-        assert report.ok, report.lines()
-        return report
-
     def password(self, mail: str) -> str:
         return self.secrets.read(f"accounts/{mail}")
 

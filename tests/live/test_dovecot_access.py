@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import apply, core, lab, secrets, verify
+from mailstack import core, lab, secrets, verify
 from mailstack.container import Container
 from mailstack.plan import dit, dovecot, layout
 from mailstack.site.load import load_site
@@ -141,12 +141,6 @@ class Access(LabSite):
 
     def now(self) -> str:
         return self.sh("date '+%Y-%m-%d %H:%M:%S'").strip()
-
-    def apply(self) -> apply.ApplyReport:
-        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
-                             out=lambda line: None)
-        assert report.ok, report.lines()
-        return report
 
 
 def _lab_site(root: Path) -> tuple[Path, Path]:

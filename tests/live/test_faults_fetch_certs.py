@@ -29,7 +29,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mailstack import apply, certs, core, lab, verify
+from mailstack import certs, core, lab, verify
 from mailstack.cli import main
 from mailstack.container import Container
 from mailstack.plan import fetch as fetch_plan
@@ -101,12 +101,6 @@ class Lab(LabSite):
         proc = self.client.exec(["python3", "/tmp/certs.py", json.dumps(args)], timeout=120)
         assert proc.returncode == 0, proc.stderr
         return {int(k): v for k, v in json.loads(proc.stdout).items()}
-
-    def apply(self) -> apply.ApplyReport:
-        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
-                             out=lambda line: None)
-        assert report.ok, report.lines()
-        return report
 
 
 @pytest.fixture(scope="module")

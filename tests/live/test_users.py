@@ -23,7 +23,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from mailstack import apply, certs, lab, secrets
+from mailstack import certs, lab, secrets
 from mailstack.cli import main
 from mailstack.plan import dit, layout
 from mailstack.site.load import load_site
@@ -101,12 +101,6 @@ class Lab(LabSite):
         code, out, err = self.user("show", mail)
         assert code == 0, err
         return dict(line.split(": ", 1) for line in out.splitlines())
-
-    def apply(self) -> apply.ApplyReport:
-        report = apply.apply(self.site, inventory=self.state.inventory, build_dir=self.build,
-                             out=lambda line: None)
-        assert report.ok, report.lines()
-        return report
 
 
 @pytest.fixture(scope="module")
