@@ -146,17 +146,16 @@ class Access(LabSite):
 def _lab_site(root: Path) -> tuple[Path, Path]:
     site, build = example_lab_site(root, "dove")
     text = site.read_text(encoding="utf-8")
-    text = text.replace(
-        "  - mail: olga@krasnoyarsk.example.org\n    name: Olga Sidorova\n",
-        "  - mail: olga@krasnoyarsk.example.org\n    name: Olga Sidorova\n"
-        "    protocols: [imap, submission]\n    quota: 1M\n", 1)
+    # the example's Olga: IMAP and submission only, and a quota (here 1M, to fill it)
+    text = text.replace("    protocols: [imap, submission]\n    quota: 2G\n",
+                        "    protocols: [imap, submission]\n    quota: 1M\n", 1)
     text = text.replace(
         "  - mail: probe@krasnoyarsk.example.org\n",
         f"  - mail: {LOCKED}\n    name: Left The Company\n    enabled: false\n"
         "  - mail: probe@krasnoyarsk.example.org\n", 1)
     # the tests refuse logins on purpose: the lab's addresses are never banned
     text = text.replace("  never: []", "  never: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]")
-    assert "protocols: [imap, submission]" in text and LOCKED in text and "10.0.0.0/8" in text
+    assert "quota: 1M" in text and LOCKED in text and "10.0.0.0/8" in text
     site.write_text(text, encoding="utf-8")
     secrets.generate(load_site(site), root / "secrets")
     return site, build
