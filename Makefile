@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live faults bigmailbox host image venv schema bench molecule clean
+.PHONY: demo test lint unit live faults bigmailbox upgrade host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,11 @@ faults: venv image
 
 # Opt-in: no mailbox size wall: 2.2 GB of generated mail in one Maildir, then a message by SMTP
 # read over IMAP (tests/live/test_dovecot_access.py's lab).
+# Opt-in: a lab applied with the code of the last commit before the password policy, then
+# upgraded online by this one (tests/live/test_directory_policy.py with the upgrade).
+upgrade: venv image
+	MAILSTACK_TRY_UPGRADE=1 $(PY) -m pytest -q -s tests/live/test_directory_policy.py
+
 bigmailbox: venv image
 	$(PY) -m pytest -q -s -m slow tests/live/test_dovecot_access.py -k bigmailbox
 

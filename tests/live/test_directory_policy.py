@@ -187,7 +187,9 @@ def site_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     site.write_text(text.replace("  loglevel: [stats]\n",
                                  "  loglevel: [stats]\n  root_password: true\n", 1))
     secrets.generate(load_site(site), root / "secrets")
-    old = old_code(root)
+    # the upgrade from the last commit before the policy (an apply of its code first) costs
+    # about 100 s: opt-in (`make upgrade`), like the other slow scans
+    old = old_code(root) if os.environ.get("MAILSTACK_TRY_UPGRADE") else None
     try:
         started = time.monotonic()
         lab.up(site, build_dir=build)
@@ -221,7 +223,8 @@ def test_an_applied_lab_upgrades_online_and_a_second_apply_changes_nothing(site_
     from mailstack.verify.testinfra import test_host as checks
 
     if site_lab.upgrade is None:
-        pytest.skip(f"commit {OLD} is not in this checkout: no upgrade to try")
+        pytest.skip(f"the upgrade from {OLD} is opt-in (make upgrade), or that commit is not "
+                    "in this checkout")
     changes = " / ".join(site_lab.upgrade.hosts["mail"].changes)
     assert "added olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config" in changes, changes
     assert "olcRootDN, olcRootPW of olcDatabase={1}mdb,cn=config" in changes, changes

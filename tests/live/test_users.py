@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
+import yaml
 
 from mailstack import certs, lab, secrets
 from mailstack.cli import main
@@ -253,7 +254,9 @@ def test_set_protocols_and_quota_in_the_site_file_and_the_directory(users_lab: L
         code, out, err = users_lab.user("set", NEW, "--protocols", "imap,pop3,submission",
                                         "--quota", "2G")
         assert (code, err) == (0, "")
-        assert "protocols:" not in users_lab.site.read_text()
+        mine = [a for a in yaml.safe_load(users_lab.site.read_text())["accounts"]
+                if a["mail"] == NEW]
+        assert len(mine) == 1 and "protocols" not in mine[0], mine
         assert users_lab.show(NEW)["disabled services"] == "-"
 
 
