@@ -130,16 +130,22 @@ class _Lines:
         return "".join(self.lines)
 
 
-def _item_text(account: dict[str, Any], dash: int, key: int) -> str:
-    """One account as block YAML lines at the file's indentation."""
+def _flow_lists(values: dict[str, Any]) -> CommentedMap:
+    """A mapping for ruamel to dump, its lists in flow style ([imap, pop3]) as the site writes."""
     item = CommentedMap()
-    for k, v in account.items():
+    for k, v in values.items():
         if isinstance(v, (list, tuple)):
             seq = CommentedSeq(v)
             seq.fa.set_flow_style()
             item[k] = seq
         else:
             item[k] = v
+    return item
+
+
+def _item_text(account: dict[str, Any], dash: int, key: int) -> str:
+    """One account as block YAML lines at the file's indentation."""
+    item = _flow_lists(account)
     y = _yaml()
     y.indent(mapping=2, sequence=key - dash, offset=0)
     out = io.StringIO()
@@ -249,13 +255,7 @@ def set_keys(text: str, mail: str, values: dict[str, Any], name: str = "site.yml
 
 
 def _key_line(key: str, value: Any, col: int) -> str:
-    item = CommentedMap()
-    if isinstance(value, (list, tuple)):
-        seq = CommentedSeq(value)
-        seq.fa.set_flow_style()
-        item[key] = seq
-    else:
-        item[key] = value
+    item = _flow_lists({key: value})
     out = io.StringIO()
     _yaml().dump(item, out)
     lines = out.getvalue().splitlines(keepends=True)
