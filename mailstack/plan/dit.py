@@ -120,6 +120,41 @@ def alias_dn(site: Site, address: str) -> DN:
     return ou(site, layout.OU_ALIASES).child(profile(site).alias_key, address)
 
 
+def group_dn(site: Site, name: str) -> DN:
+    return ou(site, layout.OU_GROUPS).child("cn", name)
+
+
+def group_members(site: Site, name: str) -> tuple[str, ...]:
+    """Every account (address as the site writes it) a group reaches, nested groups included,
+    each once, in the order first met. The site's check refuses cycles and unknown names."""
+    groups = {g.name: g for g in site.groups}
+    out: dict[str, None] = {}
+    seen: set[str] = set()
+
+    def walk(group: str) -> None:
+        if group in seen:
+            return
+        seen.add(group)
+        for member in groups[group].members:
+            if member in groups:
+                walk(member)
+            else:
+                out.setdefault(member, None)
+
+    walk(name)
+    return tuple(out)
+
+
+def account_groups(site: Site) -> dict[str, tuple[str, ...]]:
+    """Account address (lower case) -> the names of every group it is in, nested included,
+    sorted: the values of its mailstackAclGroup (Dovecot's acl_groups)."""
+    out: dict[str, set[str]] = {}
+    for group in site.groups:
+        for member in group_members(site, group.name):
+            out.setdefault(member.lower(), set()).add(group.name)
+    return {mail: tuple(sorted(names)) for mail, names in out.items()}
+
+
 def domain_dn(site: Site, domain: str) -> DN:
     return ou(site, layout.OU_DOMAINS).child("associatedDomain", domain)
 

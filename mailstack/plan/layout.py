@@ -83,6 +83,7 @@ OU_ALIASES = "aliases"
 OU_DOMAINS = "domains"
 OU_APPLICATIONS = "applications"
 OU_POLICIES = "policies"        # slapd's password policy entries (ppolicy)
+OU_GROUPS = "groups"            # groups and distribution lists (groupOfNames)
 DEFAULT_POLICY = "default"      # cn of the policy every password falls under
 SERVICE_ACCOUNTS = ("dovecot", "postfix")
 

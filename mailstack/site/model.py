@@ -20,7 +20,7 @@ def doc(text: str, **extra: object) -> dict[str, object]:
 
 
 Role = Literal["ldap", "mta", "imap"]
-Protocol = Literal["imap", "pop3", "submission"]
+Protocol = Literal["imap", "pop3", "submission", "sieve"]
 SIZE = "^[0-9]+ *([KMGTkmgt]i?[Bb]?)?$"
 """A size: bytes, or a whole number with a binary unit (500M, 2G); see site/sizes.py."""
 RelayTls = Literal["verify", "encrypt", "wrapper"]
@@ -148,14 +148,24 @@ class RelayPolicy:
 
 
 @dataclass(frozen=True)
+class Vacation:
+    """An automatic reply to every sender (Sieve's vacation extension, RFC 5230)."""
+
+    subject: str = field(metadata=doc("Subject of the reply."))
+    text: str = field(metadata=doc("Body of the reply."))
+    days: int = field(default=7, metadata=doc("A sender gets one reply in this many days."))
+
+
+@dataclass(frozen=True)
 class Account:
     """A local mailbox and the person who logs in to it."""
 
     mail: str = field(metadata=doc("The address, also the login name."))
     name: str = field(metadata=doc("Full name (cn)."))
     protocols: tuple[Protocol, ...] = field(
-        default=("imap", "pop3", "submission"),
-        metadata=doc("Services the account may log in to (delivery to it is not a login)."),
+        default=("imap", "pop3", "submission", "sieve"),
+        metadata=doc("Services the account may log in to (delivery to it is not a login); "
+                     "sieve: ManageSieve (port 4190), where the user edits his own rules."),
     )
     enabled: bool = field(
         default=True,
@@ -178,6 +188,11 @@ class Account:
     password_secret: str | None = field(
         default=None,
         metadata=doc("Secrets file with the initial password (default accounts/<mail>)."),
+    )
+    vacation: Vacation | None = field(
+        default=None,
+        metadata=doc("An automatic reply (Sieve vacation, once per sender in `days`), set by the "
+                     "site; the user may set his own through ManageSieve instead."),
     )
 
 
@@ -235,6 +250,100 @@ class Alias:
 
     address: str = field(metadata=doc("The local address."))
     to: tuple[str, ...] = field(metadata=doc("Where its mail goes."))
+
+
+Post = Literal["members", "site", "anyone"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of accounts (and other groups): rights on shared folders, and with an address a
+    distribution list that reaches every member once, nested groups included."""
+
+    name: str = field(metadata=doc("The group's name (cn; Dovecot's ACL group name).",
+                                   pattern="^[a-z0-9][a-z0-9._-]*$"))
+    members: tuple[str, ...] = field(
+        metadata=doc("Accounts (by address) and other groups (by name); at least one."))
+    address: str | None = field(
+        default=None,
+        metadata=doc("A local address: mail to it reaches every member exactly once."))
+    post: Post = field(
+        default="site",
+        metadata=doc("Who may send to the address: members (logged-in members), site (the "
+                     "site's logged-in users) or anyone (also from outside)."),
+    )
+    send_as: tuple[str, ...] = field(
+        default=(),
+        metadata=doc("Accounts or groups that may send with the group's address as sender."),
+    )
+
+
+Right = Literal["lookup", "read", "seen", "write", "insert", "post", "expunge", "create",
+                "delete", "admin", "file"]
+
+
+@dataclass(frozen=True)
+class SharedFolder:
+    """A folder several accounts see under Public/ (or in its owner's mailbox), with rights."""
+
+    name: str = field(metadata=doc("The folder's name, e.g. Invoices (shown as Public/Invoices)."))
+    rights: dict[str, tuple[Right, ...]] = field(
+        metadata=doc("Account address or group name -> rights: lookup, read, seen, write, "
+                     "insert, post, expunge, create, delete, admin, or file (= lookup, read, "
+                     "seen, write, insert; see plan/folders.py)."),
+    )
+    owner: str = field(
+        default="public",
+        metadata=doc("public (the Public/ namespace) or the account whose folder it is."),
+    )
+    address: str | None = field(
+        default=None,
+        metadata=doc("A local address whose mail is filed straight into this folder (and only "
+                     "there: a sender cannot choose another folder)."),
+    )
+
+
+SpecialUse = Literal["drafts", "sent", "trash", "junk", "archive"]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder every account has (created at first login and subscribed)."""
+
+    name: str = field(metadata=doc("The folder's name as clients show it (UTF-8, e.g. "
+                                   "Отправленные)."))
+    special_use: SpecialUse | None = field(
+        default=None, metadata=doc("Its RFC 6154 role: drafts, sent, trash, junk, archive."))
+    retention: str | None = field(
+        default=None,
+        metadata=doc("Messages older than this are expunged (autoexpunge): 30d, 2w, 12h.",
+                     pattern="^[1-9][0-9]*[smhdw]$"),
+    )
+
+
+DEFAULT_FOLDERS = (
+    Folder("Drafts", "drafts"), Folder("Sent", "sent"), Folder("Trash", "trash", "30d"),
+    Folder("Junk", "junk", "14d"), Folder("Archive", "archive"),
+)
+
+
+@dataclass(frozen=True)
+class Sieve:
+    """Server-side rules (Pigeonhole): ManageSieve and the site's rules run before the user's."""
+
+    managesieve: bool = field(
+        default=True,
+        metadata=doc("Offer ManageSieve on port 4190 (STARTTLS; login only after TLS)."))
+    spam_header: str | None = field(
+        default="X-Spam-Flag",
+        metadata=doc("A message with this header set to YES is filed into the junk folder "
+                     "(a site-wide rule before the user's); null: no such rule."),
+    )
+    before: str | None = field(
+        default=None,
+        metadata=doc("A Sieve script of the site's own, run for every account before the "
+                     "user's rules."),
+    )
 
 
 @dataclass(frozen=True)
@@ -338,6 +447,14 @@ class Site:
     verify: Verify = field(default_factory=Verify, metadata=doc("verify's probe account."))
     bans: Bans = field(default_factory=Bans,
                        metadata=doc("Automatic bans of addresses that keep failing to log in."))
+    groups: tuple[Group, ...] = field(
+        default=(), metadata=doc("Groups of accounts; with an address, distribution lists."))
+    shared_folders: tuple[SharedFolder, ...] = field(
+        default=(), metadata=doc("Folders shared between accounts, with rights."))
+    folders: tuple[Folder, ...] = field(
+        default=DEFAULT_FOLDERS,
+        metadata=doc("Every account's folders (special-use roles, retention)."))
+    sieve: Sieve = field(default_factory=Sieve, metadata=doc("Server-side rules."))
     marks: Marks = field(
         default_factory=Marks, compare=False, repr=False, metadata={"internal": True}
     )

@@ -53,7 +53,7 @@ def _collect(cls: Any, defs: dict[str, Any]) -> None:
         if "pattern" in f.metadata:
             prop["pattern"] = f.metadata["pattern"]
         if f.default is not dataclasses.MISSING and f.default is not None:
-            prop["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+            prop["default"] = _plain_default(f.default)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             required.append(f.name)
         props[f.name] = prop
@@ -71,6 +71,15 @@ def _nested(tp: Any) -> list[Any]:
         out.append(arg)
         out += _nested(arg)
     return out
+
+
+def _plain_default(value: object) -> object:
+    """A field's default as JSON: tuples as lists, dataclasses as mappings without Nones."""
+    if isinstance(value, tuple):
+        return [_plain_default(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+    return value
 
 
 def schema() -> dict[str, Any]:

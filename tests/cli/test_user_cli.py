@@ -76,7 +76,7 @@ def test_add_refusals_are_check_lines_and_change_nothing(capsys, monkeypatch, ex
                          "New", "--protocols", "imap,smtp")
     assert (code, out) == (2, "")
     assert err == (f"{example}:60: accounts[3].protocols[1]: expected one of 'imap', 'pop3', "
-                   "'submission', got 'smtp'\n")
+                   "'submission', 'sieve', got 'smtp'\n")
     code, out, err = run(capsys, monkeypatch, *base, "new@krasnoyarsk.example.org", "--name",
                          "New", "--quota", "2 lorries")
     assert (code, out) == (2, "")
