@@ -211,19 +211,96 @@ def add_account(text: str, account: dict[str, Any], name: str = "site.yml") -> s
     return _finish(text, name, expect, by_lines, whole)
 
 
+def _references(data: Any, mail: str) -> list[tuple[Any, Any]]:
+    """Where the site names the account ``mail`` besides its item: (container, key or index)
+    of every group membership, group send_as and shared folder right (the user commands drop
+    them with the account; the directory's memberships follow on the next apply)."""
+    out: list[tuple[Any, Any]] = []
+    if not isinstance(data, dict):
+        return out
+    for group in data.get("groups") or []:
+        for key in ("members", "send_as"):
+            seq = group.get(key) if isinstance(group, dict) else None
+            for i, value in enumerate(seq or []):
+                if str(value).lower() == mail.lower():
+                    out.append((seq, i))
+    for folder in data.get("shared_folders") or []:
+        rights = folder.get("rights") if isinstance(folder, dict) else None
+        for key in list(rights or {}):
+            if str(key).lower() == mail.lower():
+                out.append((rights, key))
+    return out
+
+
+def _drop_reference(lines: list[str], container: Any, where: Any) -> None:
+    """Remove one reference on its line: an item of a one-line flow sequence (``[a, b]``) or
+    the one-line entry of a block mapping; anything else raises ValueError (the caller then
+    writes the document round-trip)."""
+    if isinstance(container, CommentedSeq):
+        if not container.fa.flow_style():
+            line, col = container.lc.item(where)
+            text = lines[line]
+            if not text[:col].rstrip().endswith("-") or len(container) == 1:
+                raise ValueError("not a one-line block item")
+            lines[line] = ""
+            return
+        line, col = container.lc.item(where)
+        text = lines[line]
+        value = str(container[where])
+        if text[col:col + len(value)] != value:
+            raise ValueError("not a plain scalar")
+        end = col + len(value)
+        if where + 1 < len(container):
+            nline, ncol = container.lc.item(where + 1)
+            if nline != line:
+                raise ValueError("flow sequence over several lines")
+            lines[line] = text[:col] + text[ncol:]
+        else:
+            start = text.rfind(",", 0, col)
+            if start < 0:
+                raise ValueError("the only item")
+            lines[line] = text[:start] + text[end:]
+        return
+    line, _ = container.lc.key(where)
+    if container.fa.flow_style() or container.lc.value(where)[0] != line:
+        raise ValueError("not a one-line block entry")
+    lines[line] = ""
+
+
 def remove_account(text: str, mail: str, name: str = "site.yml") -> str:
-    """``text`` without the account ``mail`` (its comments above the next item stay)."""
+    """``text`` without the account ``mail`` (its comments above the next item stay), nor its
+    group memberships, the groups' send_as and shared folder rights that name it. A group it
+    is the only member of is refused (the admin decides what becomes of the group)."""
     data = _load(text, name)
     i = _index(data, mail)
     if i is None:
         raise InputError(f"{name}: {mail} is not an account of the site file")
+    for group in data.get("groups") or []:
+        members = [str(m).lower() for m in (group or {}).get("members") or []]
+        if members and set(members) == {mail.lower()}:
+            raise InputError(f"{name}: {mail} is the only member of the group "
+                             f"{group.get('name')}: remove the group (or give it another "
+                             "member) first")
+    refs = _references(data, mail)
     expect = plain(data)
     del expect["accounts"][i]
+    for group in expect.get("groups") or []:
+        for key in ("members", "send_as"):
+            if key in group:
+                group[key] = [m for m in group[key] if str(m).lower() != mail.lower()]
+    for folder in expect.get("shared_folders") or []:
+        if "rights" in folder:
+            folder["rights"] = {k: v for k, v in folder["rights"].items()
+                                if k.lower() != mail.lower()}
 
     def by_lines() -> str | None:
         at = _Lines(text, data)
         if not at.block():
             return None
+        # the references first, from the end of the file (earlier positions stay valid)
+        for container, where in sorted(
+                refs, key=lambda r: _position(*r), reverse=True):
+            _drop_reference(at.lines, container, where)
         start = at.start(i)
         while start > 0 and at.lines[start - 1].strip().startswith("#") and (
                 len(at.lines[start - 1]) - len(at.lines[start - 1].lstrip())
@@ -233,9 +310,20 @@ def remove_account(text: str, mail: str, name: str = "site.yml") -> str:
         return at.text()
 
     def whole(d: Any) -> None:
+        for container, where in sorted(_references(d, mail), key=lambda r: _position(*r),
+                                       reverse=True):
+            del container[where]
         del d["accounts"][i]
 
     return _finish(text, name, expect, by_lines, whole)
+
+
+def _position(container: Any, where: Any) -> tuple[int, int]:
+    if isinstance(container, CommentedSeq):
+        line, col = container.lc.item(where)
+    else:
+        line, col = container.lc.key(where)
+    return int(line), int(col)
 
 
 def set_enabled(text: str, mail: str, enabled: bool, name: str = "site.yml") -> str:

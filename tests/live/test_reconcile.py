@@ -1,8 +1,9 @@
-"""Removal that removes: apply's reconcile on one lab (issue 11).
+"""Removal that removes: apply's reconcile on the office lab (issue 11).
 
-The example site (its own name) is brought up and applied. Then Olga's account, the `office`
-alias (it names her) and her remote mailbox leave the site file, and the tests walk a site's
-life on the real slapd, Dovecot and systemd:
+The example site's lab shared with the office modules (tests/live/conftest.py; the site file
+and the directory are put back when this module ends). Olga's account, her memberships (the
+group that had her alone goes too), the `office` alias (it names her) and her remote mailbox
+leave the site file, and the tests walk a site's life on the real slapd, Dovecot and systemd:
 * re-apply: her entry and her alias entries are locked (`mailstackLocked: TRUE`), her mailbox
   is still there, Dovecot's user iteration no longer lists her, the fetch timer is inactive and
   disabled and its password file is gone; the recap names the DNs;
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,14 +30,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailstack import apply, lab, verify
+from mailstack import apply, verify
 from mailstack.container import Container
 from mailstack.ldap import ldif
 from mailstack.ldap.dn import DN
 from mailstack.plan import dit
 from mailstack.plan import fetch as fetch_plan
 from mailstack.site.load import load_site
-from tests.conftest import LabSite, example_lab_site, live
+from tests.conftest import LabSite, live
+from tests.live.conftest import Office
 
 pytestmark = live(ssh=True, ansible=True)
 
@@ -103,6 +104,17 @@ class Rec(LabSite):
             data["accounts"] = [a for a in data["accounts"] if a["mail"] != OLGA]
             data["aliases"] = [a for a in data["aliases"] if OLGA not in a["to"]]
             data["fetch"] = [f for f in data["fetch"] if f["account"] != OLGA]
+            # her memberships go too, and a group that had her alone (and what names it)
+            for group in data.get("groups", []):
+                group["members"] = [m for m in group["members"] if m != OLGA]
+            gone = {g["name"] for g in data.get("groups", []) if not g["members"]}
+            data["groups"] = [g for g in data.get("groups", []) if g["name"] not in gone]
+            for group in data["groups"]:
+                group["members"] = [m for m in group["members"] if m not in gone]
+                group["send_as"] = [m for m in group.get("send_as", []) if m not in gone]
+            for folder in data.get("shared_folders", []):
+                folder["rights"] = {k: v for k, v in folder["rights"].items()
+                                    if k != OLGA and k not in gone}
         data["ldap"]["accounts"] = accounts
         self.site.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -156,21 +168,19 @@ class Rec(LabSite):
 
 
 @pytest.fixture(scope="module")
-def rec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rec]:
-    root = tmp_path_factory.mktemp("reconcile")
-    site, build = example_lab_site(root, "rec")
+def rec(office_lab: Office) -> Iterator[Rec]:
+    original = office_lab.site.read_text(encoding="utf-8")
+    it = Rec(office_lab.site, office_lab.build)
+    # a message in Olga's mailbox, so that there is something to keep and to archive
+    it.sh(f"printf 'Subject: kept\\n\\nkept\\n' | doveadm save -u {OLGA}")
     try:
-        started = time.monotonic()
-        lab.up(site, build_dir=build)
-        it = Rec(site, build)
-        it.apply()
-        print(f"\n[lab up and first apply {time.monotonic() - started:.1f} s]")
-        # a message in Olga's mailbox, so that there is something to keep and to archive
-        it.sh(f"printf 'Subject: kept\\n\\nkept\\n' | doveadm save -u {OLGA}")
         yield it
     finally:
-        lab.down(site, build_dir=build)
-        shutil.rmtree(root, ignore_errors=True)
+        # the shared lab as it was: the site file, no intruder, applied
+        office_lab.site.write_text(original, encoding="utf-8")
+        it.mail.exec(["ldapdelete", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///", it.intruder_dn],
+                     timeout=60)
+        office_lab.apply()
 
 
 def test_what_left_the_site_is_locked_and_its_timer_stopped(rec: Rec) -> None:

@@ -56,7 +56,10 @@ def test_remove_takes_the_item_and_the_comment_right_above_it() -> None:
         "-  - mail: probe@krasnoyarsk.example.org",
         "-    name: Verify Probe",
     ]
-    # an item in the middle: its own comment goes with it, the next item's stays
+    # an item in the middle: its own comment goes with it, the next item's stays; her
+    # membership goes with her (she is not the group's only member here)
+    text = text.replace("members: [olga@krasnoyarsk.example.org]",
+                        "members: [olga@krasnoyarsk.example.org, ivan@krasnoyarsk.example.org]")
     assert changes(text, edit.remove_account(text, "olga@krasnoyarsk.example.org")) == [
         "-  # Olga reads her mail over IMAP only (POP3 refuses her login; delivery is not a "
         "login) and",
@@ -66,6 +69,10 @@ def test_remove_takes_the_item_and_the_comment_right_above_it() -> None:
         "-    protocols: [imap, submission]",
         "-    quota: 2G",
         "-    aliases: [buh@krasnoyarsk.example.org]",
+        "-    members: [olga@krasnoyarsk.example.org, ivan@krasnoyarsk.example.org]",
+        "+    members: [ivan@krasnoyarsk.example.org]",
+        "-    members: [accounting, management, olga@krasnoyarsk.example.org]",
+        "+    members: [accounting, management]",
     ]
 
 
@@ -110,6 +117,9 @@ def _inventory(tmp_path: Path) -> Path:
 def test_check_refuses_the_edited_site_and_nothing_is_written(example: Path,
                                                              tmp_path: Path) -> None:
     where = users.Where(inventory=_inventory(tmp_path))
+    example.write_text(example.read_text().replace(
+        "members: [olga@krasnoyarsk.example.org]",
+        "members: [olga@krasnoyarsk.example.org, ivan@krasnoyarsk.example.org]"))
     before = example.read_bytes()
     secrets_before = sorted(p.name for p in (example.parent / "secrets").rglob("*"))
     asked = []
@@ -139,3 +149,31 @@ def test_set_keys_adds_replaces_and_removes_one_line_each() -> None:
     two = edit.set_keys(one, olga, {"protocols": None, "quota": "3G"})
     assert changes(one, two) == ["-    protocols: [imap]", "-    quota: 2G", "+    quota: 3G"]
     assert edit.set_keys(two, olga, {"quota": None}) == text
+
+
+def test_remove_drops_the_account_from_groups_send_as_and_folder_rights_on_their_lines() -> None:
+    text = example_text().replace(
+        "members: [ivan@krasnoyarsk.example.org]",
+        "members: [ivan@krasnoyarsk.example.org, probe@krasnoyarsk.example.org]").replace(
+        "      management: [read]\n",
+        "      management: [read]\n      ivan@krasnoyarsk.example.org: [lookup]\n").replace(
+        "send_as: [management]", "send_as: [ivan@krasnoyarsk.example.org, management]")
+    edited = edit.remove_account(text, "ivan@krasnoyarsk.example.org")
+    removed = [line for line in difflib.ndiff(text.splitlines(), edited.splitlines())
+               if line.startswith(("- ", "+ "))]
+    assert removed[-5:] == [
+        "-     members: [ivan@krasnoyarsk.example.org, probe@krasnoyarsk.example.org]",
+        "+     members: [probe@krasnoyarsk.example.org]",
+        "-     send_as: [ivan@krasnoyarsk.example.org, management]",
+        "+     send_as: [management]",
+        "-       ivan@krasnoyarsk.example.org: [lookup]"]
+    data = edit.plain(edit._load(edited, "site.yml"))
+    assert "ivan@krasnoyarsk.example.org" not in str(data["groups"]) + str(data["shared_folders"])
+
+
+def test_remove_refuses_the_only_member_of_a_group() -> None:
+    with pytest.raises(InputError) as err:
+        edit.remove_account(example_text(), "olga@krasnoyarsk.example.org")
+    assert str(err.value) == (
+        "site.yml: olga@krasnoyarsk.example.org is the only member of the group accounting: "
+        "remove the group (or give it another member) first")
