@@ -1,7 +1,10 @@
 """The office lab: one lab of the example site shared by the modules that prove how an office
 works together (groups and lists, shared folders and the folder tree, Sieve and the audit
-trail). Brought up once per session on first use and applied once; a test that breaks the
-deployment on purpose puts it back (``Office.apply()``) before it ends.
+trail) and how accounts come and go (test_reconcile, test_users). Brought up once per session
+on first use and applied once; the site differs from the example in two lines: slapd serves
+the network (StartTLS on 389, for `passwd --self`) and the lab's addresses are never banned
+(the tests refuse logins on purpose). A test that changes the deployment puts it back
+(``Office.apply()``) before it ends; test_users, the last of them, leaves its accounts.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def office_lab(tmp_path_factory) -> Iterator[Office]:
     text = site.read_text(encoding="utf-8")
     # tests refuse logins on purpose: the lab's addresses are never banned
     text = text.replace("  never: []", "  never: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]")
-    assert "10.0.0.0/8" in text
+    # slapd serves port 389 (StartTLS only): `mailstack user passwd --self` binds there
+    text = text.replace("  loglevel: [stats]\n", "  loglevel: [stats]\n  network: true\n", 1)
+    assert "10.0.0.0/8" in text and "network: true" in text
     site.write_text(text, encoding="utf-8")
     secrets.generate(load_site(site), root / "secrets")
     try:

@@ -1,4 +1,5 @@
-"""`mailstack user` on a live directory: one lab, the example site with `ldap.network: true`.
+"""`mailstack user` on a live directory: the office lab (the example site with
+`ldap.network: true`; tests/live/conftest.py).
 
 The user commands run here, on the host machine, as an admin runs them (`--lab`: SSH to the
 directory's host, ldapi as root there; `passwd --self`: StartTLS to port 389 with the site CA).
@@ -24,11 +25,12 @@ import ldap3
 import pytest
 import yaml
 
-from mailstack import certs, lab, secrets
+from mailstack import certs, secrets
 from mailstack.cli import main
 from mailstack.plan import dit, layout
 from mailstack.site.load import load_site
-from tests.conftest import LabSite, example_lab_site, live
+from tests.conftest import LabSite, live
+from tests.live.conftest import Office
 
 pytestmark = live(ssh=True, ansible=True)
 
@@ -105,23 +107,14 @@ class Lab(LabSite):
 
 
 @pytest.fixture(scope="module")
-def users_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("users")
-    site, build = example_lab_site(root, "users")
-    text = site.read_text()
-    site.write_text(text.replace("  loglevel: [stats]\n", "  loglevel: [stats]\n"
-                                 "  network: true   # passwd --self binds over StartTLS\n", 1))
+def users_lab(office_lab: Office) -> Iterator[Lab]:
+    # the office lab (tests/live/conftest.py) serves 389 with StartTLS: passwd --self binds
+    # there; this module is its last user and leaves its accounts behind
+    text = office_lab.site.read_text()
     try:
-        started = time.monotonic()
-        lab.up(site, build_dir=build)
-        it = Lab(site, build)
-        report = it.apply()
-        print(f"\n[lab up and first apply {time.monotonic() - started:.1f} s "
-              f"(apply {report.seconds:.1f} s)]")
-        yield it
+        yield Lab(office_lab.site, office_lab.build)
     finally:
-        lab.down(site, build_dir=build)
-        shutil.rmtree(root, ignore_errors=True)
+        office_lab.site.write_text(text)
 
 
 def test_user_add_logs_in_within_seconds_and_a_second_apply_keeps_him(users_lab: Lab) -> None:
