@@ -142,7 +142,7 @@ def audit(site_file: str | Path, user: str, *, since: str | None = None, lab: bo
     renamed, from the journal of every host with the imap role."""
     from mailstack.verify import Target, _inventory_targets
 
-    site, plan = core.plan(site_file, secrets_dir=secrets_dir)
+    _, plan = core.plan(site_file, secrets_dir=secrets_dir)
     user = user.strip().lower()  # Dovecot logs the login as auth_username_format %Lu makes it
     if not user or any(c in user for c in "()<> \n"):
         raise InputError(f"--user: not an account's address: {user!r}")

@@ -21,8 +21,9 @@ role's daemon; ``ldap``, loaded into the running slapd by the LDAP modules; ``sy
 systemd reloads its units and the host's other services restart; ``tls``, the host's TLS
 material: every daemon role reloads its daemon; ``aliases``, /etc/aliases: newaliases rebuilds
 its database; ``fail2ban``, fail2ban's jails: its whole configuration is checked
-(``fail2ban-client -t``), then fail2ban reloads; ``journald``, journald's drop-in: journald restarts and flushes its
-runtime journal to disk; ``none``, read afresh on each use (getmail's files)."""
+(``fail2ban-client -t``), then fail2ban reloads; ``journald``, journald's drop-in:
+journald restarts and flushes its runtime journal to disk; ``none``, read afresh on each use
+(getmail's files)."""
 
 
 @dataclass(frozen=True)
