@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     targets(au, "the lab's hosts (lab up first)")
     au.add_argument("--user", required=True, metavar="ADDR", help="the account (its address)")
     au.add_argument("--since", metavar="WHEN",
-                    help="from this time on (journalctl's --since: '2026-12-01', '-2h', "
+                    help="from this time on (journalctl's --since: '2026-12-01', --since=-2h, "
                          "'yesterday'); default: all the journal holds")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")

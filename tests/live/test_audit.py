@@ -29,8 +29,8 @@ def test_audit_check_and_the_audit_verb(office_lab, capsys) -> None:
     assert check.ok, check.detail
     user = check.name.rsplit("(", 1)[1].rstrip(")")
     other = next(m for m in office_lab.password if m.lower() != user)
-    base = ["audit", str(office_lab.site), "--lab", "-b", str(office_lab.build), "--since",
-            "-10min"]
+    base = ["audit", str(office_lab.site), "--lab", "-b", str(office_lab.build),
+            "--since=-10min"]
     assert main([*base, "--user", user.upper()]) == 0
     out, err = capsys.readouterr()
     assert err == ""
