@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-                "ldap", "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
+                "ldap", "audit", "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     st = verb("status", "how the site's unattended jobs fare: failed remote mailbox "
                         "collections, stopped timers, oversized messages left at the provider")
     targets(st, "the lab's hosts (lab up first)")
+    au = verb("audit", "what a user deleted, expunged, copied or moved, and in which folder "
+                       "(Dovecot's audit trail in the mail host's journal)")
+    targets(au, "the lab's hosts (lab up first)")
+    au.add_argument("--user", required=True, metavar="ADDR", help="the account (its address)")
+    au.add_argument("--since", metavar="WHEN",
+                    help="from this time on (journalctl's --since: '2026-12-01', --since=-2h, "
+                         "'yesterday'); default: all the journal holds")
     v = verb("verify", "prove the live site: mail flows, TLS holds, the ACL denies")
     targets(v, "probe the lab from its client")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -319,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
                                       build_dir=args.build, secrets_dir=args.secrets)
             print(st_report.text())
             return 0 if st_report.ok else 1
+        elif args.verb == "audit":
+            from mailstack import audit
+
+            found = audit.audit(args.site, args.user, since=args.since, lab=args.lab,
+                                inventory=args.inventory, build_dir=args.build,
+                                secrets_dir=args.secrets)
+            print(audit.text(args.user.strip().lower(), found))
         elif args.verb == "user":
             return _user(args)
         elif args.verb == "verify":

@@ -14,13 +14,16 @@ PLACERS = ("base", "slapd", "postfix", "dovecot")
 """Which role places a file (the manifest's ``role``): the daemon roles stage and check theirs as
 a whole; base places every other file."""
 
-PICKUPS = ("none", "reload", "restart", "ldap", "systemd", "tls", "aliases", "fail2ban")
+PICKUPS = ("none", "reload", "restart", "ldap", "systemd", "tls", "aliases", "fail2ban",
+           "journald")
 """How a file's daemon picks it up (the manifest's ``pickup``): ``reload`` or ``restart`` the
 role's daemon; ``ldap``, loaded into the running slapd by the LDAP modules; ``systemd``, a unit:
 systemd reloads its units and the host's other services restart; ``tls``, the host's TLS
 material: every daemon role reloads its daemon; ``aliases``, /etc/aliases: newaliases rebuilds
 its database; ``fail2ban``, fail2ban's jails: its whole configuration is checked
-(``fail2ban-client -t``), then fail2ban reloads; ``none``, read afresh on each use (getmail's files)."""
+(``fail2ban-client -t``), then fail2ban reloads; ``journald``, journald's drop-in:
+journald restarts and flushes its runtime journal to disk; ``none``, read afresh on each use
+(getmail's files)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 from mailstack import resources
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, layout
+from mailstack.plan import FileSpec, audit, dit, layout
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -148,7 +148,7 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("ssl_min_protocol", "TLSv1.2"),
             ("ssl_prefer_server_ciphers", "yes"),
             ("mail_location", MAIL_LOCATION),
-            ("mail_plugins", "$mail_plugins quota"),
+            ("mail_plugins", " ".join(("$mail_plugins", "quota", *audit.PLUGINS))),
             # an LDA/LMTP setting, not the plugin's: inside plugin {} it is silently ignored
             # (tried: 552 5.2.2 and a bounce)
             ("quota_full_tempfail", "yes" if site.quota.when_full == "defer" else "no"),
@@ -179,6 +179,8 @@ def config(site: Site, host: str) -> dict[str, object]:
             "script": QUOTA_WARNING,
             "user": layout.VMAIL_USER,
         },
+        # the audit trail (plan/audit.py): deletions, expunges, copies, folder deletes/renames
+        "mail_log": audit.plugin_settings(),
         "userdb": USERDB_FILE,
         "lmtp_socket": f"{layout.POSTFIX_QUEUE_DIR}/{layout.LMTP_SOCKET}",
         "auth_socket": f"{layout.POSTFIX_QUEUE_DIR}/{layout.SASL_SOCKET}",

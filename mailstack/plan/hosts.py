@@ -9,6 +9,7 @@ from mailstack.plan import (
     FileSpec,
     HostPlan,
     SitePlan,
+    audit,
     dit,
     dovecot,
     fail2ban,
@@ -109,6 +110,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         files += placed(dovecot.script_files(), "base", lambda _: "none")
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
+    files += placed(audit.files(), "base", audit.pickup)
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from mailstack import core
-from mailstack.errors import InputError, ToolError
+from mailstack.errors import InputError, MailstackError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
 from mailstack.plan import SitePlan, dit, layout, postfix, slapd
@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap")
+               "ldap", "audit")
 
 
 @dataclass
@@ -171,6 +171,47 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                       for a in accounts[:2]],
         },
     }
+
+
+def audit_job(site: Site, job: dict) -> dict | None:
+    """Which account deletes which message for the audit check: the probe account on real
+    servers, the first account that may use IMAP in the lab."""
+    allowed = job.get("write_accounts")
+    acc = next((a for a in job["accounts"] if (allowed is None or a["mail"] in allowed)
+                and a["enabled"] and "imap" in a["protocols"]), None)
+    if acc is None:
+        return None
+    import uuid
+
+    return {"user": acc["mail"].lower(), "folder": "INBOX",
+            "msgid": f"<audit.{uuid.uuid4().hex}@{site.domains[0]}>"}
+
+
+def audit_check(target: Target, job: dict, *, lab: bool) -> Check:
+    """The host's journal holds the delete and the expunge of the probe's message, naming the
+    user, the folder and the Message-ID (what `mailstack audit` shows)."""
+    import time
+
+    from mailstack import audit
+
+    name = (f"audit: deleting a message is logged with user, folder and Message-ID "
+            f"({job['user']})")
+    want = {"delete", "expunge"}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            found = audit.read(target, job["user"], "-1h", lab=lab)
+        except MailstackError as err:
+            return Check(name, target.key, False, str(err))
+        seen = {e.event for e in found if e.msgid == job["msgid"] and e.folder == job["folder"]}
+        if want <= seen or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return Check(name, target.key, want <= seen,
+                 f"no {' and no '.join(sorted(want - seen))} line for {job['msgid']} in "
+                 f"{job['folder']} of {job['user']} in the journal (journalctl -t dovecot): "
+                 "is mail_log in mail_plugins?")
 
 
 def _run_probe(job: dict, client: str | None) -> list[dict]:
@@ -328,11 +369,16 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
             job["ldap"]["write_target"] = None
     if not job["writes"]:
         report.notes.append(
-            "read-only against real servers: delivery, sending on 587/465 and the LDAP write "
-            "checks were not run (--allow-writes runs them with the site's probe account "
+            "read-only against real servers: delivery, sending on 587/465, the audit trail "
+            "and the LDAP write checks were not run (--allow-writes runs them with the site's probe account "
             "only, and removes what they wrote)")
+    if "audit" in job["parts"] and job["writes"]:
+        job["audit"] = audit_job(site, job)
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
+    if job.get("audit"):
+        imap_host = next(k for k, h in plan.hosts.items() if "imap" in h.roles)
+        report.checks.append(audit_check(targets[imap_host], job["audit"], lab=lab))
     if "ldap" in job["parts"]:
         ldap_host = next(k for k, h in plan.hosts.items() if "ldap" in h.roles)
         local = {**job, "parts": ["ldap_local"], "address": "", "cleanup": False}

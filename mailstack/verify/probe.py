@@ -621,6 +621,35 @@ class Probe:
             self.run(f"{label}: root over ldapi can write (the probe account's entry)",
                      root_writes)
 
+    def audit(self) -> None:
+        """Append a message with the job's Message-ID to an account's INBOX, set \\Deleted and
+        expunge it over IMAP; verify then looks for the audit lines on the host."""
+        if not self.job.get("writes", True) or not self.job.get("audit"):
+            return
+        job = self.job["audit"]
+        acc = next(a for a in self.writable() if a["mail"] == job["user"])
+
+        def delete() -> tuple[bool, str]:
+            conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+            try:
+                conn.login(acc["mail"], acc["password"])
+                text = (f"From: verify@{self.host}\r\nTo: {acc['mail']}\r\nSubject: "
+                        f"mailstack verify audit\r\nMessage-ID: {job['msgid']}\r\n\r\n"
+                        "deleted at once by mailstack verify\r\n")
+                conn.append(job["folder"], None, None, text.encode())
+                conn.select(job["folder"])
+                _, data = conn.search(None, "HEADER", "Message-ID", job["msgid"])
+                nums = data[0].split()
+                for num in nums:
+                    conn.store(num, "+FLAGS", "\\Deleted")
+                conn.expunge()
+                return len(nums) == 1, f"{len(nums)} messages with {job['msgid']} found"
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+
+        self.run(f"audit: {acc['mail']} deletes a message over IMAP", delete)
+
     def token(self, what: str) -> str:
         return f"mailstack verify {what} {uuid.uuid4().hex}"
 

@@ -207,3 +207,16 @@ def test_status_texts_without_a_network(capsys, example, tmp_path) -> None:
     example.write_text(text[:text.index("# Remote mailboxes")])
     assert run(capsys, "status", str(example), "-i", str(inventory)) == (
         0, "the site collects no remote mailboxes\n", "")
+
+
+def test_audit_texts_without_a_network(capsys, example, tmp_path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    other: {ansible_host: 192.0.2.9}\n")
+    code, out, err = run(capsys, "audit", str(example), "-i", str(inventory), "--user",
+                         "ivan@krasnoyarsk.example.org")
+    assert (code, out) == (2, "")
+    assert err == (f"{inventory}: no host 'mail' (or mail.krasnoyarsk.example.org) in the "
+                   "inventory\n")
+    code, out, err = run(capsys, "audit", str(example), "-i", str(inventory), "--user",
+                         "ivan(x)")
+    assert (code, out, err) == (2, "", "--user: not an account's address: 'ivan(x)'\n")
