@@ -127,7 +127,8 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                            k in {x for acc in site.accounts for x in acc.aliases})}
         for a in site.accounts]
     keys = {"account": site.accounts[0].mail if site.accounts else None,
-            "alias": next(iter(aliases), None), "domain": site.domains[0]}
+            "alias": next(iter(aliases), None), "domain": site.domains[0],
+            "list": next(iter(dit.group_addresses(site)), None)}
     services = []
     for svc in layout.SERVICE_ACCOUNTS:
         searches = []
