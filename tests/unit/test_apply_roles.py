@@ -38,7 +38,7 @@ def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example
                                 for o in ("people", "aliases", "domains")],
                       "accounts_base": "ou=people,dc=krasnoyarsk,dc=example,dc=org",
                       "accounts": "site",
-                      "owned": [*dit.SITE_OWNED, "maildrop"],
+                      "owned": [*dit.SITE_OWNED, "maildrop", "member", "mailLocalAddress"],
                       "initial": [dit.ORIGIN]}}
     d = defaults("slapd")
     for key in facts["slapd"]:
