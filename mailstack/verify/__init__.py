@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap")
+               "ldap", "lists")
 
 
 @dataclass
@@ -161,6 +161,11 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                                for k in [a.mail for a in site.accounts] + list(aliases)
                                if postfix.table_answer(site, name, k)}),
         "domains": list(site.domains),
+        # distribution lists: who they reach (each account once) and what outsiders hear
+        "lists": [{"address": g.address, "post": g.post,
+                   "members": list(dit.group_members(site, g.name)),
+                   "refusal": postfix.LIST_REFUSED.get(g.post, "").removeprefix("REJECT ")}
+                  for g in site.groups if g.address],
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),
