@@ -164,7 +164,9 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         # distribution lists: who they reach (each account once) and what outsiders hear
         "lists": [{"address": g.address, "post": g.post,
                    "members": list(dit.group_members(site, g.name)),
-                   "refusal": postfix.LIST_REFUSED.get(g.post, "").removeprefix("REJECT ")}
+                   # Postfix puts "<rcpt>: Recipient address rejected:" before the text
+                   "refusal": postfix.LIST_REFUSED.get(g.post, "").removeprefix(
+                       "REJECT 5.7.1 ")}
                   for g in site.groups if g.address],
         "ldap": {
             "base": site.ldap.base,
