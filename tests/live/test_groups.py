@@ -153,3 +153,24 @@ def test_removed_groups_and_members_leave_the_directory(office_lab) -> None:
     assert _entry(office_lab, olga)[dit.ACL_GROUP.lower()] == ["accounting", "staff"]
     raw = office_lab.sh(f"postmap -q {TEAM} {TABLE}")
     assert sorted(v.strip() for v in raw.split(",")) == [IVAN, OLGA, OLGA]
+
+
+def test_a_members_only_list(office_lab) -> None:
+    """post: members — a member posts on 587, the probe account (no member) is refused there
+    with the list's text, and so is everyone on port 25; the lists part says so."""
+    text = office_lab.site.read_text(encoding="utf-8")
+    assert "    post: site\n" in text
+    office_lab.site.write_text(text.replace("    post: site\n", "    post: members\n"),
+                               encoding="utf-8")
+    try:
+        _apply(office_lab)
+        checks = office_lab.checks(["lists"])
+        assert not _failed(checks), _failed(checks)
+        probe = f"probe@{DOMAIN}"
+        assert f"587: {probe} (no member) may not post to {TEAM}" in checks
+        assert f"port 25: mail from outside to the list {TEAM} (post: members) is refused" \
+            in checks
+        assert f"587: {OLGA} posts to the list {TEAM}" in checks
+    finally:
+        office_lab.site.write_text(text, encoding="utf-8")
+        _apply(office_lab)
