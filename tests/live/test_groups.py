@@ -5,6 +5,8 @@
   is refused on port 25 with the list's own 5.7.1;
 * it FAILS when the host's virtual_alias_maps loses the group table, and when the directory's
   ACL hides ou=groups from cn=postfix; a re-apply puts both back;
+* a members-only list: a member posts, a non-member is refused on 587 (FAILS without the
+  list_posters check), everyone on port 25;
 * a group and a member removed from the site leave the directory on the next apply (the group
   locked, then pruned; the member value and the accounts' mailstackAclGroup follow); a locked
   list expands no more.
@@ -157,7 +159,8 @@ def test_removed_groups_and_members_leave_the_directory(office_lab) -> None:
 
 def test_a_members_only_list(office_lab) -> None:
     """post: members — a member posts on 587, the probe account (no member) is refused there
-    with the list's text, and so is everyone on port 25; the lists part says so."""
+    with the list's text, and so is everyone on port 25; the lists part says so, and FAILS
+    when the submission services forget the list (the apply in ``finally`` restores it)."""
     text = office_lab.site.read_text(encoding="utf-8")
     assert "    post: site\n" in text
     office_lab.site.write_text(text.replace("    post: site\n", "    post: members\n"),
@@ -171,6 +174,15 @@ def test_a_members_only_list(office_lab) -> None:
         assert f"port 25: mail from outside to the list {TEAM} (post: members) is refused" \
             in checks
         assert f"587: {OLGA} posts to the list {TEAM}" in checks
+        # broken: the submission services forget the list's posters (every login may post)
+        restrictions = office_lab.sh("postconf -h mailstack_submission_recipient_restrictions")
+        kept = ", ".join(r.strip() for r in restrictions.strip().split(",")
+                         if "list_posters" not in r)
+        office_lab.sh(f"postconf -e 'mailstack_submission_recipient_restrictions = {kept}' "
+                      "&& postfix reload")
+        failed = _failed(office_lab.checks(["lists"]))
+        print(f"[members-only without list_posters: {failed}]")
+        assert f"587: {probe} (no member) may not post to {TEAM}" in failed
     finally:
         office_lab.site.write_text(text, encoding="utf-8")
         _apply(office_lab)
