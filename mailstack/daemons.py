@@ -118,7 +118,8 @@ class _HostRun:
         lookups as data (``postfix.table_answer``), then for a key nobody has."""
         keys = {"account": [a.mail for a in self.site.accounts],
                 "alias": list(dit.alias_targets(self.site)),
-                "domain": list(self.site.domains)}
+                "domain": list(self.site.domains),
+                "list": list(dit.group_addresses(self.site))}
         domain = self.site.domains[0]
         for lookup in dit.lookups(self.site):
             if lookup.service != "postfix":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
 from mailstack.ldap.dn import DN
+from mailstack.ldap.ldif import Entry
 from mailstack.plan import dit, layout
 from mailstack.site.model import Site
 
@@ -44,6 +45,11 @@ def generated_rules(site: Site) -> list[str]:
         base_grants[lookup.base].add(who)
         for attr in ("entry", *sorted(lf.attributes(lookup.filter)), *lookup.returns):
             child_grants[lookup.base][attr].add(who)
+        for followed in lookup.follows:
+            # the DNs the lookup follows (ldap_table's special_result_attribute): base searches
+            # with (objectClass=*) on entries below ``followed``, reading special and leaf
+            for attr in ("entry", *dit.followed(lookup)):
+                child_grants[followed][attr].add(who)
     people = dit.ou(site, layout.OU_PEOPLE)
     rules = ["to attrs=userPassword by self write by anonymous auth by * none"]
     for container in sorted(base_grants, key=str):
@@ -104,6 +110,28 @@ def needs(site: Site) -> list[Expectation]:
             out.append(Expectation(who, str(entry.dn), "entry", "read", True, why))
             for attr in lookup.returns:
                 out.append(Expectation(who, str(entry.dn), attr, "read", True, why))
+        out += _follow_needs(lookup, entries, who, why)
+    return out
+
+
+def _follow_needs(lookup: dit.Lookup, entries: dict[DN, Entry], who: str,
+                  why: str) -> list[Expectation]:
+    """What following the lookup's special DNs needs on each entry they name: the entry and
+    (objectClass=*) searched, the special and leaf attributes read."""
+    out: list[Expectation] = []
+    named = {v.lower() for e in entries.values() for a in lookup.special
+             for v in e.as_dict().get(a, ()) if e.dn.is_below(lookup.base)}
+    for entry in entries.values():
+        if str(entry.dn).lower() not in named:
+            continue
+        out.append(Expectation(who, str(entry.dn), "entry", "read", True, f"{why} (followed)"))
+        out.append(Expectation(who, str(entry.dn), "objectClass", "search", True,
+                               f"{why} (followed)"))
+        have = entry.as_dict()
+        for attr in (*lookup.special, *lookup.leaf):
+            if attr in have:
+                out.append(Expectation(who, str(entry.dn), attr, "read", True,
+                                       f"{why} (followed)"))
     return out
 
 

@@ -34,7 +34,7 @@ MAIL_HOST = "mailstackMailHost"
 ACL_GROUP = "mailstackAclGroup"
 ORIGIN_SITE = "site"       # apply created it from the site file
 ORIGIN_CLI = "cli"         # `mailstack user add` created it
-SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA)
+SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA, ACL_GROUP)
 """Attributes the site file owns: a re-apply deletes them where the site no longer sets them."""
 
 # The site's service names and Dovecot's (%s: Postfix asks Dovecot's auth as service smtp).
@@ -81,8 +81,14 @@ class Lookup:
     base: DN
     filter: f.Filter            # with the daemon's placeholder for the key
     returns: tuple[str, ...]
-    key: Literal["account", "alias", "domain"]   # what kind of key a probe feeds it
+    key: Literal["account", "alias", "domain", "list"]   # what kind of key a probe feeds it
     scope: Literal["sub", "one"] = "sub"
+    # Postfix's recursion (ldap_table(5)): values of ``special`` are DNs the daemon reads next
+    # (a base search with the filter (objectClass=*)) below the bases in ``follows``, taking
+    # ``leaf`` from entries that have no ``special`` value; the ACL and the matrix grant that too
+    special: tuple[str, ...] = ()
+    leaf: tuple[str, ...] = ()
+    follows: tuple[DN, ...] = ()
     # the filter's other placeholder, if any, and the values the daemon puts there (Dovecot's
     # %Ls: the service); the ACL matrix and the probes expand the filter once per value
     service_token: str | None = None
@@ -122,6 +128,11 @@ def alias_dn(site: Site, address: str) -> DN:
 
 def group_dn(site: Site, name: str) -> DN:
     return ou(site, layout.OU_GROUPS).child("cn", name)
+
+
+def group_addresses(site: Site) -> dict[str, str]:
+    """Every distribution list's address -> its group's name."""
+    return {g.address: g.name for g in site.groups if g.address}
 
 
 def group_members(site: Site, name: str) -> tuple[str, ...]:
@@ -184,7 +195,8 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
     """Every lookup Dovecot and Postfix make, as data."""
     p = profile(site)
     # the site's domains are no lookup: Postfix reads them from a table rendered from the site
-    people, aliases = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES))
+    people, aliases, groups = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES,
+                                                     layout.OU_GROUPS))
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     service = f.Placeholder(SERVICE_TOKEN)
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
@@ -207,6 +219,12 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
                f.and_(f.Eq("objectClass", p.alias_class), f.Eq(p.alias_key, postfix_key),
                       not_locked),
                (p.alias_target,), "alias"),
+        # a distribution list: Postfix follows each member DN (nested groups too) and takes
+        # the accounts' mail; a locked group (left the site) expands no more
+        Lookup("virtual_alias_groups", "postfix", groups,
+               f.and_(f.Eq("objectClass", GROUP_CLASS), f.Eq(LIST_ADDRESS, postfix_key),
+                      not_locked),
+               (), "list", special=(GROUP_MEMBER,), leaf=("mail",), follows=(people, groups)),
         Lookup("sender_login_accounts", "postfix", people,
                f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", postfix_key)),
                ("mail",), "account"),
@@ -223,6 +241,18 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
                       f.Eq(LOCKED, "TRUE")),
                (p.alias_key,), "alias"),
     )
+
+
+GROUP_CLASS = "groupOfNames"
+GROUP_CLASSES = (GROUP_CLASS, "inetLocalMailRecipient")
+GROUP_MEMBER = "member"
+LIST_ADDRESS = "mailLocalAddress"
+
+
+def followed(lookup: Lookup) -> tuple[str, ...]:
+    """What the daemon reads on each entry it reaches by a ``special`` DN (besides ``entry``):
+    the base search's filter (objectClass=*), the special and the leaf attributes."""
+    return ("objectClass", *lookup.special, *lookup.leaf) if lookup.special else ()
 
 
 SERVICE_TOKEN = "%Ls"
@@ -274,8 +304,8 @@ def entries(site: Site) -> list[Entry]:
     """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
     p = profile(site)
     out = [_base_entry(site)]
-    for name in (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS, layout.OU_APPLICATIONS,
-                 layout.OU_POLICIES):
+    for name in (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_GROUPS, layout.OU_DOMAINS,
+                 layout.OU_APPLICATIONS, layout.OU_POLICIES):
         out.append(_container(ou(site, name), name))
     out.append(policy_entry(site))
     if site.ldap.root_password:
@@ -309,17 +339,49 @@ def entries(site: Site) -> list[Entry]:
             attrs.append((LOCKED, "TRUE"))
         attrs.append((ORIGIN, ORIGIN_SITE))
         out.append(Entry(alias_dn(site, address), tuple(attrs)))
+    out += group_entries(site)
     return out
 
 
-RECONCILED_OUS = (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS)
+def group_entries(site: Site) -> list[Entry]:
+    """The groups, nested ones before the groups that name them (slapd checks nothing, but a
+    reader of the LDIF meets each member DN before it is used). ``member``: account DNs and
+    group DNs, as the site lists them."""
+    names = {g.name for g in site.groups}
+    done: dict[str, Entry] = {}
+
+    def add(name: str, path: tuple[str, ...]) -> None:
+        if name in done or name in path:
+            return
+        group = next(g for g in site.groups if g.name == name)
+        for m in group.members:
+            if m in names:
+                add(m, (*path, name))
+        # every group is a possible list (inetLocalMailRecipient): giving one an address later
+        # changes no object class
+        attrs = [*(("objectClass", c) for c in GROUP_CLASSES),
+                 ("objectClass", ENTRY_CLASS), ("cn", group.name)]
+        if group.address:
+            attrs.append((LIST_ADDRESS, group.address))
+        attrs += [(GROUP_MEMBER, str(group_dn(site, m) if m in names else account_dn(site, m)))
+                  for m in group.members]
+        attrs.append((ORIGIN, ORIGIN_SITE))
+        done[name] = Entry(group_dn(site, group.name), tuple(attrs))
+
+    for g in site.groups:
+        add(g.name, ())
+    return list(done.values())
+
+
+RECONCILED_OUS = (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS, layout.OU_GROUPS)
 """The OUs whose entries the site file owns: one not in the render is locked (or pruned)."""
 
 
 def owned_attributes(site: Site) -> tuple[str, ...]:
     """Attributes the site owns on an existing entry even where its render leaves them out
-    (a re-apply deletes them then): the site-owned ones and an alias's targets."""
-    return (*SITE_OWNED, profile(site).alias_target)
+    (a re-apply deletes them then): the site-owned ones, an alias's targets, a group's members
+    and its list address."""
+    return (*SITE_OWNED, profile(site).alias_target, GROUP_MEMBER, LIST_ADDRESS)
 
 
 def reconcile_facts(site: Site) -> dict[str, object]:
@@ -366,6 +428,7 @@ def account_entry(site: Site, account: Account, origin: str) -> Entry:
     if p.home_attr:
         attrs.append((p.home_attr, mail_home(account.mail)))
     attrs += [(DISABLED_SERVICE, s) for s in disabled_services(account)]
+    attrs += [(ACL_GROUP, g) for g in account_groups(site).get(account.mail.lower(), ())]
     if not account.enabled:
         attrs.append((LOCKED, "TRUE"))
     quota = account_quota(site.quota.default, account.quota)

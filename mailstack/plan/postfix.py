@@ -165,11 +165,80 @@ def locked_restrictions(site: Site) -> str:
     return ", ".join(f"check_recipient_access {table(n)}" for n in locked_tables(site))
 
 
+LIST_POSTERS = "/etc/postfix/list_posters"
+LIST_REFUSALS = "/etc/postfix/list_refusals"
+LIST_MEMBERS_DIR = "/etc/postfix/list_members"
+LIST_REFUSED = {
+    "members": "REJECT 5.7.1 only members may post to this list",
+    "site": "REJECT 5.7.1 only the site's users may post to this list: log in on port 587",
+}
+"""What a list answers a sender it does not take (access(5) actions, per ``post``)."""
+
+
+def list_class(name: str) -> str:
+    """The restriction class (main.cf parameter) that lets a members-only list's members post:
+    the group's name with '.', '-' and '_' escaped (names may hold them, parameters not)."""
+    escaped = name.replace("_", "__").replace(".", "_d").replace("-", "_h")
+    return f"mailstack_list_{escaped}"
+
+
+def list_members_path(name: str) -> str:
+    return f"{LIST_MEMBERS_DIR}/{name}"
+
+
+def list_refusals(site: Site) -> list[tuple[str, str]]:
+    """check_recipient_access rows for port 25: a list that is not ``post: anyone`` refuses
+    everyone there (no one logs in on port 25). access(5) tries ``team+x@`` as ``team@`` too."""
+    return sorted((g.address.lower(), LIST_REFUSED[g.post]) for g in site.groups
+                  if g.address and g.post != "anyone")
+
+
+def list_posters(site: Site) -> list[tuple[str, str]]:
+    """check_recipient_access rows for 587/465: a members-only list names its restriction
+    class (the login must be a member); other lists need no row (every login may post)."""
+    return sorted((g.address.lower(), list_class(g.name)) for g in site.groups
+                  if g.address and g.post == "members")
+
+
+def list_classes(site: Site) -> dict[str, str]:
+    """Each members-only list's restriction class: the SASL login among its members (the
+    login is the account's address), else the list's refusal."""
+    return {list_class(g.name): f"check_sasl_access texthash:{list_members_path(g.name)}, "
+                                f"check_recipient_access texthash:{LIST_REFUSALS}"
+            for g in site.groups if g.address and g.post == "members"}
+
+
+def sender_login_extra(site: Site) -> list[tuple[str, str]]:
+    """The texthash sender login map beside LDAP's: an account's ``send_as`` (outside
+    addresses) and a list's address for the members of its ``send_as`` (accounts or
+    groups)."""
+    rows: dict[str, list[str]] = {}
+    for addr, owner in sorted((addr.lower(), a.mail) for a in site.accounts
+                              for addr in a.send_as):
+        rows.setdefault(addr, []).append(owner)
+    names = {g.name for g in site.groups}
+    for group in site.groups:
+        if not group.address or not group.send_as:
+            continue
+        owners: dict[str, None] = {}
+        for who in group.send_as:
+            for mail in (dit.group_members(site, who) if who in names else (who,)):
+                owners.setdefault(mail, None)
+        rows.setdefault(group.address.lower(), []).extend(owners)
+    return [(k, ", ".join(v)) for k, v in rows.items()]
+
+
 def main_cf(site: Site, host: str) -> dict[str, str]:
     h = site.hosts[host]
     sender_logins = [table(n) for n in ("sender_login_accounts", "sender_login_aliases")]
-    if any(a.send_as for a in site.accounts):
+    if sender_login_extra(site):
         sender_logins.append(f"texthash:{SENDER_LOGIN_EXTRA}")
+    lists_25 = f", check_recipient_access texthash:{LIST_REFUSALS}" \
+        if list_refusals(site) else ""
+    lists_587 = f", check_recipient_access texthash:{LIST_POSTERS}" \
+        if list_posters(site) else ""
+    groups = ", ".join(table(n) for n in ("virtual_alias_maps", "virtual_alias_groups")) \
+        if any(g.address for g in site.groups) else table("virtual_alias_maps")
     routes = relays.tables(site)
     base: Params = {
         "compatibility_level": "3.6",
@@ -199,7 +268,7 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         # cost no LDAP lookup, and an LDAP outage does not stop outbound mail
         "virtual_mailbox_domains": f"texthash:{VIRTUAL_DOMAINS}",
         "virtual_mailbox_maps": table("virtual_mailbox_maps"),
-        "virtual_alias_maps": table("virtual_alias_maps"),
+        "virtual_alias_maps": groups,
         "virtual_alias_domains": "",
         "virtual_transport": f"lmtp:unix:{layout.LMTP_SOCKET}",
         "smtpd_sender_login_maps": ", ".join(sender_logins),
@@ -237,7 +306,9 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_helo_required": "yes",
         "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
         # a locked address: permanent 5.2.1 (before the unknown-recipient 5.1.1)
-        "smtpd_recipient_restrictions": f"{locked_restrictions(site)}, reject_unlisted_recipient",
+        # then a list that takes no mail from outside (post: members/site): 5.7.1
+        "smtpd_recipient_restrictions": f"{locked_restrictions(site)}, reject_unlisted_recipient"
+                                        f"{lists_25}",
         # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
         "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
                                      f"{TRUSTED_CLIENTS}, check_client_access texthash:"
@@ -255,7 +326,10 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
             f"permit_sasl_authenticated, check_client_access static:{{{AUTH_REQUIRED}}}",
         "mailstack_submission_sender_restrictions": "reject_sender_login_mismatch",
         "mailstack_submission_relay_restrictions": "permit_sasl_authenticated, reject",
-        "mailstack_submission_recipient_restrictions": locked_restrictions(site),
+        "mailstack_submission_recipient_restrictions": f"{locked_restrictions(site)}{lists_587}",
+        # a members-only list: its class admits its members' logins (list_classes)
+        **list_classes(site),
+        "smtpd_restriction_classes": " ".join(list_classes(site)) or None,
         # outgoing TLS (each relay's transport sets its own level, CA and credentials)
         "smtp_tls_CAfile": relays.SYSTEM_CA,
         "smtp_tls_security_level": "may",
@@ -342,6 +416,8 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
         "scope": lookup.scope,
         "query_filter": lf.render(lookup.filter),
         "result_attribute": ", ".join(lookup.returns),
+        **({"special_result_attribute": ", ".join(lookup.special),
+            "leaf_result_attribute": ", ".join(lookup.leaf)} if lookup.special else {}),
         # every Postfix lookup is keyed by an address: only the site's own domains reach LDAP
         # (ldap_table(5): bare-domain and "@domain" keys are then not looked up, which no
         # table here uses)
@@ -368,7 +444,31 @@ def table_answer(site: Site, name: str, key: str) -> set[str]:
         return set()
     if name in ACCESS_TABLES:
         return {ACCESS_TABLES[name]}
-    return {v for entry in found for attr in lookup.returns for v in entry.get(attr, ())}
+    out = {v for entry in found for attr in lookup.returns for v in entry.get(attr, ())}
+    if lookup.special:
+        out |= _followed(site, lookup, found)
+    return out
+
+
+def _followed(site: Site, lookup: dit.Lookup, found: list[dict[str, list[str]]]) -> set[str]:
+    """ldap_table(5)'s recursion: each ``special`` DN is read; an entry with special values is
+    followed further, one without gives its ``leaf`` values. Each DN once (a cycle ends)."""
+    by_dn = {str(e.dn).lower(): e.as_dict() for e in dit.entries(site)}
+    out: set[str] = set()
+    seen: set[str] = set()
+    todo = [v for entry in found for attr in lookup.special for v in entry.get(attr, ())]
+    while todo:
+        d = todo.pop().lower()
+        if d in seen or d not in by_dn:
+            continue
+        seen.add(d)
+        entry = by_dn[d]
+        nested = [v for attr in lookup.special for v in entry.get(attr, ())]
+        if nested:
+            todo += nested
+        else:
+            out |= {v for attr in lookup.leaf for v in entry.get(attr, ())}
+    return out
 
 
 def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> list[FileSpec]:
@@ -407,11 +507,16 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
     out.append(FileSpec(TRUSTED_CLIENTS, "_formats/table.j2", {"rows": trusted_clients(site)}))
     out.append(FileSpec(TRUSTED_CLIENT_NAMES, "_formats/table.j2",
                         {"rows": trusted_client_names(site)}))
-    extra = sorted((addr.lower(), a.mail) for a in site.accounts for addr in a.send_as)
+    extra = sender_login_extra(site)
     if extra:
-        rows: dict[str, list[str]] = {}
-        for addr, owner in extra:
-            rows.setdefault(addr, []).append(owner)
-        out.append(FileSpec(SENDER_LOGIN_EXTRA, "_formats/table.j2",
-                            {"rows": [(k, ", ".join(v)) for k, v in rows.items()]}))
+        out.append(FileSpec(SENDER_LOGIN_EXTRA, "_formats/table.j2", {"rows": extra}))
+    if list_refusals(site):
+        out.append(FileSpec(LIST_REFUSALS, "_formats/table.j2", {"rows": list_refusals(site)}))
+    if list_posters(site):
+        out.append(FileSpec(LIST_POSTERS, "_formats/table.j2", {"rows": list_posters(site)}))
+    for group in site.groups:
+        if group.address and group.post == "members":
+            out.append(FileSpec(list_members_path(group.name), "_formats/table.j2",
+                                {"rows": [(m.lower(), "OK")
+                                          for m in dit.group_members(site, group.name)]}))
     return out

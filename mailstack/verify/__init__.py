@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap", "audit")
+               "ldap", "lists", "audit")
 
 
 @dataclass
@@ -127,7 +127,8 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                            k in {x for acc in site.accounts for x in acc.aliases})}
         for a in site.accounts]
     keys = {"account": site.accounts[0].mail if site.accounts else None,
-            "alias": next(iter(aliases), None), "domain": site.domains[0]}
+            "alias": next(iter(aliases), None), "domain": site.domains[0],
+            "list": next(iter(dit.group_addresses(site)), None)}
     services = []
     for svc in layout.SERVICE_ACCOUNTS:
         searches = []
@@ -160,6 +161,13 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                                for k in [a.mail for a in site.accounts] + list(aliases)
                                if postfix.table_answer(site, name, k)}),
         "domains": list(site.domains),
+        # distribution lists: who they reach (each account once) and what outsiders hear
+        "lists": [{"address": g.address, "post": g.post,
+                   "members": list(dit.group_members(site, g.name)),
+                   # Postfix puts "<rcpt>: Recipient address rejected:" before the text
+                   "refusal": postfix.LIST_REFUSED.get(g.post, "").removeprefix(
+                       "REJECT 5.7.1 ")}
+                  for g in site.groups if g.address],
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),

@@ -350,6 +350,65 @@ class Probe:
                 self.run(f"{user}: mail still arrives (seen over POP3)", self.pop3_wait, user,
                          pw, token)
 
+    # -- distribution lists -------------------------------------------------------------
+
+    def lists(self) -> None:
+        """Each list's address reaches each member exactly once (nested groups, a member
+        reached twice); a list that is not ``post: anyone`` refuses mail from outside on port
+        25, and a members-only list refuses a logged-in non-member on 587."""
+        accounts = {a["mail"].lower(): a for a in self.job["accounts"]}
+        outside = "sender@outside.example.net"
+        for lst in self.job.get("lists", []):
+            address = lst["address"]
+            if lst["post"] != "anyone":
+                self.run(f"port 25: mail from outside to the list {address} (post: "
+                         f"{lst['post']}) is refused", self.expect_refusal, 25, outside, address,
+                         lst["refusal"], None, True)
+            members = [accounts[m.lower()] for m in lst["members"] if m.lower() in accounts]
+            writable = {a["mail"].lower() for a in self.writable()}
+            if not self.job.get("writes", True) or \
+                    any(m["mail"].lower() not in writable for m in members):
+                # a posting mails every member: in the lab, or on real servers with
+                # --allow-writes only for a list whose members are all the probe account
+                continue
+            poster = next((a for a in members if self.may(a, "submission")), None) \
+                if lst["post"] == "members" else \
+                next((a for a in self.writable() if self.may(a, "submission")), None)
+            token = self.new_token()
+            if lst["post"] == "anyone":
+                sent = self.run(f"port 25: a message to the list {address} is accepted",
+                                self.send, 25, outside, address, token)
+            elif poster is None:
+                continue
+            else:
+                sent = self.run(f"587: {poster['mail']} posts to the list {address}", self.send,
+                                587, poster["mail"], address, token,
+                                (poster["mail"], poster["password"]))
+            if not sent:
+                continue
+            for acc in members:
+                if not self.may(acc, "imap"):
+                    continue
+                self.run(f"{acc['mail']}: the list {address}'s message arrives exactly once",
+                         self.exactly_once, acc["mail"], acc["password"], token)
+            if lst["post"] == "members":
+                stranger = next((a for a in self.job["accounts"] if a["mail"].lower() not in
+                                 {m.lower() for m in lst["members"]}
+                                 and self.may(a, "submission")), None)
+                if stranger is not None:
+                    self.run(f"587: {stranger['mail']} (no member) may not post to {address}",
+                             self.expect_refusal, 587, stranger["mail"], address,
+                             lst["refusal"], (stranger["mail"], stranger["password"]))
+
+    def exactly_once(self, user: str, password: str, token: str) -> tuple[bool, str]:
+        """The message arrives, and a few seconds later there is still one copy."""
+        ok, detail = self.wait_for(user, password, token)
+        if not ok:
+            return ok, detail
+        time.sleep(3)  # a second copy would come from the same queue run
+        seen = self.imap_search(user, password, token)
+        return seen == 1, f"{seen} copies of the message with token {token} for {user}"
+
     def pop3_wait(self, user: str, password: str, token: str) -> tuple[bool, str]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -674,7 +733,7 @@ def run_job(text: str) -> int:
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
     for part in job.get("parts", ["delivery", "submission", "port25", "plaintext",
-                                  "old_tls_control", "access", "ldap"]):
+                                  "old_tls_control", "access", "ldap", "lists"]):
         try:
             getattr(probe, part)()
         except Exception as err:

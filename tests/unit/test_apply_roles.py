@@ -35,10 +35,10 @@ def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example
         "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
         "placeholder": dit.PLACEHOLDER_PASSWORD,
         "reconcile": {"bases": [f"ou={o},dc=krasnoyarsk,dc=example,dc=org"
-                                for o in ("people", "aliases", "domains")],
+                                for o in ("people", "aliases", "domains", "groups")],
                       "accounts_base": "ou=people,dc=krasnoyarsk,dc=example,dc=org",
                       "accounts": "site",
-                      "owned": [*dit.SITE_OWNED, "maildrop"],
+                      "owned": [*dit.SITE_OWNED, "maildrop", "member", "mailLocalAddress"],
                       "initial": [dit.ORIGIN]}}
     d = defaults("slapd")
     for key in facts["slapd"]:

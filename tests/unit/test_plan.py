@@ -44,8 +44,8 @@ def test_lookups_filters_and_indices(example) -> None:
     assert lf.render(by_name["passdb"].filter) == "(&(objectClass=CourierMailAccount)(mail=%u))"
     assert lf.render(by_name["virtual_alias_maps"].filter) == \
         "(&(objectClass=CourierMailAlias)(mail=%s)(!(mailstackLocked=TRUE)))"
-    assert dit.index_attributes(site) == ("mail", "mailstackDisabledService", "mailstackLocked",
-                                          "objectClass")
+    assert dit.index_attributes(site) == ("mail", "mailLocalAddress", "mailstackDisabledService",
+                                          "mailstackLocked", "objectClass")
     assert {lk.service for lk in by_name.values()} == {"dovecot", "postfix"}
 
 
@@ -224,7 +224,9 @@ def test_locked_addresses_are_refused_at_rcpt_before_unknown_ones(write_site) ->
     main = postfix.main_cf(site, "mail")
     locked = [f"check_recipient_access {postfix.table(n)}"
               for n in ("locked_accounts", "locked_aliases")]
-    assert main["smtpd_recipient_restrictions"] == ", ".join([*locked, "reject_unlisted_recipient"])
+    assert main["smtpd_recipient_restrictions"] == ", ".join(
+        [*locked, "reject_unlisted_recipient",
+         f"check_recipient_access texthash:{postfix.LIST_REFUSALS}"])
     assert main["mailstack_submission_recipient_restrictions"] == ", ".join(locked)
     assert all(postfix.table(n) in main["proxy_read_maps"]
                for n in ("locked_accounts", "locked_aliases"))
@@ -239,6 +241,8 @@ def test_locked_addresses_are_refused_at_rcpt_before_unknown_ones(write_site) ->
     accept = load_site(write_site(text.replace("  schema: courier\n",
                                                "  schema: courier\n  locked_mail: accept\n")))
     main = postfix.main_cf(accept, "mail")
-    assert main["smtpd_recipient_restrictions"] == f"{locked[1]}, reject_unlisted_recipient"
+    assert main["smtpd_recipient_restrictions"] == (
+        f"{locked[1]}, reject_unlisted_recipient, "
+        f"check_recipient_access texthash:{postfix.LIST_REFUSALS}")
     assert postfix.table_answer(accept, "virtual_alias_maps", "old@krasnoyarsk.example.org") == \
         {"gone@krasnoyarsk.example.org"}

@@ -153,7 +153,8 @@ def test_the_module_reads_what_plan_decides(example: Path) -> None:
     site = load_site(example)
     facts = dit.reconcile_facts(site)
     assert facts["bases"] == [str(dit.ou(site, o)) for o in
-                              (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS)]
+                              (layout.OU_PEOPLE, layout.OU_ALIASES, layout.OU_DOMAINS,
+                               layout.OU_GROUPS)]
     assert facts["accounts"] == site.ldap.accounts == "site"
     assert "mailstackLocked" in facts["owned"]
     assert rc.DIRECTORY in entries.DOCUMENTATION and "owned_attributes" in entries.DOCUMENTATION

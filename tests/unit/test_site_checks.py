@@ -174,7 +174,7 @@ def test_acl_rule_that_hides_postfix_lookups(write_site) -> None:
           "rule decides)"
           for name, ou in (("locked_accounts", "people"), ("locked_aliases", "aliases"),
                            ("sender_login_accounts", "people"), ("sender_login_aliases", "aliases"),
-                           ("virtual_alias_maps", "aliases"),
+                           ("virtual_alias_groups", "groups"), ("virtual_alias_maps", "aliases"),
                            ("virtual_mailbox_maps", "people"))),
         "site.yml:8: ldap.acl[0]: warning: this rule catches every entry and attribute, so none "
         "of the generated least-privilege rules after it ever applies (add 'by * break' to let "
