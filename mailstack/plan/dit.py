@@ -188,7 +188,7 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     service = f.Placeholder(SERVICE_TOKEN)
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
-    userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA)
+    userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA, ACL_GROUP)
     not_locked = f.Not(f.Eq(LOCKED, "TRUE"))
     return (
         # first passdb (deny = yes): a locked account, or a service the account may not use
