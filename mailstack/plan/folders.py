@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 
+from mailstack.plan import dit
 from mailstack.site.model import SharedFolder, Site
 
 # Dovecot's ACL letters (doc: "ACL letters"): l lookup, r read, w write (flags other than
@@ -72,7 +73,8 @@ def quote(name: str) -> str:
 
 def utf7(name: str) -> str:
     """A folder name in IMAP's modified UTF-7 (RFC 3501 5.1.3), as clients see it."""
-    out, run = [], []
+    out: list[str] = []
+    run: list[str] = []
 
     def flush() -> None:
         if run:
@@ -161,3 +163,25 @@ def acl_groups_value(groups: Iterable[str]) -> str:
     ``mailstackAclGroup`` carries ONE value, e.g. ``accounting,staff`` (group names cannot
     contain ',')."""
     return ",".join(sorted(groups))
+
+
+def account_rights(site: Site) -> dict[str, dict[str, str]]:
+    """Public folder name (IMAP, with the prefix, modified UTF-7) -> account (lower case) ->
+    the letters Dovecot grants it: its own entry and every group's it is in, added up (what
+    verify expects MYRIGHTS to answer). An account missing here sees nothing of the folder."""
+    groups = {g.name for g in site.groups}
+    out: dict[str, dict[str, str]] = {}
+    for s in public_folders(site):
+        wanted: dict[str, set[str]] = {}
+        for key, names in s.rights.items():
+            members = dit.group_members(site, key) if key in groups else (key,)
+            for mail in members:
+                wanted.setdefault(mail.lower(), set()).update(letters(names))
+        out[utf7(PUBLIC_PREFIX + s.name)] = {
+            mail: "".join(c for c in LETTER_ORDER if c in got) for mail, got in wanted.items()}
+    return out
+
+
+def special_use_folders(site: Site) -> dict[str, str]:
+    """IMAP name (modified UTF-7) -> special-use attribute, for every account's LIST."""
+    return {utf7(f.name): SPECIAL_USE[f.special_use] for f in site.folders if f.special_use}

@@ -29,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, layout, postfix, slapd
+from mailstack.plan import SitePlan, dit, folders, layout, postfix, slapd
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap")
+               "ldap", "folders", "shared")
 
 
 @dataclass
@@ -160,6 +160,9 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                                for k in [a.mail for a in site.accounts] + list(aliases)
                                if postfix.table_answer(site, name, k)}),
         "domains": list(site.domains),
+        # the folder tree every login shows, and the rights on the shared folders (folders.py)
+        "special_use": folders.special_use_folders(site),
+        "shared": folders.account_rights(site),
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),

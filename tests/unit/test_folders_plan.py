@@ -70,8 +70,16 @@ def test_example_renders_tree_acl_and_groups(example) -> None:
         "Public/Invoices group=accounting lrwstie",
         "Public/Invoices group=management lrs",
         "Public/Invoices user=invoices@krasnoyarsk.example.org lp",
+        "Public/Team group=staff lrwsi",
     ]
-    assert pf.public_dirs(site) == ["/var/vmail/public/.Invoices"]
+    assert pf.public_dirs(site) == ["/var/vmail/public/.Invoices", "/var/vmail/public/.Team"]
+    # Ivan is in management (read Invoices) and staff (file into Team): both count
+    rights = pf.account_rights(site)
+    assert rights["Public/Invoices"] == {"olga@krasnoyarsk.example.org": "lrwstie",
+                                         "ivan@krasnoyarsk.example.org": "lrs"}
+    assert rights["Public/Team"] == {"olga@krasnoyarsk.example.org": "lrwsi",
+                                     "ivan@krasnoyarsk.example.org": "lrwsi"}
+    assert pf.special_use_folders(site)["&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-"] == "\\Sent"
     conf = dovecot.config(site, "mail")
     plugins = dict(conf["settings"])["mail_plugins"]  # type: ignore[call-overload]
     assert "acl" in plugins.split() and "quota" in plugins.split()
