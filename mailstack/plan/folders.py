@@ -48,6 +48,8 @@ def letters(names: Iterable[str]) -> str:
 PUBLIC_PREFIX = "Public/"
 PUBLIC_DIR = "/var/vmail/public"
 ACL_FILE = "/etc/dovecot/dovecot-acl"
+TREE_FILE = "/var/lib/mailstack/dovecot-folder-tree.json"
+"""The folder tree the last apply placed: the next one reports folders that left it."""
 # each user's own \Seen flags (and indexes) of shared mail live in his home
 PUBLIC_LOCATION = f"maildir:{PUBLIC_DIR}:INDEXPVT=~/public"
 SPECIAL_USE = {"drafts": "\\Drafts", "sent": "\\Sent", "trash": "\\Trash", "junk": "\\Junk",

@@ -166,3 +166,38 @@ def test_retention_expunges_old_trash(office) -> None:
         office.site.write_text(text, encoding="utf-8")
         office.apply()
     assert "autoexpunge = 30 days" in office.sh("doveconf -n | grep autoexpunge")
+
+
+FILE_INTO = r'''
+import email.message, imaplib, json, ssl, sys
+job = json.loads(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+c = imaplib.IMAP4_SSL(job["host"], 993, ssl_context=ctx, timeout=60)
+c.login(job["user"], job["password"])
+m = email.message.EmailMessage()
+m["From"] = m["To"] = job["user"]
+m["Subject"] = "kept " + job["token"]
+m.set_content("kept\n")
+print(json.dumps(c.append(job["folder"], None, None, m.as_bytes())[0]))
+c.logout()
+'''
+
+
+def test_folder_leaving_the_tree_is_reported_and_kept(office) -> None:
+    text = office.site.read_text(encoding="utf-8")
+    line = "  - {name: Archive, special_use: archive}\n"
+    assert line in text
+    assert office.client_run(FILE_INTO, user=OLGA, password=office.password[OLGA],
+                             token=f"k{int(time.time())}", folder="Archive") == "OK"
+    try:
+        office.site.write_text(text.replace(line, ""), encoding="utf-8")
+        report = office.apply()
+        changes = [c for h in report.hosts.values() for c in h.changes]
+        assert any("left the site's tree still hold mail" in c and f"{OLGA} Archive messages="
+                   in c for c in changes), changes
+        kept = office.sh(f"doveadm -f flow mailbox status -u {OLGA} messages Archive")
+        assert "messages=0" not in kept and "messages=" in kept, kept
+    finally:
+        office.site.write_text(text, encoding="utf-8")
+        office.apply()
