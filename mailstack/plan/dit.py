@@ -156,6 +156,12 @@ def group_members(site: Site, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def acl_groups_value(groups: tuple[str, ...] | list[str]) -> str:
+    """An account's one ``mailstackAclGroup`` value: its group names joined with ',' (group
+    names cannot contain ','); Dovecot's userdb hands it over as ``acl_groups``."""
+    return ",".join(sorted(groups))
+
+
 def account_groups(site: Site) -> dict[str, tuple[str, ...]]:
     """Account address (lower case) -> the names of every group it is in, nested included,
     sorted: the values of its mailstackAclGroup (Dovecot's acl_groups)."""
@@ -200,7 +206,7 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     service = f.Placeholder(SERVICE_TOKEN)
     account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
-    userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA)
+    userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA, ACL_GROUP)
     not_locked = f.Not(f.Eq(LOCKED, "TRUE"))
     return (
         # first passdb (deny = yes): a locked account, or a service the account may not use
@@ -428,7 +434,11 @@ def account_entry(site: Site, account: Account, origin: str) -> Entry:
     if p.home_attr:
         attrs.append((p.home_attr, mail_home(account.mail)))
     attrs += [(DISABLED_SERVICE, s) for s in disabled_services(account)]
-    attrs += [(ACL_GROUP, g) for g in account_groups(site).get(account.mail.lower(), ())]
+    groups = account_groups(site).get(account.mail.lower(), ())
+    if groups:
+        # ONE value, the names joined with ',' (Dovecot 2.3.19 takes only the first value of
+        # a multi-valued attribute and has no %{ldap_multi}: plan/folders.acl_groups_value)
+        attrs.append((ACL_GROUP, acl_groups_value(groups)))
     if not account.enabled:
         attrs.append((LOCKED, "TRUE"))
     quota = account_quota(site.quota.default, account.quota)

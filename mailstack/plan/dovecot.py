@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 from mailstack import resources
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, audit, dit, layout
+from mailstack.plan import FileSpec, audit, dit, folders, layout
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -38,6 +38,8 @@ MAIL_LOCATION = "maildir:~/Maildir"
 QUOTA_WARNING = "/usr/local/lib/mailstack/quota-warning"
 QUOTA_WARNING_SERVICE = "quota-warning"
 QUOTA_ROOT = "count:User quota"
+MAIL_PLUGINS = ("quota", "acl", *audit.PLUGINS)
+IMAP_PLUGINS = ("imap_quota", "imap_acl")
 
 # The passdbs' names: Dovecot's log prefix with auth_verbose (``deny_service(user,ip): ...``).
 # Not a driver name on purpose: fail2ban's dovecot filter counts ``ldap(user,ip): unknown
@@ -116,9 +118,12 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
         # mailstackQuota, no quota_rule, no limit. (=quota_rule=*:bytes=%{ldap:...} gives
         # "*:bytes=" when absent: "Invalid bytes limit", the mailbox cannot be opened.)
         quota = f"{dit.QUOTA}=quota_rule=*:bytes=%$"
+        # the groups for the ACL file's group= entries: ONE value "a,b" (folders.acl_groups_value;
+        # Dovecot 2.3 keeps only the first value of a multi-valued attribute)
+        acl_groups = f"{dit.ACL_GROUP}=acl_groups"
         settings.update({
             "user_filter": lf.render(lookup.filter),
-            "user_attrs": f"{home},{quota}",
+            "user_attrs": f"{home},{quota},{acl_groups}",
             "iterate_filter": lf.render(dit.iterate_filter(site)),
             "iterate_attrs": "mail=user",
         })
@@ -148,7 +153,8 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("ssl_min_protocol", "TLSv1.2"),
             ("ssl_prefer_server_ciphers", "yes"),
             ("mail_location", MAIL_LOCATION),
-            ("mail_plugins", " ".join(("$mail_plugins", "quota", *audit.PLUGINS))),
+            # every plugin of every mail process, in one place (quota; acl: shared folders)
+            ("mail_plugins", "$mail_plugins " + " ".join(MAIL_PLUGINS)),
             # an LDA/LMTP setting, not the plugin's: inside plugin {} it is silently ignored
             # (tried: 552 5.2.2 and a bounce)
             ("quota_full_tempfail", "yes" if site.quota.when_full == "defer" else "no"),
@@ -186,8 +192,12 @@ def config(site: Site, host: str) -> dict[str, object]:
         "auth_socket": f"{layout.POSTFIX_QUEUE_DIR}/{layout.SASL_SOCKET}",
         "imap_port": layout.IMAP_PORT, "imaps_port": layout.IMAPS_PORT,
         "pop3_port": layout.POP3_PORT, "pop3s_port": layout.POP3S_PORT,
-        "mailboxes": [("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"),
-                      ("Trash", "\\Trash")],
+        "imap_plugins": " ".join(IMAP_PLUGINS),
+        # the folder tree and the shared folders (plan/folders.py)
+        "mailboxes": folders.mailboxes(site),
+        "public": {"prefix": folders.PUBLIC_PREFIX, "location": folders.PUBLIC_LOCATION}
+        if folders.public_folders(site) else None,
+        "acl": f"vfile:{folders.ACL_FILE}",
     }
 
 
@@ -204,6 +214,10 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                  {"settings": list(ldap_settings(site, "passdb", ldap_uri, pw).items()),
                   "header": "Dovecot LDAP passdb: find the user's DN, then bind as the user"},
                  0o600),
+        FileSpec(folders.ACL_FILE, "_formats/verbatim.j2",
+                 {"text": "".join(f"{line}\n" for line in [
+                     "# Dovecot's global ACL file (acl = vfile:), rendered by mailstack from the "
+                     "site's shared_folders", *folders.acl_lines(site)])}),
         FileSpec(USERDB_FILE, "_formats/keyvalue.j2",
                  {"settings": list(ldap_settings(site, "userdb", ldap_uri, pw).items()),
                   "header": "Dovecot LDAP userdb: the mailbox home (one value for IMAP, POP3, LMTP)"},

@@ -14,6 +14,7 @@ from mailstack.plan import (
     dovecot,
     fail2ban,
     fetch,
+    folders,
     layout,
     postfix,
     recovery,
@@ -138,7 +139,13 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                      "units": {j.name: j.unit for j in fail2ban.jails(site, name) if j.unit}},
         # the argv that empties Dovecot's auth cache (the dovecot role runs it after a change of
         # the directory's entries)
-        **({"dovecot": {"flush_all": dovecot.flush_command()}} if "imap" in roles else {}),
+        # and the public namespace's folders it creates (Maildir++ directories owned by vmail)
+        **({"dovecot": {"flush_all": dovecot.flush_command(),
+                        "public_dirs": folders.public_dirs(site),
+                        # the folder tree (UTF-8, as doveadm takes it): a folder that leaves
+                        # it and still holds mail is reported by apply, never deleted
+                        "tree": [f.name for f in site.folders],
+                        "tree_file": folders.TREE_FILE}} if "imap" in roles else {}),
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,

@@ -29,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, MailstackError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, layout, postfix, slapd
+from mailstack.plan import SitePlan, dit, folders, layout, postfix, slapd
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap", "lists", "audit")
+               "ldap", "lists", "folders", "shared", "audit")
 
 
 @dataclass
@@ -168,6 +168,9 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                    "refusal": postfix.LIST_REFUSED.get(g.post, "").removeprefix(
                        "REJECT 5.7.1 ")}
                   for g in site.groups if g.address],
+        # the folder tree every login shows, and the rights on the shared folders (folders.py)
+        "special_use": folders.special_use_folders(site),
+        "shared": folders.account_rights(site),
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),

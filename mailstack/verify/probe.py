@@ -12,6 +12,7 @@ import email.message
 import imaplib
 import json
 import poplib
+import re
 import smtplib
 import socket
 import ssl
@@ -709,6 +710,152 @@ class Probe:
 
         self.run(f"audit: {acc['mail']} deletes a message over IMAP", delete)
 
+    # -- folders: the tree every login shows, shared folders and their rights ---------------
+
+    def imap_login(self, acc: dict) -> imaplib.IMAP4_SSL:
+        conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+        conn.login(acc["mail"], acc["password"])
+        return conn
+
+    @staticmethod
+    def listed(conn: imaplib.IMAP4, pattern: str, special: bool = False) -> dict[str, set[str]]:
+        """LIST "" PATTERN [RETURN (SPECIAL-USE)]: IMAP name -> its attributes."""
+        typ, data = conn.list('""', f'"{pattern}"' + (" RETURN (SPECIAL-USE)" if special
+                                                      else ""))
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"LIST: {typ} {data}")
+        out: dict[str, set[str]] = {}
+        for line in data:
+            if not isinstance(line, bytes):
+                continue
+            m = re.match(rb'\(([^)]*)\) (?:"[^"]*"|NIL) (.+)', line)
+            if m:
+                name = m.group(2).decode()
+                if name.startswith('"') and name.endswith('"'):
+                    name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+                out[name] = set(m.group(1).decode().split())
+        return out
+
+    def folders(self) -> None:
+        """Each (writable) account's login shows every special-use folder of the site's tree,
+        with its name as a client sees it (modified UTF-7) and its role."""
+        want: dict[str, str] = self.job.get("special_use") or {}
+        for acc in [a for a in self.writable() if self.may(a, "imap")]:
+            def tree(acc=acc) -> tuple[bool, str]:
+                conn = self.imap_login(acc)
+                try:
+                    got = self.listed(conn, "*", special=True)
+                finally:
+                    with contextlib.suppress(Exception):
+                        conn.logout()
+                missing = [f"{name} {use}" for name, use in want.items()
+                           if use not in got.get(name, set())]
+                return not missing, (f"LIST RETURN (SPECIAL-USE) lacks {', '.join(missing)}; "
+                                     f"it listed {sorted((n, sorted(f)) for n, f in got.items())}")
+            self.run(f"{acc['mail']}: a login shows the special-use folders "
+                     f"({', '.join(f'{n} {u}' for n, u in want.items())})", tree)
+
+    def shared(self) -> None:
+        """Shared folders: who has rights sees them with exactly those rights (MYRIGHTS, group
+        rights added up: a user in two groups has both); who has none does not see them. In
+        the lab also: a member who may file APPENDs; a read-only member can SELECT and FETCH,
+        APPEND is refused with NO [NOPERM], his STORE \\Deleted and EXPUNGE change nothing
+        (Dovecot answers OK and ignores what the rights do not allow)."""
+        lab = bool(self.job.get("writes")) and self.job.get("write_accounts") is None
+        accounts = [a for a in self.writable() if self.may(a, "imap")]
+        for folder, rights in (self.job.get("shared") or {}).items():
+            order = sorted(accounts, key=lambda a: "i" not in rights.get(a["mail"].lower(), ""))
+            filed: list[str] = []
+            for acc in order:
+                have = rights.get(acc["mail"].lower(), "")
+                self.run(f"{acc['mail']}: {folder} " + (f"has the rights {have} (MYRIGHTS)"
+                                                        if have else "is not listed"),
+                         self.shared_rights, acc, folder, have)
+                if lab and "i" in have:
+                    token = uuid.uuid4().hex
+                    if self.run(f"{acc['mail']}: APPEND into {folder} is accepted",
+                                self.shared_append, acc, folder, token, True):
+                        filed.append(token)
+                elif lab and "r" in have and filed:
+                    self.run(f"{acc['mail']}: may read {folder} but APPEND is refused (NO "
+                             "[NOPERM]) and STORE \\Deleted, EXPUNGE remove nothing",
+                             self.shared_read_only, acc, folder)
+            cleaner = next((a for a in accounts if {"t", "e"} <= set(rights.get(
+                a["mail"].lower(), ""))), None)
+            if filed and cleaner:
+                self.run(f"verify removed what it filed into {folder}",
+                         self.shared_remove, cleaner, folder, filed)
+
+    def shared_rights(self, acc: dict, folder: str, want: str) -> tuple[bool, str]:
+        conn = self.imap_login(acc)
+        try:
+            seen = self.listed(conn, folder)
+            if not want:
+                return folder not in seen, f"LIST shows {folder} to an account without rights"
+            if folder not in seen:
+                return False, f"LIST does not show {folder}"
+            typ, data = conn.myrights(f'"{folder}"')
+            got = data[0].decode().rsplit(" ", 1)[-1] if typ == "OK" and data[0] else ""
+            # Dovecot adds RFC 4314's obsolete c and d to what k and e/t give
+            return set(got) - {"c", "d"} == set(want), \
+                f"MYRIGHTS {folder}: {typ} {got!r}, expected {want!r}"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def shared_append(self, acc: dict, folder: str, token: str,
+                      expect_ok: bool) -> tuple[bool, str]:
+        conn = self.imap_login(acc)
+        try:
+            msg = self.message(acc["mail"], acc["mail"], token)
+            typ, data = conn.append(f'"{folder}"', None, None, msg.as_bytes())
+            return (typ == "OK") == expect_ok, f"APPEND {folder}: {typ} {data}"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def shared_read_only(self, acc: dict, folder: str) -> tuple[bool, str]:
+        conn = self.imap_login(acc)
+        try:
+            typ, data = conn.select(f'"{folder}"')
+            if typ != "OK" or not data[0] or int(data[0]) == 0:
+                return False, f"SELECT {folder}: {typ} {data} (expected messages to read)"
+            count = int(data[0])
+            typ, body = conn.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            if typ != "OK":
+                return False, f"FETCH 1: {typ} {body}"
+            typ, answer = conn.append(f'"{folder}"', None, None,
+                                      self.message(acc["mail"], acc["mail"], "ro").as_bytes())
+            if typ == "OK" or b"NOPERM" not in b" ".join(d for d in answer if d):
+                return False, f"APPEND by a reader: {typ} {answer}, expected NO [NOPERM]"
+            conn.store("1", "+FLAGS", "\\Deleted")
+            conn.expunge()
+            conn.close()
+            typ, data = conn.select(f'"{folder}"', readonly=True)
+            after = int(data[0]) if typ == "OK" and data[0] else -1
+            _, flags = conn.fetch("1", "(FLAGS)")
+            deleted = b"\\Deleted" in b" ".join(f for f in flags if isinstance(f, bytes))
+            return after == count and not deleted, \
+                f"after STORE \\Deleted and EXPUNGE by a reader: {after} of {count} messages " \
+                f"left, message 1 {'marked' if deleted else 'not marked'} \\Deleted"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def shared_remove(self, acc: dict, folder: str, tokens: list[str]) -> tuple[bool, str]:
+        conn = self.imap_login(acc)
+        try:
+            conn.select(f'"{folder}"')
+            for token in tokens:
+                _, data = conn.search(None, "SUBJECT", f'"{token}"')
+                for num in data[0].split():
+                    conn.store(num, "+FLAGS", "\\Deleted")
+            typ, data = conn.expunge()
+            return typ == "OK", f"EXPUNGE: {typ} {data}"
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
     def token(self, what: str) -> str:
         return f"mailstack verify {what} {uuid.uuid4().hex}"
 
@@ -733,7 +880,8 @@ def run_job(text: str) -> int:
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
     for part in job.get("parts", ["delivery", "submission", "port25", "plaintext",
-                                  "old_tls_control", "access", "ldap", "lists"]):
+                                  "old_tls_control", "access", "ldap", "lists", "folders",
+                                  "shared", "audit"]):
         try:
             getattr(probe, part)()
         except Exception as err:

@@ -50,7 +50,11 @@ def test_the_auth_cache_is_on_with_a_short_negative_ttl(example: Path) -> None:
                                                    "ivan@x.org"]
     assert dovecot.flush_hosts(load_site(example)) == ("mail",)
     facts = hosts.plan_host(load_site(example), "mail", _secrets(example)).facts
-    assert facts["dovecot"] == {"flush_all": dovecot.flush_command()}
+    assert facts["dovecot"] == {"flush_all": dovecot.flush_command(),
+                                "public_dirs": ["/var/vmail/public/.Invoices",
+                                                "/var/vmail/public/.Team"],
+                                "tree": ["Drafts", "Отправленные", "Trash", "Junk", "Archive"],
+                                "tree_file": "/var/lib/mailstack/dovecot-folder-tree.json"}
 
 
 def _secrets(example: Path) -> dict[str, str]:
