@@ -29,7 +29,8 @@ PACKAGES = {
     # ca-certificates: main.cf's smtp_tls_CAfile, and every relay or remote mailbox without a
     # CA of its own, trust the system store (a minimal Debian has none)
     "mta": ("postfix", "postfix-ldap", "libsasl2-modules", "ca-certificates"),
-    "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap"),
+    "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "dovecot-sieve",
+             "dovecot-managesieved"),
 }
 SERVICES = {"ldap": ("slapd",), "mta": ("postfix",), "imap": ("dovecot",)}
 DAEMON_SERVICES = frozenset(s for services in SERVICES.values() for s in services)

@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap")
+               "sieve", "ldap")
 
 
 @dataclass
@@ -160,6 +160,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                                for k in [a.mail for a in site.accounts] + list(aliases)
                                if postfix.table_answer(site, name, k)}),
         "domains": list(site.domains),
+        "sieve": {"managesieve": site.sieve.managesieve},
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),
