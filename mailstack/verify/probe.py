@@ -412,8 +412,9 @@ class Probe:
                     opened = {s: answer for s, (ok, answer) in seen.items() if ok}
                     return not opened, f"logged in: {opened}"
 
-                self.run(f"{user} (locked): {', '.join(services)} refuse its login",
-                         nowhere)
+                names = ["IMAP", "POP3", "submission", "ManageSieve"][:len(services)]
+                self.run(f"{user} (locked): {', '.join(names[:-1])} and {names[-1]} refuse its "
+                         "login", nowhere)
                 continue
             for service in closed:
                 def refused(service=service, user=user, pw=pw) -> tuple[bool, str]:
