@@ -16,6 +16,7 @@ from mailstack.plan import (
     layout,
     postfix,
     recovery,
+    sieve,
     slapd,
     tls,
 )
@@ -137,7 +138,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                      "units": {j.name: j.unit for j in fail2ban.jails(site, name) if j.unit}},
         # the argv that empties Dovecot's auth cache (the dovecot role runs it after a change of
         # the directory's entries)
-        **({"dovecot": {"flush_all": dovecot.flush_command()}} if "imap" in roles else {}),
+        **({"dovecot": {"flush_all": dovecot.flush_command(),
+                        # compiled after each swap (the role's compile-sieve.sh)
+                        "sieve_dir": sieve.SIEVE_DIR}} if "imap" in roles else {}),
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,

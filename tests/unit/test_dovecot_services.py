@@ -50,7 +50,8 @@ def test_the_auth_cache_is_on_with_a_short_negative_ttl(example: Path) -> None:
                                                    "ivan@x.org"]
     assert dovecot.flush_hosts(load_site(example)) == ("mail",)
     facts = hosts.plan_host(load_site(example), "mail", _secrets(example)).facts
-    assert facts["dovecot"] == {"flush_all": dovecot.flush_command()}
+    assert facts["dovecot"] == {"flush_all": dovecot.flush_command(),
+                                "sieve_dir": "/etc/dovecot/sieve"}
 
 
 def _secrets(example: Path) -> dict[str, str]:

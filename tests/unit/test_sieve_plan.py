@@ -83,3 +83,37 @@ def test_the_plugin_finds_each_account_s_script_by_its_lower_case_address() -> N
     settings = dict(sieve.plugin_settings(None))  # type: ignore[arg-type]
     assert settings["sieve_before2"] == f"{sieve.ACCOUNTS_DIR}/%Lu.sieve"
     assert sieve.account_script("Ivan@X.org") == f"{sieve.ACCOUNTS_DIR}/ivan@x.org.sieve"
+
+
+def _findings(write_site, extra: str) -> list[str]:
+    from tests.unit.test_site_checks import GOOD, errors_of
+
+    return [f for f in errors_of(write_site(GOOD + extra)) if "sieve" in f or "vacation" in f
+            or "shared_folders" in f]
+
+
+def test_check_refuses_a_folder_address_that_is_taken_and_warns_of_a_missing_junk(
+        write_site) -> None:
+    found = _findings(write_site, (
+        "shared_folders:\n"
+        "  - {name: Invoices, address: Postmaster@krasnoyarsk.example.org, "
+        "rights: {olga@krasnoyarsk.example.org: [read]}}\n"
+        "folders: [{name: Drafts, special_use: drafts}]\n"))
+    assert found == [
+        "site.yml:1: sieve.spam_header: warning: no folder has special_use: junk, so spam is not "
+        "filed anywhere: add one to folders or set null",
+        "site.yml:14: shared_folders[0].address: Postmaster@krasnoyarsk.example.org is already "
+        "an alias: a shared folder's address is an account of its own that only files mail"]
+
+
+def test_scripts_may_span_lines_other_texts_may_not(write_site) -> None:
+    from tests.unit.test_site_checks import GOOD, errors_of
+
+    olga = "  - {mail: olga@krasnoyarsk.example.org, name: Olga Sidorova}\n"
+    assert olga in GOOD
+    text = GOOD.replace(olga, (
+        "  - {mail: olga@krasnoyarsk.example.org, name: Olga Sidorova,\n"
+        "     vacation: {subject: \"Away\\nBcc: x@y\", text: \"Back\\non Monday.\"}}\n"
+        "sieve: {before: \"require \\\"fileinto\\\";\\nkeep;\\n\"}\n"))
+    assert [f.split(": ", 2)[1] for f in errors_of(write_site(text))] == [
+        "accounts[1].vacation.subject"]
