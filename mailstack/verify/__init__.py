@@ -329,9 +329,9 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
             job["ldap"]["write_target"] = None
     if not job["writes"]:
         report.notes.append(
-            "read-only against real servers: delivery, sending on 587/465 and the LDAP write "
-            "checks were not run (--allow-writes runs them with the site's probe account "
-            "only, and removes what they wrote)")
+            "read-only against real servers: delivery, sending on 587/465, the Sieve rule upload "
+            "and the LDAP write checks were not run (--allow-writes runs them with the site's "
+            "probe account only, and removes what they wrote)")
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
     if "ldap" in job["parts"]:
