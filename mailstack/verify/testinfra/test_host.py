@@ -261,7 +261,7 @@ def test_nftables_answers_so_that_bans_take_effect(host, host_plan) -> None:
                         f"{nft.stderr.strip()[:200]}"
 
 
-def test_the_site_s_sieve_scripts_are_compiled(host, host_plan) -> None:
+def test_sieve_scripts_are_compiled_where_dovecot_reads_them(host, host_plan) -> None:
     """Every Sieve script the site renders has its compiled binary beside it, no older than the
     script: LMTP runs as vmail and cannot write it into /etc/dovecot (Pigeonhole then compiles
     at every delivery and logs "need to be pre-compiled using the sievec tool")."""
