@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access", "sieve",
-                "ldap", "routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
+                "ldap", "routes", "wrong_credentials", "bad_certificate", "timers", "fetch",
+                "vacation")
 
 
 def _parser() -> argparse.ArgumentParser:

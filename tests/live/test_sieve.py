@@ -161,6 +161,17 @@ def test_a_vacation_answers_each_sender_once_and_a_broken_before_is_refused(offi
         assert replies == {first: 1, second: 1}, replies
         log = office_lab.journal("-10min")
         assert f"discarded duplicate vacation response to <{first}>" in log
+        # verify's lab-only vacation part passes, and FAILs without the sieve plugin in LMTP
+        check = f"vacation of {IVAN}: two messages from one sender get one reply"
+        assert office_lab.checks(["vacation"])[check].ok
+        office_lab.sh(f"sed -i 's/^  mail_plugins = $mail_plugins sieve$/  mail_plugins = "
+                      f"$mail_plugins/' {CONF} && systemctl reload dovecot && sleep 2")
+        broken = office_lab.checks(["vacation"])[check]
+        assert not broken.ok
+        print(f"\n[vacation without the plugin: {broken.detail}]")
+        office_lab.sh(f"sed -i 's/^  mail_plugins = $mail_plugins$/  mail_plugins = "
+                      f"$mail_plugins sieve/' {CONF} && systemctl reload dovecot && sleep 2")
+        assert "sieve" in office_lab.sh("doveconf -h -f protocol=lmtp mail_plugins")
 
         # a site script that does not compile: the staged check refuses it before the swap
         site.write_text(original + "  before: |\n    require \"fileinto\";\n    fileinto \"X\"\n",
