@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-                "ldap", "lists", "folders", "shared", "audit", "routes", "wrong_credentials",
-                "bad_certificate", "timers", "fetch")
+                "sieve", "ldap", "lists", "folders", "shared", "audit", "routes",
+                "wrong_credentials", "bad_certificate", "timers", "fetch", "vacation")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,7 +133,7 @@ def _user_parser(sub, targets) -> None:
                        "directory")
     ad.add_argument("--name", required=True, help="the person's full name (cn)")
     ad.add_argument("--protocols", metavar="LIST",
-                    help="services it may log in to, comma-separated (imap,pop3,submission; "
+                    help="services it may log in to, comma-separated (imap,pop3,submission,sieve; "
                          "default all)")
     ad.add_argument("--quota", metavar="SIZE", help="mailbox limit: bytes or 500M, 2G")
     password_options(ad, "the initial password")
@@ -145,7 +145,7 @@ def _user_parser(sub, targets) -> None:
     password_options(pw, "the new password")
     st = action("set", "change an account's services or quota")
     st.add_argument("--protocols", metavar="LIST",
-                    help="services it may log in to, comma-separated (imap,pop3,submission)")
+                    help="services it may log in to, comma-separated (imap,pop3,submission,sieve)")
     st.add_argument("--quota", metavar="SIZE",
                     help="mailbox limit: bytes or 500M, 2G; none: the site's default")
     action("lock", "refuse every login of the account (site file: enabled: false)")

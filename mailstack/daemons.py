@@ -188,6 +188,13 @@ class _HostRun:
         self.sh(f"rm -f {path}")
         self.deny_passdb()
 
+    def sieve(self) -> None:
+        """The site's Sieve scripts compile (sievec; apply's staged check does the same)."""
+        scripts = sorted(f.path for f in self.host.files if f.path.endswith(".sieve"))
+        if scripts:
+            self.step(f"sievec: the site's {len(scripts)} Sieve script(s) compile",
+                      " && ".join(f"sievec {shlex.quote(path)}" for path in scripts))
+
     def deny_passdb(self) -> None:
         """The first (deny) passdb: an account's closed service is refused with its right
         password, an open one of the same account accepted (the control)."""
@@ -227,6 +234,8 @@ def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) 
             run.dovecot()
         elif "imap" in host.roles:
             run.step("doveconf -n (no warnings)", "doveconf -n >/dev/null", quiet=True)
+        if "imap" in host.roles:
+            run.sieve()
         return run.verdicts
 
 

@@ -37,8 +37,9 @@ ORIGIN_CLI = "cli"         # `mailstack user add` created it
 SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA, ACL_GROUP)
 """Attributes the site file owns: a re-apply deletes them where the site no longer sets them."""
 
-# The site's service names and Dovecot's (%s: Postfix asks Dovecot's auth as service smtp).
-DOVECOT_SERVICE = {"imap": "imap", "pop3": "pop3", "submission": "smtp"}
+# The site's service names and Dovecot's (%s: Postfix asks Dovecot's auth as service smtp;
+# ManageSieve logs in as service sieve).
+DOVECOT_SERVICE = {"imap": "imap", "pop3": "pop3", "submission": "smtp", "sieve": "sieve"}
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,7 @@ def entries(site: Site) -> list[Entry]:
             ("objectClass", "organizationalUnit"), ("objectClass", "domainRelatedObject"),
             ("objectClass", ENTRY_CLASS),
             ("ou", domain), ("associatedDomain", domain), (ORIGIN, ORIGIN_SITE))))
-    for account in site.accounts:
+    for account in (*site.accounts, *delivery_accounts(site)):
         out.append(account_entry(site, account, ORIGIN_SITE))
     locked = locked_accounts(site)
     for address, targets in alias_targets(site).items():
@@ -414,6 +415,13 @@ def policy_entry(site: Site) -> Entry:
         ("pwdLockout", "FALSE"), ("pwdMaxFailure", "0"),
         ("pwdMaxAge", "0"), ("pwdMinAge", "0"), ("pwdInHistory", "0"),
         ("pwdMustChange", "FALSE"), ("pwdAllowUserChange", "TRUE"), ("pwdSafeModify", "FALSE")))
+
+
+def delivery_accounts(site: Site) -> tuple[Account, ...]:
+    """Accounts for delivery only (no service, no password): a shared folder's address, whose
+    Sieve script files its mail (plan/sieve.py)."""
+    return tuple(Account(mail=folder.address, name=f"Shared folder {folder.name}", protocols=())
+                 for folder in site.shared_folders if folder.address)
 
 
 def locked_accounts(site: Site) -> set[str]:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 from mailstack import resources
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, audit, dit, folders, layout
+from mailstack.plan import FileSpec, audit, dit, folders, layout, sieve
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -134,7 +134,7 @@ def config(site: Site, host: str) -> dict[str, object]:
     """Data for dovecot.conf: plain settings, then named sections."""
     return {
         "settings": [
-            ("protocols", "imap pop3 lmtp"),
+            ("protocols", "imap pop3 lmtp" + (" sieve" if site.sieve.managesieve else "")),
             ("listen", "*"),
             ("log_path", "syslog"),
             ("auth_mechanisms", "plain login"),
@@ -169,6 +169,7 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("recipient_delimiter", "+"),
             ("postmaster_address", f"postmaster@{site.domains[0]}"),
             ("hostname", site.hosts[host].hostname),
+            *sieve.global_settings(site, host),
         ],
         "passdbs": [
             {"name": DENY_PASSDB_NAME, "args": DENY_FILE, "deny": True},
@@ -198,6 +199,9 @@ def config(site: Site, host: str) -> dict[str, object]:
         "public": {"prefix": folders.PUBLIC_PREFIX, "location": folders.PUBLIC_LOCATION}
         if folders.public_folders(site) else None,
         "acl": f"vfile:{folders.ACL_FILE}",
+        # Pigeonhole (plan/sieve.py): the sieve plugin for LMTP, ManageSieve on its port
+        "sieve": {"settings": sieve.plugin_settings(site),
+                  "managesieve_port": layout.MANAGESIEVE_PORT if site.sieve.managesieve else None},
     }
 
 
@@ -222,6 +226,7 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                  {"settings": list(ldap_settings(site, "userdb", ldap_uri, pw).items()),
                   "header": "Dovecot LDAP userdb: the mailbox home (one value for IMAP, POP3, LMTP)"},
                  0o600),
+        *sieve.files(site),
     ]
 
 

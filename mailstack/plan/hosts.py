@@ -18,6 +18,7 @@ from mailstack.plan import (
     layout,
     postfix,
     recovery,
+    sieve,
     slapd,
     tls,
 )
@@ -31,7 +32,8 @@ PACKAGES = {
     # ca-certificates: main.cf's smtp_tls_CAfile, and every relay or remote mailbox without a
     # CA of its own, trust the system store (a minimal Debian has none)
     "mta": ("postfix", "postfix-ldap", "libsasl2-modules", "ca-certificates"),
-    "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap"),
+    "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "dovecot-sieve",
+             "dovecot-managesieved"),
 }
 SERVICES = {"ldap": ("slapd",), "mta": ("postfix",), "imap": ("dovecot",)}
 DAEMON_SERVICES = frozenset(s for services in SERVICES.values() for s in services)
@@ -145,7 +147,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                         # the folder tree (UTF-8, as doveadm takes it): a folder that leaves
                         # it and still holds mail is reported by apply, never deleted
                         "tree": [f.name for f in site.folders],
-                        "tree_file": folders.TREE_FILE}} if "imap" in roles else {}),
+                        "tree_file": folders.TREE_FILE,
+                        # compiled after each swap (the role's compile-sieve.sh)
+                        "sieve_dir": sieve.SIEVE_DIR}} if "imap" in roles else {}),
         **({"slapd": {"config_ldif": layout.CONFIG_LDIF, "dit_ldif": layout.DIT_LDIF,
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,

@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "ldap", "lists", "folders", "shared", "audit")
+               "sieve", "ldap", "lists", "folders", "shared", "audit")
 
 
 @dataclass
@@ -171,6 +171,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         # the folder tree every login shows, and the rights on the shared folders (folders.py)
         "special_use": folders.special_use_folders(site),
         "shared": folders.account_rights(site),
+        "sieve": {"managesieve": site.sieve.managesieve},
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),
@@ -380,9 +381,9 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
             job["ldap"]["write_target"] = None
     if not job["writes"]:
         report.notes.append(
-            "read-only against real servers: delivery, sending on 587/465, the audit trail "
-            "and the LDAP write checks were not run (--allow-writes runs them with the site's probe account "
-            "only, and removes what they wrote)")
+            "read-only against real servers: delivery, sending on 587/465, the Sieve rule upload, "
+            "the audit trail and the LDAP write checks were not run (--allow-writes runs them "
+            "with the site's probe account only, and removes what they wrote)")
     if "audit" in job["parts"] and job["writes"]:
         job["audit"] = audit_job(site, job)
     for r in _run_probe(job, client):

@@ -267,7 +267,35 @@ class HopChecks:
                         proc.stdout.strip())
 
 
-PARTS = ("routes", "wrong_credentials", "bad_certificate", "timers", "fetch")
+    def vacation(self) -> None:
+        """Each account with a vacation in the site file: two messages from one outside sender
+        (a new one each run) get one reply, at the relay outside mail takes. Nothing is checked
+        when no account has one (the lab's example has none: its tests count relay messages)."""
+        for account in (a for a in self.site.accounts if a.vacation):
+            sender = f"vacation-{uuid.uuid4().hex[:12]}@outside.example.net"
+            for _ in range(2):
+                token = uuid.uuid4().hex
+                raw = (f"From: {sender}\nTo: {account.mail}\nSubject: mailstack verify {token}\n"
+                       f"Message-ID: <{token}@lab.test>\n\n{token}\n")
+                self.mail.exec(["/usr/sbin/sendmail", "-f", sender, account.mail], input=raw)
+            replies: list[str] = []
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                replies = [name for name in sorted(self.site.relays)
+                           for m in self.arrived(name) if sender in m]
+                if replies:
+                    time.sleep(5)  # a second reply would come right after the first
+                    replies = [name for name in sorted(self.site.relays)
+                               for m in self.arrived(name) if sender in m]
+                    break
+                time.sleep(1)
+            self.result(f"vacation of {account.mail}: two messages from one sender get one "
+                        "reply", len(replies) == 1,
+                        f"{len(replies)} replies seen (at {replies or 'no relay'}) after "
+                        f"{WAIT} s")
+
+
+PARTS = ("routes", "wrong_credentials", "bad_certificate", "timers", "fetch", "vacation")
 
 
 def run(site: Site, site_file: str | Path, build_dir: str | Path, values: dict[str, str],

@@ -22,6 +22,82 @@ import time
 import uuid
 
 TIMEOUT = 15
+SIEVE_PORT = 4190
+VERIFY_SCRIPT = "mailstack-verify"
+
+
+class ManageSieveError(Exception):
+    """A ManageSieve command answered NO or BYE."""
+
+
+class ManageSieve:
+    """A small ManageSieve client (RFC 5804: a line protocol with literals)."""
+
+    def __init__(self, host: str, ctx: ssl.SSLContext) -> None:
+        self.host, self.ctx = host, ctx
+        self.sock: socket.socket = socket.create_connection((host, SIEVE_PORT), timeout=TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        self.capabilities = self.read()
+
+    @staticmethod
+    def quoted(text: str) -> bytes:
+        return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
+
+    def read(self) -> list[bytes]:
+        """Lines up to the final OK/NO/BYE (literals read whole); raise on NO/BYE."""
+        lines: list[bytes] = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("ManageSieve: the server closed the connection")
+            line = line.rstrip(b"\r\n")
+            literal = re.search(rb"\{(\d+)\+?\}$", line)
+            if literal:
+                line = line[:literal.start()] + self.file.read(int(literal.group(1)))
+                line += self.file.readline().rstrip(b"\r\n")
+            word = line.split(b" ", 1)[0].upper()
+            if word in (b"OK", b"NO", b"BYE"):
+                if word != b"OK":
+                    raise ManageSieveError(line.decode(errors="replace"))
+                return lines
+            lines.append(line)
+
+    def command(self, *parts: bytes) -> list[bytes]:
+        self.sock.sendall(b" ".join(parts) + b"\r\n")
+        return self.read()
+
+    def starttls(self) -> None:
+        self.command(b"STARTTLS")
+        self.sock = self.ctx.wrap_socket(self.sock, server_hostname=self.host)
+        self.file = self.sock.makefile("rb")
+        self.capabilities = self.read()  # RFC 5804 2.2: sent again after the handshake
+
+    def authenticate(self, user: str, password: str) -> None:
+        import base64
+
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.command(b"AUTHENTICATE", self.quoted("PLAIN"), self.quoted(token))
+
+    def scripts(self) -> dict[str, bool]:
+        """Script name -> active."""
+        out = {}
+        for line in self.command(b"LISTSCRIPTS"):
+            m = re.match(rb'"((?:[^"\\]|\\.)*)"( ACTIVE)?', line)
+            if m:
+                out[m.group(1).decode()] = bool(m.group(2))
+        return out
+
+    def put(self, name: str, text: str) -> None:
+        data = text.encode()
+        self.sock.sendall(b"PUTSCRIPT " + self.quoted(name) + b" {%d+}\r\n" % len(data) + data
+                          + b"\r\n")
+        self.read()
+
+    def logout(self) -> None:
+        with contextlib.suppress(Exception):
+            self.command(b"LOGOUT")
+        with contextlib.suppress(Exception):
+            self.sock.close()
 
 
 class Probe:
@@ -298,6 +374,16 @@ class Probe:
             finally:
                 with contextlib.suppress(Exception):
                     pop.quit()
+        if service == "sieve":
+            sieve = ManageSieve(self.host, self.ctx)
+            try:
+                sieve.starttls()
+                sieve.authenticate(user, password)
+                return True, "ManageSieve AUTHENTICATE accepted"
+            except ManageSieveError as err:
+                return False, f"ManageSieve answered {err}"
+            finally:
+                sieve.logout()
         with self.smtp(587) as s:
             s.ehlo("client.verify.mailstack.invalid")
             s.starttls(context=self.ctx)
@@ -313,7 +399,8 @@ class Probe:
     def access(self) -> None:
         """An account's disabled services refuse its login, its others work and mail still
         arrives; a locked account logs in nowhere."""
-        services = ("imap", "pop3", "submission")
+        services = ("imap", "pop3", "submission",
+                    *(("sieve",) if self.job.get("sieve", {}).get("managesieve") else ()))
         for acc in self.job["accounts"]:
             user, pw = acc["mail"], acc["password"]
             closed = [s for s in services if not self.may(acc, s)]
@@ -325,8 +412,9 @@ class Probe:
                     opened = {s: answer for s, (ok, answer) in seen.items() if ok}
                     return not opened, f"logged in: {opened}"
 
-                self.run(f"{user} (locked): IMAP, POP3 and submission refuse its login",
-                         nowhere)
+                names = ["IMAP", "POP3", "submission", "ManageSieve"][:len(services)]
+                self.run(f"{user} (locked): {', '.join(names[:-1])} and {names[-1]} refuse its "
+                         "login", nowhere)
                 continue
             for service in closed:
                 def refused(service=service, user=user, pw=pw) -> tuple[bool, str]:
@@ -856,6 +944,107 @@ class Probe:
             with contextlib.suppress(Exception):
                 conn.logout()
 
+    # -- Sieve --------------------------------------------------------------------------
+
+    def sieve(self) -> None:
+        """ManageSieve on 4190: no AUTHENTICATE before STARTTLS; a rule uploaded and activated
+        over it files a message (the probe account), and the account's scripts are put back."""
+        job = self.job.get("sieve", {})
+        if not job.get("managesieve"):
+            self.run("ManageSieve: port 4190 is closed (sieve.managesieve: false)",
+                     self.port_closed, SIEVE_PORT)
+            return
+
+        def before_tls() -> tuple[bool, str]:
+            sieve = ManageSieve(self.host, self.ctx)
+            try:
+                caps = b" ".join(sieve.capabilities).decode(errors="replace")
+                if b'"STARTTLS"' not in sieve.capabilities:
+                    return False, f"no STARTTLS offered: {caps}"
+                try:  # made-up credentials: nothing real crosses the wire in clear
+                    sieve.authenticate("verify@mailstack.invalid", "not-a-password")
+                except ManageSieveError as err:
+                    return True, str(err)
+                return False, "AUTHENTICATE accepted before STARTTLS"
+            finally:
+                sieve.logout()
+
+        self.run("ManageSieve 4190: AUTHENTICATE before STARTTLS is refused", before_tls)
+        if not self.job.get("writes", True):
+            return  # uploads a rule and mails the probe account: --allow-writes only
+        acc = next((a for a in self.writable() if self.may(a, "sieve") and self.may(a, "imap")),
+                   None)
+        if acc is None:
+            self.result("ManageSieve: an account to upload a rule for", False,
+                        "no writable account may use both sieve and imap")
+            return
+        self.run(f"ManageSieve: a rule uploaded for {acc['mail']} files a message into its "
+                 "folder", self.sieve_rule, acc)
+
+    def sieve_rule(self, acc: dict) -> tuple[bool, str]:
+        user, pw = acc["mail"], acc["password"]
+        token = self.new_token()
+        folder = f"verify-{token[:12]}"
+        script = ('require ["fileinto", "mailbox"];\n'
+                  f'if header :contains "subject" "{token}" {{\n'
+                  f'  fileinto :create "{folder}";\n  stop;\n}}\n')
+        sieve = ManageSieve(self.host, self.ctx)
+        sieve.starttls()
+        sieve.authenticate(user, pw)
+        before = sieve.scripts()
+        active = next((name for name, on in before.items() if on), None)
+        try:
+            sieve.put(VERIFY_SCRIPT, script)
+            sieve.command(b"SETACTIVE", sieve.quoted(VERIFY_SCRIPT))
+            ok, detail = self.send(25, "sender@outside.example.net", user, token)
+            if ok:
+                ok, detail = self.wait_in_folder(user, pw, folder, token)
+        finally:
+            # the account's scripts as they were: its active one again, ours gone
+            sieve.command(b"SETACTIVE", sieve.quoted(active or ""))
+            if VERIFY_SCRIPT not in before:
+                sieve.command(b"DELETESCRIPT", sieve.quoted(VERIFY_SCRIPT))
+            after = sieve.scripts()
+            sieve.logout()
+            self.drop_folder(user, pw, folder)
+        if after != before:
+            return False, f"scripts before {before}, after {after}"
+        return ok, detail
+
+    def wait_in_folder(self, user: str, pw: str, folder: str, token: str) -> tuple[bool, str]:
+        deadline, where = time.monotonic() + 30, ""
+        while time.monotonic() < deadline:
+            conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+            try:
+                conn.login(user, pw)
+                for box in (folder, "INBOX"):
+                    status, _ = conn.select(f'"{box}"', readonly=True)
+                    if status != "OK":
+                        continue
+                    _, data = conn.search(None, "SUBJECT", f'"{token}"')
+                    if data[0].split():
+                        if box == folder:
+                            return True, ""
+                        where = box
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+            if where:
+                break
+            time.sleep(0.5)
+        return False, (f"the message landed in {where}, not in {folder}" if where else
+                       f"the message never reached {folder} within 30 s")
+
+    def drop_folder(self, user: str, pw: str, folder: str) -> None:
+        conn = imaplib.IMAP4_SSL(self.host, 993, ssl_context=self.ctx, timeout=TIMEOUT)
+        try:
+            conn.login(user, pw)
+            conn.delete(f'"{folder}"')
+            # a message the rule missed went to INBOX: removed like every message verify sent
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
     def token(self, what: str) -> str:
         return f"mailstack verify {what} {uuid.uuid4().hex}"
 
@@ -879,7 +1068,7 @@ def run_job(text: str) -> int:
     if job.get("address"):
         pin_address(job["hostname"], job["address"])
     probe = Probe(job)
-    for part in job.get("parts", ["delivery", "submission", "port25", "plaintext",
+    for part in job.get("parts", ["delivery", "submission", "port25", "plaintext", "sieve",
                                   "old_tls_control", "access", "ldap", "lists", "folders",
                                   "shared", "audit"]):
         try:

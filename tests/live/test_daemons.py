@@ -33,7 +33,8 @@ def test_the_example_passes_every_checker(example) -> None:
     assert failed == []
     names = {v.name.split(":")[0] for v in report.daemon_verdicts}
     assert {"slapadd -n0", "slapadd -n1", "slaptest", "postfix check (no warnings)",
-            "postconf -n (no warnings)", "doveconf -n (no warnings)", "slapacl"} <= names
+            "postconf -n (no warnings)", "doveconf -n (no warnings)", "slapacl",
+            "sievec"} <= names
     # six LDAP tables: a key of the site found, one not found (the locked-address tables:
     # an unlocked one), a key nobody has, an outside address that asks no LDAP server (the
     # table's domain =) and the control that does

@@ -186,7 +186,7 @@ def test_disabled_services_refuse_the_login_others_work_and_mail_arrives(
                  f"{OLGA}: imap accepts its login (control)",
                  f"{OLGA}: submission accepts its login (control)",
                  f"{OLGA}: mail still arrives (seen over IMAP)",
-                 f"{LOCKED} (locked): IMAP, POP3 and submission refuse its login"):
+                 f"{LOCKED} (locked): IMAP, POP3, submission and ManageSieve refuse its login"):
         assert name in checks, sorted(checks)
     # the client saw a generic failure, the log names the reason
     assert access_lab.logins(("pop3", OLGA, access_lab.password[OLGA])) == [
@@ -327,7 +327,7 @@ def test_the_checks_fail_on_broken_deployments(access_lab: Access) -> None:
         assert "deny = yes" not in access_lab.sh("doveconf -n")
         broken = access_lab.checks(["access"]) | access_lab.host_checks()
         for name in (f"{OLGA}: pop3 refuses its login (not in its protocols)",
-                     f"{LOCKED} (locked): IMAP, POP3 and submission refuse its login",
+                     f"{LOCKED} (locked): IMAP, POP3, submission and ManageSieve refuse its login",
                      HOST_DENY):
             assert not broken[name].ok, name
         # 2. the cache off; 3. the quota rule lost from the userdb

@@ -236,15 +236,15 @@ def test_set_protocols_and_quota_in_the_site_file_and_the_directory(users_lab: L
     code, out, err = users_lab.user("set", NEW, "--protocols", "imap", "--quota", "1G")
     assert (code, err) == (0, "")
     assert out.splitlines() == [f"{NEW}: changed in the directory: disabled services "
-                                "pop3,smtp; quota 1G", f"{users_lab.site}: {NEW} changed"]
+                                "pop3,sieve,smtp; quota 1G", f"{users_lab.site}: {NEW} changed"]
     assert "    quota: 1G\n    protocols: [imap]\n" in users_lab.site.read_text()
     shown = users_lab.show(NEW)
-    assert (shown["disabled services"], shown["quota"]) == ("pop3,smtp", "1G")
+    assert (shown["disabled services"], shown["quota"]) == ("pop3,sieve,smtp", "1G")
     try:
         # IMAP still works; submission is refused (Dovecot's deny passdb: branch `dove`)
         assert users_lab.logins(NEW, SECOND) == ("ok", "refused: 535")
     finally:
-        code, out, err = users_lab.user("set", NEW, "--protocols", "imap,pop3,submission",
+        code, out, err = users_lab.user("set", NEW, "--protocols", "imap,pop3,submission,sieve",
                                         "--quota", "2G")
         assert (code, err) == (0, "")
         mine = [a for a in yaml.safe_load(users_lab.site.read_text())["accounts"]

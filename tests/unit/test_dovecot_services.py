@@ -54,7 +54,8 @@ def test_the_auth_cache_is_on_with_a_short_negative_ttl(example: Path) -> None:
                                 "public_dirs": ["/var/vmail/public/.Invoices",
                                                 "/var/vmail/public/.Team"],
                                 "tree": ["Drafts", "Отправленные", "Trash", "Junk", "Archive"],
-                                "tree_file": "/var/lib/mailstack/dovecot-folder-tree.json"}
+                                "tree_file": "/var/lib/mailstack/dovecot-folder-tree.json",
+                                "sieve_dir": "/etc/dovecot/sieve"}
 
 
 def _secrets(example: Path) -> dict[str, str]:

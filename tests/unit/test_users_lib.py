@@ -125,12 +125,12 @@ def test_the_listing_table() -> None:
 def test_set_changes_the_site_file_and_replaces_what_it_owns(monkeypatch, example,
                                                             where) -> None:
     calls = fake_ssh(monkeypatch, {"ok": True, "changed": True, "flush_error": "", "entry": {
-        "mail": [IVAN], "mailstackDisabledService": ["pop3", "smtp"],
+        "mail": [IVAN], "mailstackDisabledService": ["pop3", "smtp", "sieve"],
         "mailstackQuota": [str(2 << 30)]}})
     result = users.set_account(example, IVAN, protocols=["imap"], quota="2G", where=where)
-    assert result.lines == [f"{IVAN}: changed in the directory: disabled services pop3,smtp; "
-                            "quota 2G", f"{example}: {IVAN} changed"]
-    assert calls[0][1]["replace"] == {"mailstackDisabledService": ["pop3", "smtp"],
+    assert result.lines == [f"{IVAN}: changed in the directory: disabled services "
+                            "pop3,sieve,smtp; quota 2G", f"{example}: {IVAN} changed"]
+    assert calls[0][1]["replace"] == {"mailstackDisabledService": ["pop3", "smtp", "sieve"],
                                       "mailstackQuota": [str(2 << 30)]}
     assert calls[0][1]["flush"] == [IVAN]
     assert "    send_as: [shop@provider.example]\n    protocols: [imap]\n    quota: 2G\n" \

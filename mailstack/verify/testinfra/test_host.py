@@ -259,3 +259,21 @@ def test_nftables_answers_so_that_bans_take_effect(host, host_plan) -> None:
     nft = host.run("nft list tables")
     assert nft.rc == 0, f"nft cannot read the firewall, so no ban takes effect: " \
                         f"{nft.stderr.strip()[:200]}"
+
+
+def test_sieve_scripts_are_compiled_where_dovecot_reads_them(host, host_plan) -> None:
+    """Every Sieve script the site renders has its compiled binary beside it, no older than the
+    script: LMTP runs as vmail and cannot write it into /etc/dovecot (Pigeonhole then compiles
+    at every delivery and logs "need to be pre-compiled using the sievec tool")."""
+    needs(host_plan, "imap")
+    scripts = sorted(p for p in host_plan["files"] if p.endswith(".sieve"))
+    if not scripts:
+        pytest.skip("the site renders no Sieve script")
+    stale = []
+    for script in scripts:
+        binary = script[:-len(".sieve")] + ".svbin"
+        out = host.run(f"stat -c %Y {shlex.quote(script)} {shlex.quote(binary)}")
+        times = out.stdout.split()
+        if out.rc != 0 or len(times) != 2 or int(times[1]) < int(times[0]):
+            stale.append(f"{binary} ({'missing' if out.rc != 0 else 'older than the script'})")
+    assert not stale, f"not compiled: {', '.join(stale)}"

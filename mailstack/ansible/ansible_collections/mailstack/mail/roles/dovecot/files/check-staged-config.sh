@@ -8,6 +8,10 @@
 # must pass without a warning. doveconf does not read the LDAP args files (the auth process does
 # when it starts): the role checks those after the swap by asking the reloaded Dovecot for a
 # user, and puts the previous configuration back when that fails.
+# The Sieve scripts below STAGE/sieve are compiled with sievec in the scratch copy: a compile
+# error fails the check. (Only checked here: a binary records its script's path, and one
+# compiled elsewhere is stale where Dovecot reads it; the role compiles the live scripts after
+# the swap with compile-sieve.sh.)
 # Exit 0 when it passes; otherwise exit 1 with the problems on stdout (Ansible's script module
 # merges stderr into it over SSH anyway), paths named as in LIVE.
 set -u
@@ -25,5 +29,14 @@ status=$?
 if [ "$status" -ne 0 ] || [ -n "$problems" ]; then
     printf '%s\n' "${problems:-doveconf exited with $status}" | sed -e "s#$check#$live#g" | awk '!seen[$0]++'
     exit 1
+fi
+if [ -d "$check/sieve" ]; then
+    problems=$(find "$check/sieve" -name '*.sieve' | sort | while read -r script; do
+        out=$(sievec -c "$check/dovecot.conf" "$script" 2>&1) || printf '%s\n' "${out:-sievec failed: $script}"
+    done)
+    if [ -n "$problems" ]; then
+        printf '%s\n' "$problems" | sed -e "s#$check#$live#g"
+        exit 1
+    fi
 fi
 exit 0
