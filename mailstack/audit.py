@@ -140,22 +140,14 @@ def audit(site_file: str | Path, user: str, *, since: str | None = None, lab: bo
           secrets_dir: str | Path | None = None) -> list[Entry]:
     """What ``user`` deleted, expunged, copied or moved, and which folders they deleted or
     renamed, from the journal of every host with the imap role."""
-    from mailstack.verify import Target, _inventory_targets
+    from mailstack.verify import host_targets
 
     _, plan = core.plan(site_file, secrets_dir=secrets_dir)
     user = user.strip().lower()  # Dovecot logs the login as auth_username_format %Lu makes it
     if not user or any(c in user for c in "()<> \n"):
         raise InputError(f"--user: not an account's address: {user!r}")
-    if lab:
-        from mailstack import lab as lab_mod
-
-        state = lab_mod.state(site_file, build_dir=build_dir)
-        targets = {h.key: Target(h.key, h.hostname, h.ip, "root", str(state.key))
-                   for h in state.hosts}
-    elif inventory:
-        targets = _inventory_targets(plan, Path(inventory))
-    else:
-        raise InputError("audit needs --lab or -i INVENTORY")
+    targets = host_targets(site_file, plan, lab=lab, inventory=inventory, build_dir=build_dir,
+                           verb="audit")
     out: list[Entry] = []
     for key, host in sorted(plan.hosts.items()):
         if "imap" in host.roles:

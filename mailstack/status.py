@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import core
-from mailstack.errors import InputError, ToolError
+from mailstack.errors import ToolError
 from mailstack.plan import fetch as fetch_plan
 from mailstack.site.model import Fetch, Site
 
@@ -116,19 +116,11 @@ def status(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
            build_dir: str | Path = "build", secrets_dir: str | Path | None = None
            ) -> StatusReport:
     """Ask each host that collects remote mailboxes how they fare."""
-    from mailstack.verify import Target, _inventory_targets
+    from mailstack.verify import host_targets
 
     site, plan = core.plan(site_file, secrets_dir=secrets_dir)
-    if lab:
-        from mailstack import lab as lab_mod
-
-        state = lab_mod.state(site_file, build_dir=build_dir)
-        targets = {h.key: Target(h.key, h.hostname, h.ip, "root", str(state.key))
-                   for h in state.hosts}
-    elif inventory:
-        targets = _inventory_targets(plan, Path(inventory))
-    else:
-        raise InputError("status needs --lab or -i INVENTORY")
+    targets = host_targets(site_file, plan, lab=lab, inventory=inventory, build_dir=build_dir,
+                           verb="status")
     report = StatusReport()
     for key, host in sorted(plan.hosts.items()):
         if "mta" not in host.roles or not site.fetch:

@@ -95,6 +95,20 @@ class LabSite:
         assert report.ok, report.lines()
         return report
 
+    def entry(self, dn: str) -> dict[str, list[str]] | None:
+        """The entry as root reads it over ldapi ({lower attribute: values}), or None."""
+        proc = self.mail.exec(["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y", "EXTERNAL",
+                               "-H", "ldapi:///", "-s", "base", "-b", dn, "*"], timeout=60)
+        if proc.returncode == 32:
+            return None
+        assert proc.returncode == 0, proc.stderr
+        out: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines()[1:]:
+            name, _, value = line.partition(": ")
+            if name:
+                out.setdefault(name.lower(), []).append(value)
+        return out
+
     def sh(self, script: str) -> str:
         """Run ``script`` on the host; it must succeed; its stdout."""
         proc = self.mail.exec(["sh", "-c", script], timeout=120)

@@ -81,6 +81,21 @@ class Target:
     ssh_key: str | None = None
 
 
+def host_targets(site_file: str | Path, plan: SitePlan, *, lab: bool, inventory: str | Path | None,
+                 build_dir: str | Path, verb: str) -> dict[str, Target]:
+    """Where the site's hosts are reached over SSH: the lab's containers or the inventory's
+    hosts (``mailstack status``, ``mailstack audit``)."""
+    if lab:
+        from mailstack import lab as lab_mod
+
+        state = lab_mod.state(site_file, build_dir=build_dir)
+        return {h.key: Target(h.key, h.hostname, h.ip, "root", str(state.key))
+                for h in state.hosts}
+    if inventory:
+        return _inventory_targets(plan, Path(inventory))
+    raise InputError(f"{verb} needs --lab or -i INVENTORY")
+
+
 def _inventory_targets(plan: SitePlan, inventory: Path) -> dict[str, Target]:
     try:
         data = yaml.safe_load(inventory.read_text(encoding="utf-8")) or {}

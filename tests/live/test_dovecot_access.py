@@ -18,7 +18,6 @@ client:
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import core, lab, secrets, verify
-from mailstack.container import Container
-from mailstack.plan import dit, dovecot, layout
+from mailstack import lab, secrets, verify
+from mailstack.plan import dit, dovecot
 from mailstack.site.load import load_site
-from tests.conftest import LabSite, example_lab_site, live
+from tests.conftest import example_lab_site, live
+from tests.live.conftest import Office
 
 pytestmark = live(ssh=True, ansible=True)
 
@@ -85,20 +84,8 @@ with smtplib.SMTP(job["host"], 25, timeout=60) as s:
 """
 
 
-class Access(LabSite):
-    def __init__(self, site: Path, build: Path, root: Path) -> None:
-        super().__init__(site, build)
-        self.root = root
-        model = load_site(site)
-        store = secrets.SecretStore(root / "secrets")
-        self.password = {a.mail: store.read(layout.account_secret(a)) for a in model.accounts}
-        self.client = Container(self.state.client.name)
-
-    def client_run(self, script: str, **job: object) -> object:
-        proc = self.client.exec(["python3", "-c", script, json.dumps({"host": HOSTNAME, **job})],
-                                timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
+class Access(Office):
+    """The office lab's helpers on this module's own lab (its site differs)."""
 
     def logins(self, *tries: tuple[str, str, str]) -> list[str]:
         return self.client_run(LOGIN, tries=list(tries))  # type: ignore[return-value]
@@ -128,19 +115,9 @@ class Access(LabSite):
                                parts=parts or ["host"], host_checks=host)
         return {c.name: c for c in report.checks}
 
-    def host_checks(self) -> dict[str, verify.Check]:
+    def host_checks(self, keyword: str = "") -> dict[str, verify.Check]:
         """Only this feature's host checks (the whole testinfra run takes minutes)."""
-        h = self.state.host("mail")
-        target = verify.Target(h.key, h.hostname, h.ip, "root", str(self.state.key))
-        manifest = core.render(self.site, self.build) / "manifest.json"
-        found = verify._host_checks(target, manifest, keyword=HOST_KEYWORD)
-        return {c.name: c for c in found}
-
-    def journal(self, since: str) -> str:
-        return self.sh(f"journalctl --since '{since}' --no-pager -o cat")
-
-    def now(self) -> str:
-        return self.sh("date '+%Y-%m-%d %H:%M:%S'").strip()
+        return super().host_checks(keyword or HOST_KEYWORD)
 
 
 def _lab_site(root: Path) -> tuple[Path, Path]:

@@ -86,21 +86,6 @@ EOF""")
     assert office_lab.sh(f"postmap -q {TEAM} {TABLE}").strip()
 
 
-def _entry(office_lab, dn: str) -> dict[str, list[str]] | None:
-    proc = office_lab.mail.exec(["ldapsearch", "-Q", "-LLL", "-o", "ldif-wrap=no", "-Y",
-                                 "EXTERNAL", "-H", "ldapi:///", "-s", "base", "-b", dn, "*"],
-                                timeout=60)
-    if proc.returncode == 32:
-        return None
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, list[str]] = {}
-    for line in proc.stdout.splitlines()[1:]:
-        name, _, value = line.partition(": ")
-        if name:
-            out.setdefault(name.lower(), []).append(value)
-    return out
-
-
 def _apply(office_lab, prune: bool = False) -> None:
     report = apply.apply(office_lab.site, inventory=office_lab.state.inventory,
                          build_dir=office_lab.build, prune=prune, out=lambda line: None)
@@ -133,28 +118,28 @@ def test_removed_groups_and_members_leave_the_directory(office_lab) -> None:
         # accounting leaves the site, Olga leaves staff
         write([management, staff])
         _apply(office_lab)
-        assert _entry(office_lab, dn["accounting"])[dit.LOCKED.lower()] == ["TRUE"]
-        assert _entry(office_lab, dn["staff"])["member"] == [dn["management"]]
-        assert dit.ACL_GROUP.lower() not in _entry(office_lab, olga)
-        assert _entry(office_lab, ivan)[dit.ACL_GROUP.lower()] == ["management,staff"]
+        assert office_lab.entry(dn["accounting"])[dit.LOCKED.lower()] == ["TRUE"]
+        assert office_lab.entry(dn["staff"])["member"] == [dn["management"]]
+        assert dit.ACL_GROUP.lower() not in office_lab.entry(olga)
+        assert office_lab.entry(ivan)[dit.ACL_GROUP.lower()] == ["management,staff"]
         assert office_lab.sh(f"postmap -q {TEAM} {TABLE}").strip() == IVAN
         # the list leaves the site: locked, it expands no more
         write([management])
         _apply(office_lab)
-        assert _entry(office_lab, dn["staff"])[dit.LOCKED.lower()] == ["TRUE"]
+        assert office_lab.entry(dn["staff"])[dit.LOCKED.lower()] == ["TRUE"]
         rc = office_lab.mail.exec(["postmap", "-q", TEAM, TABLE], timeout=60)
         assert (rc.returncode, rc.stdout.strip()) == (1, ""), (rc.returncode, rc.stdout)
-        assert _entry(office_lab, ivan)[dit.ACL_GROUP.lower()] == ["management"]
+        assert office_lab.entry(ivan)[dit.ACL_GROUP.lower()] == ["management"]
         # pruned: gone
         _apply(office_lab, prune=True)
-        assert _entry(office_lab, dn["staff"]) is None
-        assert _entry(office_lab, dn["accounting"]) is None
+        assert office_lab.entry(dn["staff"]) is None
+        assert office_lab.entry(dn["accounting"]) is None
     finally:
         office_lab.site.write_text(text, encoding="utf-8")
         _apply(office_lab)
-    assert _entry(office_lab, dn["staff"])["member"] == [dn["accounting"], dn["management"],
+    assert office_lab.entry(dn["staff"])["member"] == [dn["accounting"], dn["management"],
                                                          olga]
-    assert _entry(office_lab, olga)[dit.ACL_GROUP.lower()] == ["accounting,staff"]
+    assert office_lab.entry(olga)[dit.ACL_GROUP.lower()] == ["accounting,staff"]
     raw = office_lab.sh(f"postmap -q {TEAM} {TABLE}")
     assert sorted(v.strip() for v in raw.split(",")) == [IVAN, OLGA, OLGA]
 
