@@ -947,7 +947,7 @@ class Probe:
     # -- Sieve --------------------------------------------------------------------------
 
     def sieve(self) -> None:
-        """ManageSieve on 4190: no AUTHENTICATE before STARTTLS; a rule uploaded and activated
+        """ManageSieve on 4190: no SASL mechanism before STARTTLS; a rule uploaded and activated
         over it files a message (the probe account), and the account's scripts are put back."""
         job = self.job.get("sieve", {})
         if not job.get("managesieve"):
@@ -955,21 +955,31 @@ class Probe:
                      self.port_closed, SIEVE_PORT)
             return
 
+        def sasl(capabilities: list[bytes]) -> str | None:
+            for line in capabilities:
+                m = re.match(rb'"SASL"(?: "([^"]*)")?$', line)
+                if m:
+                    return (m.group(1) or b"").decode()
+            return None
+
         def before_tls() -> tuple[bool, str]:
+            # the capabilities only, no AUTHENTICATE: a refused plaintext login is a failure
+            # fail2ban's dovecot filter counts ("tried to use disallowed plaintext auth")
             sieve = ManageSieve(self.host, self.ctx)
             try:
                 caps = b" ".join(sieve.capabilities).decode(errors="replace")
                 if b'"STARTTLS"' not in sieve.capabilities:
                     return False, f"no STARTTLS offered: {caps}"
-                try:  # made-up credentials: nothing real crosses the wire in clear
-                    sieve.authenticate("verify@mailstack.invalid", "not-a-password")
-                except ManageSieveError as err:
-                    return True, str(err)
-                return False, "AUTHENTICATE accepted before STARTTLS"
+                before = sasl(sieve.capabilities)
+                sieve.starttls()
+                after = sasl(sieve.capabilities)
             finally:
                 sieve.logout()
+            return (not before and bool(after) and "PLAIN" in (after or "").split(),
+                    f"SASL mechanisms before STARTTLS: {before!r}, after: {after!r}")
 
-        self.run("ManageSieve 4190: AUTHENTICATE before STARTTLS is refused", before_tls)
+        self.run("ManageSieve 4190: no login before STARTTLS (no SASL mechanism offered)",
+                 before_tls)
         if not self.job.get("writes", True):
             return  # uploads a rule and mails the probe account: --allow-writes only
         acc = next((a for a in self.writable() if self.may(a, "sieve") and self.may(a, "imap")),

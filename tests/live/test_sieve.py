@@ -1,6 +1,6 @@
 """Sieve live, on the office lab (tests/live/conftest.py):
 
-* verify's ``sieve`` part: ManageSieve on 4190 refuses AUTHENTICATE before STARTTLS; a rule
+* verify's ``sieve`` part: ManageSieve on 4190 offers no login before STARTTLS; a rule
   uploaded and activated over it for the probe account files a message into its folder, and the
   account's scripts are put back; ``access``: olga (no ``sieve`` in her protocols) is refused;
 * the site's spam rule files a message marked ``X-Spam-Flag: YES`` into Junk;
@@ -32,7 +32,7 @@ IVAN, OLGA = "ivan@krasnoyarsk.example.org", "olga@krasnoyarsk.example.org"
 INVOICES = "invoices@krasnoyarsk.example.org"
 CONF = "/etc/dovecot/dovecot.conf"
 RULE = "ManageSieve: a rule uploaded for "   # ... the first account verify may mail (lab: ivan)
-BEFORE_TLS = "ManageSieve 4190: AUTHENTICATE before STARTTLS is refused"
+BEFORE_TLS = "ManageSieve 4190: no login before STARTTLS (no SASL mechanism offered)"
 COMPILED = "test_sieve_scripts_are_compiled_where_dovecot_reads_them"  # the keyword (pytest -k)
 COMPILED_CHECK = "host: sieve scripts are compiled where dovecot reads them"
 
