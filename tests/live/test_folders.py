@@ -193,3 +193,57 @@ def test_folder_leaving_the_tree_is_reported_and_kept(office) -> None:
     finally:
         office.site.write_text(text, encoding="utf-8")
         office.apply()
+
+
+# Runs in the client: one IMAP session per step of a job's "steps" ([user, password, action,
+# folder, token]); each answers what it saw.
+SEEN_STEPS = r'''
+import email.message, imaplib, json, ssl, sys
+job = json.loads(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+out = []
+for user, pw, action, folder, token in job["steps"]:
+    c = imaplib.IMAP4_SSL(job["host"], 993, ssl_context=ctx, timeout=60)
+    c.login(user, pw)
+    box = '"' + folder + '"'
+    if action == "append":
+        m = email.message.EmailMessage()
+        m["From"] = m["To"] = user
+        m["Subject"] = token
+        m.set_content("shared\n")
+        out.append(c.append(box, None, None, m.as_bytes())[0])
+    else:
+        c.select(box)
+        _, found = c.search(None, "SUBJECT", '"' + token + '"')
+        nums = found[0].split()
+        if action == "mark-seen":
+            for n in nums:
+                c.store(n, "+FLAGS", "\\Seen")
+            out.append(len(nums))
+        elif action == "unseen":
+            _, unseen = c.search(None, "UNSEEN", "SUBJECT", '"' + token + '"')
+            out.append(len(unseen[0].split()))
+        elif action == "expunge":
+            for n in nums:
+                c.store(n, "+FLAGS", "\\Deleted")
+            c.expunge()
+            out.append(len(nums))
+    c.logout()
+print(json.dumps(out))
+'''
+
+
+def test_each_user_keeps_his_own_seen_flags_on_a_shared_folder(office) -> None:
+    """INDEXPVT: Olga (accounting: file, expunge) files a message into Public/Invoices and reads
+    it; for Ivan (management: read) it is still unread until he reads it himself."""
+    token = f"seen-{int(time.time())}"
+    olga, ivan = (OLGA, office.password[OLGA]), (IVAN, office.password[IVAN])
+    box = "Public/Invoices"
+    got = office.client_run(SEEN_STEPS, steps=[
+        [*olga, "append", box, token], [*olga, "mark-seen", box, token],
+        [*olga, "unseen", box, token], [*ivan, "unseen", box, token],
+        [*ivan, "mark-seen", box, token], [*ivan, "unseen", box, token],
+        [*olga, "expunge", box, token]])
+    # appended; Olga read it (0 unseen for her), Ivan 1 unseen, then 0 after his own read
+    assert got == ["OK", 1, 0, 1, 1, 0, 1], got
