@@ -125,6 +125,8 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                       # bytes, or None: no limit (verify's host checks ask doveadm quota)
                       "quota": account_quota(site.quota.default, a.quota)}
                      for a in site.accounts],
+        # delivery-only accounts (a shared folder's address): in the userdb, never a login
+        "delivery_accounts": sorted(a.mail for a in dit.delivery_accounts(site)),
         # ldap.accounts: site (the site file says which accounts exist) or directory
         "accounts_mode": site.ldap.accounts,
         "aliases": {k: list(v) for k, v in dit.alias_targets(site).items()},
