@@ -348,12 +348,13 @@ def _junit_checks(junit: Path, host: str) -> list[Check]:
 def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | None = None,
            build_dir: str | Path = "build", secrets_dir: str | Path | None = None,
            host_checks: bool = True, parts: list[str] | None = None,
-           allow_writes: bool = False) -> VerifyReport:
+           allow_writes: bool = False, host_keyword: str | None = None) -> VerifyReport:
     """Prove the live site: network probes from a client, then each host's own checks.
 
     ``parts`` limits the checks to some of PROBE_PARTS and of ``hops.PARTS`` (the lab-only
     checks of routes, credentials, certificates and remote mailboxes; "outside" is all of them).
-    Tests of one feature use it.
+    Tests of one feature use it, and ``host_keyword`` (pytest's ``-k`` expression) to run only
+    the host checks that feature has.
 
     Against real servers (``inventory``) verify only reads: no mail to the accounts, no message
     submitted, no write to the directory, unless ``allow_writes``. The lab always runs them all.
@@ -421,7 +422,7 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
                         Check(name, mail_host, ok, detail)), wanted)
     if host_checks:
         for key in sorted(targets):
-            checks = _host_checks(targets[key], manifest)
+            checks = _host_checks(targets[key], manifest, keyword=host_keyword)
             report.checks += checks
             # a passing host check may still have something to say (testinfra's record_property
             # "note"), e.g. accounts the directory has and a directory-mode site does not name

@@ -310,7 +310,7 @@ def test_the_checks_fail_on_broken_deployments(access_lab: Access) -> None:
         # 2. the cache off; 3. the quota rule lost from the userdb
         access_lab.sh(f"cp -p /root/dovecot.conf.good {conf} && "
                       f"sed -i 's/^auth_cache_size = .*/auth_cache_size = 0/' {conf} && "
-                      f"sed -i 's/,{dit.QUOTA}=quota_rule=[^,]*$//' {userdb} && "
+                      f"sed -i 's/,{dit.QUOTA}=quota_rule=[^,]*//' {userdb} && "
                       "systemctl reload dovecot && sleep 2")
         broken = access_lab.host_checks()
         assert not broken[HOST_CACHE].ok and not broken[HOST_QUOTA].ok, \

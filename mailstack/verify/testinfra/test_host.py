@@ -145,8 +145,9 @@ def test_mailbox_homes_resolve_to_one_place(host, host_plan) -> None:
 
 def test_no_account_logs_in_that_the_site_does_not_have(host, host_plan, record_property) -> None:
     """Dovecot's user iteration (``doveadm user '*'``: every account not locked) against the
-    site's enabled accounts and its shared folders' delivery accounts. An account the site does not name fails the check; with
-    ``ldap.accounts: directory`` the directory may have its own: then they are a note."""
+    site's enabled accounts and its shared folders' delivery accounts. An account the site
+    does not name fails the check; with ``ldap.accounts: directory`` the directory may have
+    its own: then they are a note."""
     needs(host_plan, "imap")
     # Dovecot 2.3.19's `doveadm user` has no -A ("user: invalid option -- 'A'"): a user mask
     # iterates the userdb (iterate_filter: accounts that are not locked)
