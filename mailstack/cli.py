@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     rt = verb("routes", "which relay (and which credentials) a message would take")
     rt.add_argument("--from", dest="sender", required=True, metavar="ADDR")
     rt.add_argument("--to", dest="rcpt", required=True, metavar="ADDR")
+    cs = verb("client-settings", "what a mail client needs: servers, ports, TLS (text, a "
+                                 "sheet to hand out, autoconfig, Autodiscover, mobileconfig)")
+    cs.add_argument("user", metavar="USER", nargs="?",
+                    help="an account's address (default: any address of the first domain)")
+    cs.add_argument("--format", dest="fmt", default="text", choices=core.CLIENT_FORMATS,
+                    help="default: text")
+    cs.add_argument("--html", metavar="FILE",
+                    help="write the one-page sheet to FILE (same as --format html -o FILE)")
+    cs.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     lab = sub.add_parser("lab", help="run the site in local containers",
                          description="run the site in local containers (podman, --internal)")
     lab.add_argument("action", choices=["setup", "up", "down", "secrets"],
@@ -274,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "routes":
             print(f"{args.sender} -> {args.rcpt}: "
                   f"{core.routes(args.site, args.sender, args.rcpt)}")
+        elif args.verb == "client-settings":
+            fmt, target = ("html", args.html) if args.html else (args.fmt, args.output)
+            data = core.client_settings(args.site, args.user, fmt=fmt, secrets_dir=args.secrets)
+            if target:
+                core.write_file(target, data)
+                print(f"wrote {target}")
+            else:
+                sys.stdout.buffer.write(data)
         elif args.verb == "lab":
             from mailstack import lab
 

@@ -102,3 +102,48 @@ def routes(site_file: str | Path, sender: str, rcpt: str) -> str:
         if not valid_address(address):
             raise InputError(f"{label} {address!r} is not a valid mail address")
     return relays.decide(site, sender, rcpt).describe()
+
+
+CLIENT_FORMATS = ("text", "html", "autoconfig", "autodiscover", "mobileconfig")
+
+
+def client_settings(site_file: str | Path, user: str | None = None, *, fmt: str = "text",
+                    secrets_dir: str | Path | None = None) -> bytes:
+    """What a mail client needs, for one account (``user``) or the site's first domain:
+    ``fmt`` text, html (the sheet to hand out), autoconfig (Mozilla's config-v1.1.xml),
+    autodiscover (Outlook's answer) or mobileconfig (Apple's profile; needs ``user``)."""
+    from mailstack import clients
+    from mailstack.plan import clients as client_plan
+    from mailstack.plan import layout
+
+    if fmt not in CLIENT_FORMATS:
+        raise InputError(f"--format {fmt}: use one of {', '.join(CLIENT_FORMATS)}")
+    site = load_site(site_file)
+    store = _store(site_file, secrets_dir)
+    raise_errors(f for f in checks.run(site, None) if f.severity == "error")
+    settings = client_plan.settings(site, user)
+    ca_pem = None
+    if settings.internal_ca and fmt in ("html", "mobileconfig"):
+        if not store.exists(layout.SECRET_CA_CERT):
+            raise InputError(f"{store.path(layout.SECRET_CA_CERT)}: missing; run "
+                             f"`mailstack secrets {site_file}` first")
+        ca_pem = store.read(layout.SECRET_CA_CERT)
+    if fmt == "text":
+        return clients.text(settings).encode()
+    if fmt == "html":
+        return clients.html(settings, ca_pem).encode()
+    if fmt == "autoconfig":
+        return clients.autoconfig(client_plan.domain_settings(site, settings.domain))
+    if fmt == "autodiscover":
+        if user is None:
+            raise InputError("--format autodiscover answers for one account: name its address")
+        return clients.autodiscover(settings, settings.address or user)
+    return clients.mobileconfig(settings, ca_pem)
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write an output file atomically (0644: nothing in it is secret)."""
+    try:
+        secrets.replace_file(Path(path), data, 0o644)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write: {err.strerror or err}") from None

@@ -1,0 +1,107 @@
+"""What a mail client needs to know: the servers, ports and TLS an account uses (issue 13).
+
+One list feeds every way a client learns its settings: `mailstack client-settings` (text and
+the one-page sheet), Mozilla's autoconfig XML, Microsoft's Autodiscover answer and Apple's
+mobileconfig (mailstack/clients.py formats them). They are made on demand for one address or
+one domain, never rendered per account: 10,000 accounts must not mean 10,000 files.
+
+The order is the one a client should prefer: implicit TLS first (993, 995, 465: RFC 8314
+recommends it over STARTTLS), then STARTTLS (143, 110, 587). The user name is always the full
+address; the password is the one for incoming mail ("same as incoming" for SMTP).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from mailstack.errors import InputError
+from mailstack.plan import layout
+from mailstack.site.model import Account, Site
+
+Kind = Literal["imap", "pop3", "smtp"]
+Socket = Literal["SSL", "STARTTLS"]
+
+# (kind, port, socket): the services every mail host of the site offers (plan/postfix.py's
+# submission and submissions, plan/dovecot.py's listeners)
+SERVICES: tuple[tuple[Kind, int, Socket], ...] = (
+    ("imap", layout.IMAPS_PORT, "SSL"), ("imap", layout.IMAP_PORT, "STARTTLS"),
+    ("pop3", layout.POP3S_PORT, "SSL"), ("pop3", layout.POP3_PORT, "STARTTLS"),
+    ("smtp", layout.SUBMISSIONS_PORT, "SSL"), ("smtp", layout.SUBMISSION_PORT, "STARTTLS"),
+)
+# the account's protocol (site file) that each kind of server needs
+PROTOCOL: dict[Kind, str] = {"imap": "imap", "pop3": "pop3", "smtp": "submission"}
+# a stable namespace for the mobileconfig's PayloadUUIDs (uuid5 of a name in it): the same
+# site and address always give the same UUIDs, so a profile installed again replaces itself
+UUID_NAMESPACE = uuid.UUID("5b0d6c1e-3f7a-5d2b-9c41-6d61696c7374")
+
+
+@dataclass(frozen=True)
+class Server:
+    kind: Kind
+    hostname: str
+    port: int
+    socket: Socket
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one person (or, without ``address``, anyone of a domain) configures."""
+
+    site: str
+    domain: str
+    address: str | None          # None: a domain's settings (the user types his address)
+    name: str | None
+    servers: tuple[Server, ...]
+    internal_ca: bool            # the site's own CA: the client must trust tls/ca.crt
+
+    def of(self, kind: Kind) -> tuple[Server, ...]:
+        return tuple(s for s in self.servers if s.kind == kind)
+
+
+def _host(site: Site, role: str) -> str:
+    return next(h.hostname for _, h in sorted(site.hosts.items()) if role in h.roles)
+
+
+def servers(site: Site, account: Account | None = None) -> tuple[Server, ...]:
+    """The servers in the order a client should prefer; for an account only those its
+    protocols allow (an account without POP3 is not offered POP3)."""
+    hosts = {"imap": _host(site, "imap"), "pop3": _host(site, "imap"), "smtp": _host(site, "mta")}
+    allowed = set(account.protocols) if account else {"imap", "pop3", "submission"}
+    return tuple(Server(kind, hosts[kind], port, socket) for kind, port, socket in SERVICES
+                 if PROTOCOL[kind] in allowed)
+
+
+def account(site: Site, address: str) -> Account:
+    """The site's enabled account with this address (any case)."""
+    found = next((a for a in site.accounts if a.mail.lower() == address.lower()), None)
+    if found is None:
+        raise InputError(f"{address}: no account of the site {site.site} has this address")
+    if not found.enabled:
+        raise InputError(f"{address}: the account is locked (enabled: false)")
+    return found
+
+
+def settings(site: Site, address: str | None = None) -> Settings:
+    """An account's settings, or (no address) those of the site's first domain."""
+    internal = site.tls.mode == "internal-ca"
+    if address is None:
+        return Settings(site.site, site.domains[0], None, None, servers(site), internal)
+    a = account(site, address)
+    domain = a.mail.rsplit("@", 1)[1].lower()
+    return Settings(site.site, domain, a.mail, a.name, servers(site, a), internal)
+
+
+def domain_settings(site: Site, domain: str) -> Settings:
+    """The settings a client gets for any address of ``domain`` (autoconfig asks per domain)."""
+    wanted = domain.lower().rstrip(".")
+    if wanted not in {d.lower() for d in site.domains}:
+        raise InputError(f"{domain}: not a mail domain of the site {site.site} "
+                         f"(domains: {', '.join(site.domains)})")
+    return Settings(site.site, wanted, None, None, servers(site), site.tls.mode == "internal-ca")
+
+
+def payload_uuid(site: str, address: str, what: str) -> str:
+    """A PayloadUUID that is the same every time for the same site, address and payload."""
+    return str(uuid.uuid5(UUID_NAMESPACE, f"{site}/{address.lower()}/{what}")).upper()
