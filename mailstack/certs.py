@@ -40,12 +40,26 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
                              serialization.NoEncryption()).decode()
 
 
-def new_ca(common_name: str) -> KeyPair:
-    """A fresh self-signed CA (EC P-256, 10 years)."""
+# a constrained CA signs no certificate for an IP address (RFC 5280: IP SANs are free unless
+# an iPAddress subtree is named): every address of both families is excluded
+NO_ADDRESSES = (x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+                x509.IPAddress(ipaddress.ip_network("::/0")))
+
+
+def new_ca(common_name: str, names: Sequence[str] = ()) -> KeyPair:
+    """A fresh self-signed CA (EC P-256, 10 years). With ``names`` it carries name constraints
+    (RFC 5280 4.2.1.10, critical): it can sign certificates only for those DNS names and the
+    names below them, and none for an IP address, so a device that trusts a site's CA trusts
+    it for the site's own names and nothing else."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    builder = x509.CertificateBuilder()
+    if names:
+        builder = builder.add_extension(x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName(n) for n in dict.fromkeys(names)],
+            excluded_subtrees=list(NO_ADDRESSES)), critical=True)
+    cert = (builder.subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -127,6 +141,25 @@ def inspect(pem: str) -> CertInfo:
                     cert.issuer.rfc4514_string(),
                     cert.public_key().public_bytes(serialization.Encoding.DER,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def permitted_names(ca_pem: str) -> tuple[str, ...] | None:
+    """The DNS names a CA's name constraints permit, or None when it has no constraints."""
+    cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    return tuple(str(n.value) for n in constraints.permitted_subtrees or ()
+                 if isinstance(n, x509.DNSName))
+
+
+def within(name: str, permitted: Iterable[str]) -> bool:
+    """Whether the DNS name ``name`` is one of ``permitted`` or below one (RFC 5280's dNSName
+    constraint: the name itself and any name with more labels on the left)."""
+    name = name.lower().rstrip(".")
+    return any(name == p.lower() or name.endswith("." + p.lower().lstrip("."))
+               for p in permitted)
 
 
 def signed_by(pem: str, ca_pem: str) -> bool:

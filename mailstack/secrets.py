@@ -46,6 +46,16 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name)) and ".." not in name.split("/")
 
 
+def ca_names(site: Site) -> tuple[str, ...]:
+    """The names a new site CA is constrained to: the mail domains, and each host name that is
+    not below one of them (the CA can then sign for nothing else)."""
+    names = [d.lower() for d in site.domains]
+    for _, host in sorted(site.hosts.items()):
+        if not certs.within(host.hostname, names):
+            names.append(host.hostname.lower())
+    return tuple(dict.fromkeys(names))
+
+
 def default_dir(site_file: str | os.PathLike[str]) -> Path:
     return Path(site_file).resolve().parent / "secrets"
 
@@ -179,7 +189,7 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
         if store.exists(layout.SECRET_CA_KEY):
             raise InputError(f"{store.path(layout.SECRET_CA_KEY)}: a CA key exists without its "
                              "certificate; restore tls/ca.crt or remove the key to start over")
-        pair = certs.new_ca(f"mailstack {site.site} CA")
+        pair = certs.new_ca(f"mailstack {site.site} CA", ca_names(site))
         _write_new(store.path(layout.SECRET_CA_KEY), pair.key.encode())
         _write_new(store.path(layout.SECRET_CA_CERT), pair.cert.encode())
         made += [layout.SECRET_CA_KEY, layout.SECRET_CA_CERT]

@@ -42,6 +42,32 @@ def check(site: Site, store: secrets.SecretStore,
                                           "which Postfix strips from the files it goes into")
         readable.add(ref.name)
     yield from expiry(site, store, readable, now or datetime.datetime.now(datetime.UTC))
+    yield from constraints(site, store, readable)
+
+
+def constraints(site: Site, store: secrets.SecretStore, readable: set[str]) -> Iterator[Finding]:
+    """The site CA's name constraints: a warning for a CA without them (made before mailstack
+    constrained its CAs; `secrets` never replaces a CA), an error for a host whose name the CA
+    may not sign for (its certificate would not verify)."""
+    if site.tls.mode != "internal-ca" or layout.SECRET_CA_CERT not in readable:
+        return
+    try:
+        permitted = certs.permitted_names(store.read(layout.SECRET_CA_CERT))
+    except ValueError:
+        return  # the host certificates' check says what is wrong with the files
+    anew = (f"move {store.path('tls')} away, run `mailstack secrets SITE` and apply, and hand "
+            "out the new CA")
+    if permitted is None:
+        yield Finding(site.marks.at(("tls", "mode")), ("tls", "mode"),
+                      f"{store.path(layout.SECRET_CA_CERT)}: the site CA has no name "
+                      "constraints: a device that trusts it would trust any name it signs; "
+                      f"for a CA limited to the site's names, {anew}", "warning")
+        return
+    for key, host in sorted(site.hosts.items()):
+        if not certs.within(host.hostname, permitted):
+            yield Finding(site.marks.at(("hosts", key, "hostname")), ("hosts", key, "hostname"),
+                          f"{host.hostname} is outside the names the site CA may sign for "
+                          f"({', '.join(permitted)}): its certificate would not verify; {anew}")
 
 
 def expiry(site: Site, store: secrets.SecretStore, readable: set[str],

@@ -135,3 +135,72 @@ def test_renew_refuses_a_certificate_of_another_key(example: Path) -> None:
                                          "remove both"):
         secrets.renew(load_site(example), sec)
     assert (sec / "tls/mail.crt").read_text() == other.cert
+
+
+def _verifies(ca: certs.KeyPair, leaf: str, name: str) -> bool:
+    """Path validation as a client does it (cryptography's RFC 5280 verifier, which applies
+    the CA's name constraints): does ``leaf`` verify for ``name`` under ``ca``?"""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509 import DNSName, IPAddress
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    root = x509.load_pem_x509_certificate(ca.cert.encode())
+    try:
+        subject = IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        subject = DNSName(name)
+    verifier = PolicyBuilder().store(Store([root])).build_server_verifier(subject)
+    try:
+        verifier.verify(x509.load_pem_x509_certificate(leaf.encode()), [])
+    except VerificationError:
+        return False
+    return True
+
+
+def test_a_new_site_ca_signs_only_for_the_sites_names(example: Path) -> None:
+    site = load_site(example)
+    assert secrets.ca_names(site) == ("krasnoyarsk.example.org",)
+    ca = certs.new_ca("test CA", secrets.ca_names(site))
+    assert certs.permitted_names(ca.cert) == ("krasnoyarsk.example.org",)
+    for name, ok in (("mail.krasnoyarsk.example.org", True), ("krasnoyarsk.example.org", True),
+                     ("mail.other.example", False), ("xkrasnoyarsk.example.org", False),
+                     ("192.0.2.10", False)):
+        leaf = certs.issue(ca, [name]).cert
+        assert _verifies(ca, leaf, name) is ok, name
+    # the lab's stand-in CAs (the outside world) stay unconstrained
+    free = certs.new_ca("outside")
+    assert certs.permitted_names(free.cert) is None
+    assert _verifies(free, certs.issue(free, ["mail.other.example"]).cert, "mail.other.example")
+
+
+def test_a_host_outside_the_domains_joins_the_constraints(example: Path) -> None:
+    text = example.read_text().replace("hostname: mail.krasnoyarsk.example.org",
+                                       "hostname: mx1.branch-hosting.example.net", 1)
+    example.write_text(text)
+    assert secrets.ca_names(load_site(example)) == ("krasnoyarsk.example.org",
+                                                    "mx1.branch-hosting.example.net")
+    assert certs.within("MX1.branch-hosting.example.net.", ["branch-hosting.example.net"])
+    assert not certs.within("example.net", ["branch-hosting.example.net"])
+
+
+def test_check_warns_of_an_unconstrained_ca_and_refuses_a_host_outside(example: Path) -> None:
+    sec = example.parent / "secrets"
+    old = certs.new_ca("mailstack krasnoyarsk CA")   # as mailstack made them before
+    (sec / "tls/ca.crt").write_text(old.cert)
+    (sec / "tls/ca.key").write_text(old.key)
+    reissue(sec, days=400)
+    anew = (f"move {sec}/tls away, run `mailstack secrets SITE` and apply, and hand out the "
+            "new CA")
+    assert findings(example) == [
+        f"{example}:4: tls.mode: warning: {sec}/tls/ca.crt: the site CA has no name "
+        "constraints: a device that trusts it would trust any name it signs; for a CA limited "
+        f"to the site's names, {anew}"]
+    other = certs.new_ca("mailstack krasnoyarsk CA", ["other.example"])
+    (sec / "tls/ca.crt").write_text(other.cert)
+    (sec / "tls/ca.key").write_text(other.key)
+    reissue(sec, days=400)
+    assert findings(example) == [
+        f"{example}:9: hosts.mail.hostname: mail.krasnoyarsk.example.org is outside the names "
+        f"the site CA may sign for (other.example): its certificate would not verify; {anew}"]
