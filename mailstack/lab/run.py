@@ -25,6 +25,7 @@ from mailstack import secrets as site_secrets
 from mailstack.container import Container, remove_image
 from mailstack.errors import InputError, ToolError
 from mailstack.lab import debs, handmade, outside, tls
+from mailstack.lab import lock as lab_lock
 from mailstack.lab import provider as provider_fixture
 from mailstack.lab import relay as relay_fixture
 from mailstack.lab.containers import ensure_container, parallel, podman_run, require_podman
@@ -108,15 +109,21 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
     require_podman(bare=start == "bare")
     where = lab_dir(build_dir, site.site)
     previous = _safe_read_state(where)
-    plan = plan_for_up(site, start)
-    debs_dir = debs.repository(
-        p for name in sorted(site.hosts) for p in host_packages(site, name)
-    ) if start == "bare" else None
-    report = _prepare_outside(site, plan, site_file, build_dir, secrets_dir)
     known = [c.name for c in previous.containers] if previous else []
-    # Containers of an older plan that this plan no longer has.
-    stale = [n for n in known if n not in {c.name for c in plan.containers}]
-    parallel(lambda n: Container(n).remove(), stale)
+    # another lab up on this machine may be choosing a subnet or building the repository
+    if start == "bare":
+        with lab_lock.held("debs"):
+            debs_dir: Path | None = debs.repository(
+                p for name in sorted(site.hosts) for p in host_packages(site, name))
+    else:
+        debs_dir = None
+    with lab_lock.held("network"):
+        plan = plan_for_up(site, start)
+        report = _prepare_outside(site, plan, site_file, build_dir, secrets_dir)
+        # Containers of an older plan that this plan no longer has.
+        stale = [n for n in known if n not in {c.name for c in plan.containers}]
+        parallel(lambda n: Container(n).remove(), stale)
+        ensure_network(plan, known)
 
     where.mkdir(parents=True, exist_ok=True)
     os.chmod(where, 0o700)
@@ -125,7 +132,6 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
                                                    report.cas[fixture_id(c)], cert_names(c))
              for c in plan.stand_ins}
 
-    ensure_network(plan, known)
     parallel(lambda c: ensure_container(plan, c, debs_dir), plan.containers)
     wire(plan, plan.containers)
     parallel(lambda c: authorize(c, public_key), plan.hosts)

@@ -24,6 +24,9 @@ from mailstack.site.load import load_site
 from tests.conftest import LabSite, example_lab_site
 
 HOSTNAME = "mail.krasnoyarsk.example.org"
+# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup): the modules of the
+# office lab share one group, so that one worker runs them in file order on one lab
+OFFICE = pytest.mark.xdist_group("office")
 
 
 class Office(LabSite):

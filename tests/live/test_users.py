@@ -30,9 +30,10 @@ from mailstack.cli import main
 from mailstack.plan import dit, layout
 from mailstack.site.load import load_site
 from tests.conftest import LabSite, live
-from tests.live.conftest import Office
+from tests.live.conftest import OFFICE, Office
 
-pytestmark = live(ssh=True, ansible=True)
+# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
+pytestmark = [*live(ssh=True, ansible=True), OFFICE]
 
 NEW = "nina@krasnoyarsk.example.org"
 OLGA = "olga@krasnoyarsk.example.org"
