@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailstack import __version__, core
@@ -110,7 +111,45 @@ def _parser() -> argparse.ArgumentParser:
                    help="with -i: also run the checks that mail the accounts and write to the "
                         "directory (the lab always runs them)")
     _user_parser(sub, targets)
+    _init_parser(sub)
     return p
+
+
+def _init_parser(sub) -> None:
+    i = sub.add_parser("init", help="start a new site: ask what you know, write DIR/site.yml, "
+                                    "its secrets and an inventory",
+                       description="start a new site: asks what an admin knows (each question "
+                                   "has a flag; with the required ones given nothing is asked), "
+                                   "writes DIR/site.yml (never over an existing one), makes its "
+                                   "secrets and DIR/inventory.yml", allow_abbrev=False)
+    i.add_argument("directory", metavar="DIR", help="where site.yml goes (made if missing)")
+    i.add_argument("--hostname", metavar="FQDN", help="the server's full host name (required)")
+    i.add_argument("--domain", action="append", metavar="DOMAIN",
+                   help="a mail domain (required; repeatable)")
+    i.add_argument("--site", dest="site_name", metavar="NAME",
+                   help="the site's short name (default: the domain's first label)")
+    i.add_argument("--relay-mode", choices=["direct", "relay"],
+                   help="direct: by MX (default); relay: through --relay-host")
+    i.add_argument("--relay-host", metavar="HOST", help="the relay server (name or IP address)")
+    i.add_argument("--relay-port", metavar="PORT",
+                   help="default 25, 587 with --relay-user, 465 with --relay-tls wrapper")
+    i.add_argument("--relay-tls", choices=["verify", "encrypt", "wrapper"],
+                   help="verify (default): STARTTLS, certificate checked; encrypt: unchecked; "
+                        "wrapper: TLS from the first byte")
+    i.add_argument("--relay-tls-name", metavar="NAME",
+                   help="the name on the relay's certificate (needed for an IP address)")
+    i.add_argument("--relay-user", metavar="LOGIN", help="the login at the relay, if it wants one")
+    i.add_argument("--relay-password-file", metavar="FILE",
+                   help="the relay password: the first line of FILE (never on the command line)")
+    i.add_argument("--account", action="append", metavar="ADDRESS:NAME",
+                   help='an account, e.g. ivan@example.org:"Ivan Petrov" (required; repeatable)')
+    i.add_argument("--postmaster", metavar="ADDRESS",
+                   help="the account that reads postmaster@ and abuse@ (default: the first)")
+    i.add_argument("--fetch", action="append", metavar="ACCOUNT:PROTOCOL:HOST:USER[:PASSWORD_FILE]",
+                   help="a remote mailbox (pop3 or imap, over TLS) collected into ACCOUNT; "
+                        "the password is the first line of PASSWORD_FILE (repeatable)")
+    i.add_argument("--no-input", action="store_true",
+                   help="never ask, even in a terminal: a missing required answer is an error")
 
 
 def _user_parser(sub, targets) -> None:
@@ -206,6 +245,36 @@ def _passwords(args: argparse.Namespace, *labels: str) -> list[users_mod.Passwor
     return [source(label, i == len(labels) - 1) for i, label in enumerate(labels)]
 
 
+def _secrets_created(directory: Path, created: list[str]) -> None:
+    for name in created:
+        print(f"created {directory / name}")
+
+
+def _init(args: argparse.Namespace) -> int:
+    from mailstack import init, init_prompts
+
+    init.refuse_existing(args.directory)  # before any question
+    answers = init.from_flags(
+        hostname=args.hostname, domains=args.domain or (), site=args.site_name,
+        relay_mode=args.relay_mode, relay_host=args.relay_host, relay_port=args.relay_port,
+        relay_tls=args.relay_tls, relay_tls_name=args.relay_tls_name, relay_user=args.relay_user,
+        relay_password_file=args.relay_password_file, accounts=args.account or (),
+        postmaster=args.postmaster, fetch=args.fetch)
+    answers = init_prompts.complete(answers, interactive=not args.no_input
+                                    and sys.stdin.isatty() and sys.stdout.isatty())
+    rep = init.create(args.directory, answers)
+    print(f"wrote {rep.site_file}")
+    for path in rep.typed:
+        print(f"wrote {path} (the password you gave)")
+    _secrets_created(rep.secrets_dir, rep.secrets_created)
+    print(f"wrote {rep.inventory} (how apply reaches {rep.hostname} over SSH as root: check it)"
+          if rep.inventory_written else f"{rep.inventory}: exists, kept")
+    print("next:")
+    for command in rep.next_commands():
+        print(f"    {command}")
+    return 0
+
+
 def _user(args: argparse.Namespace) -> int:
     from mailstack import users
 
@@ -264,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rendered {path}")
         elif args.verb == "secrets":
             rep = core.make_secrets(args.site, secrets_dir=args.secrets, renew=args.renew)
-            for name in rep.created:
-                print(f"created {rep.directory / name}")
+            _secrets_created(rep.directory, rep.created)
             for missing in rep.missing_external:
                 print(f"{missing}: missing; put it there yourself (it cannot be generated)",
                       file=sys.stderr)
@@ -353,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             print(audit.text(args.user.strip().lower(), found))
         elif args.verb == "user":
             return _user(args)
+        elif args.verb == "init":
+            return _init(args)
         elif args.verb == "verify":
             from mailstack import verify
 

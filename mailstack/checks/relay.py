@@ -13,7 +13,7 @@ from mailstack.site.marks import Path
 from mailstack.site.model import Site
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
         return True
@@ -33,14 +33,14 @@ def check(site: Site) -> Iterator[Finding]:
     own = {h.hostname.lower() for h in site.hosts.values()} | {d.lower() for d in site.domains}
     for name, relay in sorted(site.relays.items()):
         path: Path = ("relays", name)
-        if not (_is_ip(relay.host) or valid_domain(relay.host)):
+        if not (is_ip(relay.host) or valid_domain(relay.host)):
             yield err((*path, "host"), f"'{relay.host}' is neither an IP address nor a host name")
         if relay.host.lower() in own:
             yield err((*path, "host"), f"'{relay.host}' is this site itself: mail sent there "
                                        "would loop")
         if not 1 <= relay.port <= 65535:
             yield err((*path, "port"), f"{relay.port} is not a TCP port")
-        if relay.tls in ("verify", "wrapper") and _is_ip(relay.host) and not relay.tls_name:
+        if relay.tls in ("verify", "wrapper") and is_ip(relay.host) and not relay.tls_name:
             yield err((*path, "tls_name"), f"the relay is named by IP address and tls is "
                                            f"'{relay.tls}': set tls_name to the name its "
                                            "certificate carries")
@@ -122,7 +122,7 @@ def check_routes(site: Site) -> Iterator[Finding]:
         if fetch.account.lower() not in accounts:
             yield err((*path, "account"), f"no account '{fetch.account}'" +
                       suggest(fetch.account.lower(), accounts))
-        if not (_is_ip(fetch.host) or valid_domain(fetch.host)):
+        if not (is_ip(fetch.host) or valid_domain(fetch.host)):
             yield err((*path, "host"), f"'{fetch.host}' is neither an IP address nor a host name")
         if fetch.port is not None and not 1 <= fetch.port <= 65535:
             yield err((*path, "port"), f"{fetch.port} is not a TCP port")
