@@ -44,7 +44,7 @@ unit: venv host
 	$(PY) -m pytest -q -m 'not live and not slow'
 
 live: venv image
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m 'live and not slow'
+	$(PY) -m pytest -q -n 2 --dist loadfile -m 'live and not slow'
 
 # Opt-in: a restart of slapd, Postfix and Dovecot each during a run of 1,000 messages (with the
 # rest of tests/live/test_faults.py, whose lab it shares).
@@ -64,7 +64,7 @@ bigmailbox: venv image
 test: venv image
 	@start=$$(date +%s); $(MAKE) --no-print-directory lint || exit 1; \
 	  echo "lint: $$(( $$(date +%s) - start )) s"
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m 'not slow' --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile -m 'not slow' --durations=15
 
 schema: venv
 	$(PY) -m mailstack.site.schema > mailstack/site/schema.json

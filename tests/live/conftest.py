@@ -4,7 +4,9 @@ trail) and how accounts come and go (test_reconcile, test_users). Brought up onc
 on first use and applied once; the site differs from the example in two lines: slapd serves
 the network (StartTLS on 389, for `passwd --self`) and the lab's addresses are never banned
 (the tests refuse logins on purpose). A test that changes the deployment puts it back
-(``Office.apply()``) before it ends; test_users, the last of them, leaves its accounts.
+(``Office.apply()``) before it ends, so the modules may run in any order; `make test` runs the
+suite on two workers (``--dist loadfile``), and each worker that runs an office module brings
+up its own office lab once.
 """
 
 from __future__ import annotations
@@ -24,9 +26,6 @@ from mailstack.site.load import load_site
 from tests.conftest import LabSite, example_lab_site
 
 HOSTNAME = "mail.krasnoyarsk.example.org"
-# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup): the modules of the
-# office lab share one group, so that one worker runs them in file order on one lab
-OFFICE = pytest.mark.xdist_group("office")
 
 
 class Office(LabSite):

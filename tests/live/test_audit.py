@@ -9,10 +9,8 @@ import uuid
 
 from mailstack.cli import main
 from tests.conftest import live
-from tests.live.conftest import OFFICE
 
-# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
-pytestmark = [*live(ssh=True, ansible=True), OFFICE]
+pytestmark = live(ssh=True, ansible=True)
 
 CHECK = "audit: deleting a message is logged with user, folder and Message-ID"
 

@@ -19,10 +19,8 @@ from mailstack.plan import dit
 from mailstack.plan import folders as pf
 from mailstack.site.load import load_site
 from tests.conftest import live
-from tests.live.conftest import OFFICE
 
-# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
-pytestmark = [*live(ssh=True, ansible=True), OFFICE]
+pytestmark = live(ssh=True, ansible=True)
 
 IVAN, OLGA = "ivan@krasnoyarsk.example.org", "olga@krasnoyarsk.example.org"
 SENT_UTF7 = "&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-"  # Отправленные, as Dovecot 2.3.19 lists it

@@ -23,10 +23,8 @@ from mailstack import apply
 from mailstack.plan import dit
 from mailstack.site.load import load_site
 from tests.conftest import live
-from tests.live.conftest import OFFICE
 
-# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
-pytestmark = [*live(ssh=True, ansible=True), OFFICE]
+pytestmark = live(ssh=True, ansible=True)
 
 DOMAIN = "krasnoyarsk.example.org"
 IVAN, OLGA, TEAM = f"ivan@{DOMAIN}", f"olga@{DOMAIN}", f"team@{DOMAIN}"

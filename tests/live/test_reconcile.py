@@ -38,10 +38,9 @@ from mailstack.plan import dit
 from mailstack.plan import fetch as fetch_plan
 from mailstack.site.load import load_site
 from tests.conftest import LabSite, live
-from tests.live.conftest import OFFICE, Office
+from tests.live.conftest import Office
 
-# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
-pytestmark = [*live(ssh=True, ansible=True), OFFICE]
+pytestmark = live(ssh=True, ansible=True)
 
 OLGA = "olga@krasnoyarsk.example.org"
 INTRUDER = "intruder@krasnoyarsk.example.org"

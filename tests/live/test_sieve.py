@@ -25,10 +25,8 @@ from mailstack import secrets, verify
 from mailstack.lab.stand_ins import StandIns
 from mailstack.plan import layout, sieve
 from tests.conftest import live
-from tests.live.conftest import OFFICE
 
-# one worker runs the office modules, in file order, on the one office lab (make test: -n 2)
-pytestmark = [*live(ssh=True, ansible=True), OFFICE]
+pytestmark = live(ssh=True, ansible=True)
 
 IVAN, OLGA = "ivan@krasnoyarsk.example.org", "olga@krasnoyarsk.example.org"
 INVOICES = "invoices@krasnoyarsk.example.org"
