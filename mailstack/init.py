@@ -39,8 +39,6 @@ RELAY_NAME = "smarthost"
 """The one relay init writes (relays: smarthost), the site's default route."""
 SITE_FILE = "site.yml"
 INVENTORY_FILE = "inventory.yml"
-_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+\Z")
-_SITE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Answers:
 
 def parse_hostname(text: str) -> str:
     name = text.strip().lower()
-    if not _HOSTNAME.match(name) or len(name) > 253:
+    if not valid_domain(name):  # a full host name is spelled like a domain name
         raise InputError(f"'{text.strip()}' is not a full host name: use a-z, digits, dots and "
                          "hyphens (mail.example.org)")
     return name
@@ -106,7 +104,7 @@ def parse_domains(text: str, hostname: str | None) -> tuple[str, ...]:
 
 def parse_site_name(text: str) -> str:
     name = text.strip()
-    if not _SITE.match(name):
+    if not HOST_KEY.match(name):  # the model's site pattern, the same rule as a host key
         raise InputError(f"'{name}' is not a site name: use a-z, digits and hyphens "
                          "(it names build/<site>/)")
     return name

@@ -18,6 +18,7 @@ from typing import Literal
 
 from mailstack.errors import InputError
 from mailstack.plan import layout
+from mailstack.plan.hosts import host_with
 from mailstack.site.model import Account, Site
 
 Kind = Literal["imap", "pop3", "smtp"]
@@ -60,14 +61,11 @@ class Settings:
         return tuple(s for s in self.servers if s.kind == kind)
 
 
-def _host(site: Site, role: str) -> str:
-    return next(h.hostname for _, h in sorted(site.hosts.items()) if role in h.roles)
-
-
 def servers(site: Site, account: Account | None = None) -> tuple[Server, ...]:
     """The servers in the order a client should prefer; for an account only those its
     protocols allow (an account without POP3 is not offered POP3)."""
-    hosts = {"imap": _host(site, "imap"), "pop3": _host(site, "imap"), "smtp": _host(site, "mta")}
+    imap, mta = (site.hosts[host_with(site, role)].hostname for role in ("imap", "mta"))
+    hosts = {"imap": imap, "pop3": imap, "smtp": mta}
     allowed = set(account.protocols) if account else {"imap", "pop3", "submission"}
     return tuple(Server(kind, hosts[kind], port, socket) for kind, port, socket in SERVICES
                  if PROTOCOL[kind] in allowed)
