@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-                "sieve", "ldap", "lists", "folders", "shared", "audit", "routes",
+                "sieve", "ldap", "lists", "folders", "shared", "audit", "clients", "routes",
                 "wrong_credentials", "bad_certificate", "timers", "fetch", "vacation")
 
 

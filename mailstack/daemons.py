@@ -9,7 +9,9 @@ account passwords are set through RFC 3062 (``ldappasswd``, the server hashes), 
 Postfix LDAP table is queried with ``postmap -q`` for a key of the site it finds and one it does
 not (answers computed from the lookups as data) and a key nobody has, Dovecot
 authenticates an account (``doveadm auth test``) and resolves its home, and ``slapacl``
-answers the ACL's expectation matrix. The container has no network at all.
+answers the ACL's expectation matrix. On the host that serves client settings, ``nginx -t``
+checks the whole nginx configuration and the settings service answers an autoconfig request.
+The container has no network at all.
 """
 
 from __future__ import annotations
@@ -195,6 +197,29 @@ class _HostRun:
             self.step(f"sievec: the site's {len(scripts)} Sieve script(s) compile",
                       " && ".join(f"sievec {shlex.quote(path)}" for path in scripts))
 
+    def web(self) -> None:
+        """The client settings' site: ``nginx -t`` on the whole configuration as apply leaves
+        it (Debian's default site removed), and the service answers an autoconfig request."""
+        web = self.host.facts.get("web")
+        if not web:
+            return
+        self.step("nginx -t (the client settings' site, Debian's default removed)",
+                  f"rm -f {' '.join(shlex.quote(p) for p in web['remove'])} && nginx -t -q",
+                  quiet=True)
+        domain = self.site.domains[0].lower()
+        url = (f"http://127.0.0.1:{web['port']}/mail/config-v1.1.xml?emailaddress="
+               f"check%40{domain}")
+        fetch = (f"import sys, time, urllib.request\nfor _ in range(50):\n    try:\n"
+                 f"        body = urllib.request.urlopen({url!r}, timeout=5).read()\n"
+                 f"        break\n    except OSError:\n        time.sleep(0.1)\n"
+                 f"else:\n    sys.exit('no answer')\n"
+                 f"sys.exit(0 if b'<incomingServer' in body else body[:300])\n")
+        self.box.put_file("/root/.mailstack-fetch.py", fetch, 0o600)
+        self.step(f"the client settings service answers autoconfig for {domain}",
+                  f"python3 -I {web['handler']} --port {web['port']} {web['data']} "
+                  "2>/dev/null & pid=$!; python3 /root/.mailstack-fetch.py; rc=$?; "
+                  "kill $pid; exit $rc")
+
     def deny_passdb(self) -> None:
         """The first (deny) passdb: an account's closed service is refused with its right
         password, an open one of the same account accepted (the control)."""
@@ -236,6 +261,7 @@ def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) 
             run.step("doveconf -n (no warnings)", "doveconf -n >/dev/null", quiet=True)
         if "imap" in host.roles:
             run.sieve()
+        run.web()
         return run.verdicts
 
 

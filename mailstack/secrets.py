@@ -22,7 +22,7 @@ from typing import Literal
 
 from mailstack import certs
 from mailstack.errors import InputError
-from mailstack.plan import layout
+from mailstack.plan import layout, web
 from mailstack.site.marks import Path as KeyPath
 from mailstack.site.model import Site
 
@@ -195,14 +195,14 @@ def _make_tls(site: Site, store: SecretStore, todo: set[str]) -> list[str]:
         made += [layout.SECRET_CA_KEY, layout.SECRET_CA_CERT]
     ca = certs.KeyPair(store.path(layout.SECRET_CA_CERT).read_text(encoding="utf-8"),
                        store.path(layout.SECRET_CA_KEY).read_text(encoding="utf-8"))
-    for host_name, host in sorted(site.hosts.items()):
+    for host_name in sorted(site.hosts):
         cert_name, key_name = layout.secret_host_cert(host_name), layout.secret_host_key(host_name)
         if cert_name not in todo and key_name not in todo:
             continue
         if store.exists(key_name) or store.exists(cert_name):
             raise InputError(f"{store.root}: only one of {cert_name} and {key_name} exists; "
                              "restore the other or remove both to make a new pair")
-        pair = certs.issue(ca, [host.hostname], client=True)
+        pair = certs.issue(ca, list(web.cert_names(site, host_name)), client=True)
         _write_new(store.path(key_name), pair.key.encode())
         _write_new(store.path(cert_name), pair.cert.encode())
         made += [key_name, cert_name]
@@ -256,7 +256,7 @@ def renew(site: Site, root: str | Path, *,
     now = now or datetime.datetime.now(datetime.UTC)
     ca = certs.KeyPair(store.read(layout.SECRET_CA_CERT), store.read(layout.SECRET_CA_KEY))
     out: list[Renewal] = []
-    for host_name, host in sorted(site.hosts.items()):
+    for host_name in sorted(site.hosts):
         cert_name = layout.secret_host_cert(host_name)
         key_name = layout.secret_host_key(host_name)
         path = store.path(cert_name)
@@ -272,7 +272,7 @@ def renew(site: Site, root: str | Path, *,
             key_ok = certs.key_public(key) == info.public_key
         except (ValueError, TypeError) as err:
             raise InputError(f"{store.path(key_name)}: not a PEM private key ({err})") from None
-        want = [host.hostname]
+        want = list(web.cert_names(site, host_name))
         reason = _due(info, want, certs.signed_by(pem, ca.cert), key_ok, now)
         if not reason:
             out.append(Renewal(host_name, path, False, "", info.not_after))

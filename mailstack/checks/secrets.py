@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from mailstack import certs, secrets
 from mailstack.errors import InputError
 from mailstack.findings import Finding
-from mailstack.plan import layout
+from mailstack.plan import layout, web
 from mailstack.site.model import Site
 
 
@@ -97,3 +97,12 @@ def expiry(site: Site, store: secrets.SecretStore, readable: set[str],
             yield Finding(mark, path, f"{store.path(name)}: the certificate expires on {when}, "
                                       f"{certs.in_days(days)}; {how}",
                           "warning")
+        have = {n.lower() for n in info.names}
+        lacking = [n for n in web.cert_names(site, host) if n not in have]
+        if lacking:
+            fix = ("`mailstack secrets SITE --renew` makes one that does"
+                   if site.tls.mode == "internal-ca" else "put one there that names them too")
+            why = " (clients.serve: mail clients ask those names)" if any(
+                n in web.client_names(site) for n in lacking) else ""
+            yield Finding(mark, path, f"{store.path(name)}: the certificate does not name "
+                                      f"{', '.join(lacking)}{why}; {fix}")

@@ -4,7 +4,9 @@ One podman network ``mailstack-<site>`` (``--internal``: nothing in it can reach
 outside) holds:
 
 * one container per site host, ``mailstack-<site>-<host>``, named by the host's FQDN (also its
-  network alias, so the other containers resolve it), at ``.10``, ``.11``, ...;
+  network alias, so the other containers resolve it), at ``.10``, ``.11``, ...; the host that
+  serves client settings (``clients.serve``) also answers ``autoconfig.<domain>`` and
+  ``autodiscover.<domain>``;
 * one container per relay in ``site.relays`` that logs nobody in (no ``auth``),
   ``mailstack-<site>-relay-<name>``, at ``.200``, ``.201``, ...: the head office's smarthost.
   A relay named by host name gets that name as network alias (podman's DNS answers A
@@ -43,6 +45,7 @@ from typing import Literal, cast
 
 from mailstack.errors import InputError, ToolError
 from mailstack.findings import Finding, raise_errors
+from mailstack.plan import web
 from mailstack.site.model import Site
 
 __all__ = [
@@ -409,9 +412,12 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
                                      f"the lab holds at most {CLIENT_OCTET - HOST_FIRST} hosts")))
     for i, (key, site_host) in enumerate(site.hosts.items()):
         fqdn = site_host.hostname.rstrip(".")
+        # the host that serves client settings answers autoconfig.<domain> and
+        # autodiscover.<domain> too (the DNS records a real site points at it)
+        extra = web.client_names(site) if web.serving_host(site) == key else ()
         containers.append(LabContainer(
             name=f"{prefix}-{key}", role="host", key=key, hostname=fqdn,
-            ip=addr(HOST_FIRST + i), aliases=(fqdn,),
+            ip=addr(HOST_FIRST + i), aliases=(fqdn, *extra),
         ))
     own_relays = [(n, r) for n, r in site.relays.items() if _norm(r.host) not in at_provider]
     for i, (name, relay) in enumerate(own_relays):

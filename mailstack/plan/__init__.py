@@ -15,14 +15,15 @@ PLACERS = ("base", "slapd", "postfix", "dovecot")
 a whole; base places every other file."""
 
 PICKUPS = ("none", "reload", "restart", "ldap", "systemd", "tls", "aliases", "fail2ban",
-           "journald")
+           "journald", "nginx")
 """How a file's daemon picks it up (the manifest's ``pickup``): ``reload`` or ``restart`` the
 role's daemon; ``ldap``, loaded into the running slapd by the LDAP modules; ``systemd``, a unit:
 systemd reloads its units and the host's other services restart; ``tls``, the host's TLS
 material: every daemon role reloads its daemon; ``aliases``, /etc/aliases: newaliases rebuilds
 its database; ``fail2ban``, fail2ban's jails: its whole configuration is checked
 (``fail2ban-client -t``), then fail2ban reloads; ``journald``, journald's drop-in:
-journald restarts and flushes its runtime journal to disk; ``none``, read afresh on each use
+journald restarts and flushes its runtime journal to disk; ``nginx``, nginx's site: ``nginx -t``
+checks the whole configuration, then nginx reloads; ``none``, read afresh on each use
 (getmail's files)."""
 
 
@@ -61,6 +62,11 @@ class HostPlan:
 class SitePlan:
     site: str
     hosts: Mapping[str, HostPlan]
+
+
+def host_with(site: Any, role: str) -> str:
+    """The site's first host (by name) that has ``role``."""
+    return next(name for name, h in sorted(site.hosts.items()) if role in h.roles)
 
 
 def plan_site(site: Any, secrets: Mapping[str, str]) -> SitePlan:

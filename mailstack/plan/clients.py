@@ -12,17 +12,13 @@ address; the password is the one for incoming mail ("same as incoming" for SMTP)
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from typing import Literal
-
+from mailstack.clientconf import Kind, Server, Settings, Socket, payload_uuid
 from mailstack.errors import InputError
-from mailstack.plan import layout
-from mailstack.plan.hosts import host_with
+from mailstack.plan import host_with, layout
 from mailstack.site.model import Account, Site
 
-Kind = Literal["imap", "pop3", "smtp"]
-Socket = Literal["SSL", "STARTTLS"]
+__all__ = ["SERVICES", "Server", "Settings", "account", "domain_settings", "payload_uuid",
+           "servers", "settings"]
 
 # (kind, port, socket): the services every mail host of the site offers (plan/postfix.py's
 # submission and submissions, plan/dovecot.py's listeners)
@@ -33,32 +29,6 @@ SERVICES: tuple[tuple[Kind, int, Socket], ...] = (
 )
 # the account's protocol (site file) that each kind of server needs
 PROTOCOL: dict[Kind, str] = {"imap": "imap", "pop3": "pop3", "smtp": "submission"}
-# a stable namespace for the mobileconfig's PayloadUUIDs (uuid5 of a name in it): the same
-# site and address always give the same UUIDs, so a profile installed again replaces itself
-UUID_NAMESPACE = uuid.UUID("5b0d6c1e-3f7a-5d2b-9c41-6d61696c7374")
-
-
-@dataclass(frozen=True)
-class Server:
-    kind: Kind
-    hostname: str
-    port: int
-    socket: Socket
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What one person (or, without ``address``, anyone of a domain) configures."""
-
-    site: str
-    domain: str
-    address: str | None          # None: a domain's settings (the user types his address)
-    name: str | None
-    servers: tuple[Server, ...]
-    internal_ca: bool            # the site's own CA: the client must trust tls/ca.crt
-
-    def of(self, kind: Kind) -> tuple[Server, ...]:
-        return tuple(s for s in self.servers if s.kind == kind)
 
 
 def servers(site: Site, account: Account | None = None) -> tuple[Server, ...]:
@@ -99,7 +69,3 @@ def domain_settings(site: Site, domain: str) -> Settings:
                          f"(domains: {', '.join(site.domains)})")
     return Settings(site.site, wanted, None, None, servers(site), site.tls.mode == "internal-ca")
 
-
-def payload_uuid(site: str, address: str, what: str) -> str:
-    """A PayloadUUID that is the same every time for the same site, address and payload."""
-    return str(uuid.uuid5(UUID_NAMESPACE, f"{site}/{address.lower()}/{what}")).upper()

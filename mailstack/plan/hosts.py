@@ -21,7 +21,9 @@ from mailstack.plan import (
     sieve,
     slapd,
     tls,
+    web,
 )
+from mailstack.plan import host_with as host_with
 from mailstack.site.model import Site
 from mailstack.site.sizes import account_quota
 
@@ -69,7 +71,8 @@ def packages(site: Site, name: str) -> tuple[str, ...]:
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return BASE_PACKAGES + tuple(p for r in roles for p in PACKAGES[r]) + (
-        ("getmail6",) if fetching else ()) + fail2ban.PACKAGES
+        ("getmail6",) if fetching else ()) + fail2ban.PACKAGES + (
+        web.PACKAGES if web.serving_host(site) == name else ())
 
 
 def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> list[FileSpec]:
@@ -78,15 +81,13 @@ def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> li
 
 
 def services(site: Site, name: str) -> tuple[str, ...]:
-    """The services host ``name`` runs: its daemons, getmail6's timers on the mta, fail2ban."""
+    """The services host ``name`` runs: its daemons, getmail6's timers on the mta, fail2ban,
+    and the client settings' web service on the host that serves them."""
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return tuple(s for r in roles for s in SERVICES[r]) + (
-        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,)
-
-
-def host_with(site: Site, role: str) -> str:
-    return next(name for name, h in sorted(site.hosts.items()) if role in h.roles)
+        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,) + (
+        web.SERVICES if web.serving_host(site) == name else ())
 
 
 def ldap_uri(site: Site, host: str) -> str:
@@ -114,6 +115,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files += placed(audit.files(), "base", audit.pickup)
+    files += placed(web.files(site, name, secrets), "base", web.pickup)
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),
@@ -133,7 +135,8 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "vmail": {"user": layout.VMAIL_USER, "uid": layout.VMAIL_UID, "gid": layout.VMAIL_GID,
                   "dir": layout.VMAIL_DIR},
         # unprivileged system users the host needs before its files can be placed
-        "system_users": [fetch.USER] if "mta" in roles and site.fetch else [],
+        "system_users": ([fetch.USER] if "mta" in roles and site.fetch else []) + (
+            [web.USER] if web.serving_host(site) == name else []),
         "debconf": debconf(site, name),
         # the host's services no daemon role manages (getmail6's timers, fail2ban): base
         # starts them
@@ -164,6 +167,8 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                           "policy_dn": str(dit.policy_dn(site)),
                           "min_length": site.ldap.password_policy.min_length}}
             if "ldap" in roles else {}),
+        # the client settings' web service (plan/web.py): Debian's files the role removes
+        **web.facts(site, name),
         # what the last apply placed (removed next time when the site no longer renders it),
         # and where removed files and pruned accounts' mailboxes are kept
         "placed": {"record": layout.PLACED_RECORD, "backup_dir": layout.REMOVED_BACKUP_DIR,

@@ -360,6 +360,21 @@ class Tls:
 
 
 @dataclass(frozen=True)
+class Clients:
+    """How mail clients learn their settings without anyone typing a port."""
+
+    serve: bool = field(
+        default=False,
+        metadata=doc(
+            "Serve the settings over HTTPS from the IMAP host (nginx on ports 80 and 443): "
+            "Mozilla autoconfig (Thunderbird, The Bat!), Outlook's Autodiscover and a "
+            "mobileconfig per address (Apple). The host's certificate then also names "
+            "autoconfig.<domain> and autodiscover.<domain>; point those names at the host."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Postfix:
     """Extra Postfix settings merged over the generated ones."""
 
@@ -442,6 +457,8 @@ class Site:
     routes: Routes = field(default_factory=Routes, metadata=doc("Relays by recipient and sender."))
     fetch: tuple[Fetch, ...] = field(default=(), metadata=doc("Remote mailboxes to collect."))
     tls: Tls = field(default_factory=Tls, metadata=doc("Certificates."))
+    clients: Clients = field(default_factory=Clients,
+                             metadata=doc("Mail clients' automatic settings."))
     postfix: Postfix = field(default_factory=Postfix, metadata=doc("Postfix overrides."))
     quota: Quota = field(default_factory=Quota, metadata=doc("Mailbox size limits."))
     verify: Verify = field(default_factory=Verify, metadata=doc("verify's probe account."))

@@ -29,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, MailstackError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, dit, folders, layout, postfix, slapd
+from mailstack.plan import SitePlan, clients, dit, folders, layout, postfix, slapd, web
 from mailstack.site.model import Site
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +37,7 @@ PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
-               "sieve", "ldap", "lists", "folders", "shared", "audit")
+               "sieve", "ldap", "lists", "folders", "shared", "audit", "clients")
 
 
 @dataclass
@@ -187,6 +187,13 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "special_use": folders.special_use_folders(site),
         "shared": folders.account_rights(site),
         "sieve": {"managesieve": site.sieve.managesieve},
+        # the client settings the mail host serves (plan/web.py), and every server a client
+        # could be told of: the document must name exactly those that answer with TLS
+        "clients": {"domains": [d.lower() for d in site.domains],
+                    "internal_ca": site.tls.mode == "internal-ca",
+                    "candidates": [[s.kind, s.hostname.lower(), s.port, s.socket]
+                                   for s in clients.servers(site)]}
+        if web.serving_host(site) else None,
         "ldap": {
             "base": site.ldap.base,
             "people": str(dit.ou(site, layout.OU_PEOPLE)),
@@ -385,6 +392,9 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     job["writes"] = lab or allow_writes
     if not lab:
         job["address"] = targets[mail_host].address  # the inventory's address for the name
+        serving = web.serving_host(site)
+        if serving:
+            job["pins"] = {name: targets[serving].address for name in web.client_names(site)}
         if allow_writes:
             if site.verify.probe is None:
                 raise InputError("--allow-writes needs the site's probe account: add "

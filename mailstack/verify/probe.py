@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import email.message
+import http.client
 import imaplib
 import json
+import plistlib
 import poplib
 import re
 import smtplib
@@ -19,7 +21,9 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 
 TIMEOUT = 15
 SIEVE_PORT = 4190
@@ -1059,12 +1063,219 @@ class Probe:
         return f"mailstack verify {what} {uuid.uuid4().hex}"
 
 
-def pin_address(hostname: str, address: str) -> None:
-    """Resolve the server's name to the inventory's address (TLS still checks the name)."""
+    # -- client settings served by the mail host (clients.serve) ----------------------------
+
+    def https(self, name: str, method: str, path: str,
+              body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTPS request to ``name`` on 443, its certificate checked against the site's CA
+        and the name."""
+        conn = http.client.HTTPSConnection(name, 443, context=self.ctx, timeout=TIMEOUT)
+        try:
+            headers = {"Content-Type": "text/xml; charset=utf-8"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    @staticmethod
+    def autoconfig_servers(xml: bytes) -> list[tuple[str, str, int, str]]:
+        """(kind, host, port, socket) of each server a config-v1.1.xml names, in its order."""
+        root = ET.fromstring(xml)
+        out = []
+        for el in root.iter():
+            if el.tag in ("incomingServer", "outgoingServer"):
+                out.append((el.get("type", ""), (el.findtext("hostname") or "").lower(),
+                            int(el.findtext("port") or 0), el.findtext("socketType") or ""))
+        return out
+
+    @staticmethod
+    def autodiscover_servers(xml: bytes) -> list[tuple[str, str, int, str]]:
+        root = ET.fromstring(xml)
+        out = []
+        for el in root.iter():
+            if el.tag.rpartition("}")[2] != "Protocol":
+                continue
+            field = {c.tag.rpartition("}")[2]: (c.text or "") for c in el}
+            out.append((field.get("Type", "").lower(), field.get("Server", "").lower(),
+                        int(field.get("Port") or 0),
+                        "SSL" if field.get("Encryption") == "SSL" else "STARTTLS"))
+        return out
+
+    def tls_answer(self, kind: str, host: str, port: int, socket_type: str) -> tuple[bool, str]:
+        """Whether a server answers with TLS as named (from the first byte, or after the
+        protocol's STARTTLS), with a certificate the site's CA signed for ``host``."""
+        try:
+            if kind == "imap":
+                conn = (imaplib.IMAP4_SSL(host, port, ssl_context=self.ctx, timeout=TIMEOUT)
+                        if socket_type == "SSL" else imaplib.IMAP4(host, port, timeout=TIMEOUT))
+                if socket_type != "SSL":
+                    conn.starttls(ssl_context=self.ctx)
+                conn.logout()
+            elif kind == "pop3":
+                pop = (poplib.POP3_SSL(host, port, context=self.ctx, timeout=TIMEOUT)
+                       if socket_type == "SSL" else poplib.POP3(host, port, timeout=TIMEOUT))
+                if socket_type != "SSL":
+                    pop.stls(context=self.ctx)
+                pop.quit()
+            else:
+                smtp = (smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=self.ctx)
+                        if socket_type == "SSL" else smtplib.SMTP(host, port, timeout=TIMEOUT))
+                smtp.ehlo("client.verify.mailstack.invalid")
+                if socket_type != "SSL":
+                    smtp.starttls(context=self.ctx)
+                smtp.quit()
+        except (OSError, imaplib.IMAP4.error, poplib.error_proto, smtplib.SMTPException) as err:
+            return False, f"{type(err).__name__}: {err}"
+        return True, ""
+
+    def clients(self) -> None:
+        """What mail clients fetch from the mail host, and a client set up from it alone."""
+        spec = self.job.get("clients")
+        if not spec:
+            return
+        for domain in spec["domains"]:
+            self.client_settings(spec, domain)
+
+    def client_settings(self, spec: dict, domain: str) -> None:
+        name = f"autoconfig.{domain}"
+        asked = f"verify@{domain}"
+        query = "?emailaddress=" + urllib.parse.quote(asked)
+        named: list[tuple[str, str, int, str]] = []
+
+        def autoconfig() -> tuple[bool, str]:
+            status, _, body = self.https(name, "GET", "/mail/config-v1.1.xml" + query)
+            if status != 200:
+                return False, f"HTTP {status}: {body[:200]!r}"
+            named.extend(self.autoconfig_servers(body))
+            candidates = {tuple(c) for c in spec["candidates"]} | set(named)
+            answering = set()
+            why = []
+            for c in sorted(candidates):
+                ok, detail = self.tls_answer(*c)
+                if ok:
+                    answering.add(c)
+                elif c in named:
+                    why.append(f"{c[0]} {c[1]}:{c[2]} {c[3]}: {detail}")
+            missing = sorted(answering - set(named))
+            extra = sorted(set(named) - answering)
+            if not named or missing or extra:
+                return False, ("; ".join(
+                    ([f"named but not answering with TLS: {extra}"] if extra else [])
+                    + ([f"answering with TLS but not named: {missing}"] if missing else [])
+                    + why) or "the document names no server")
+            return True, ""
+
+        self.run(f"autoconfig: https://{name}/mail/config-v1.1.xml names exactly the servers "
+                 "that answer with TLS", autoconfig)
+
+        def well_known() -> tuple[bool, str]:
+            status, _, body = self.https(
+                name, "GET", "/.well-known/autoconfig/mail/config-v1.1.xml" + query)
+            got = self.autoconfig_servers(body) if status == 200 else []
+            return status == 200 and got == named, f"HTTP {status}, servers {got}"
+
+        self.run(f"autoconfig: /.well-known/autoconfig/mail/config-v1.1.xml names the same "
+                 f"({domain})", well_known)
+
+        def autodiscover() -> tuple[bool, str]:
+            request = (
+                '<?xml version="1.0" encoding="utf-8"?>\n<Autodiscover xmlns="http://schemas.'
+                'microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request>'
+                f"<EMailAddress>{asked}</EMailAddress><AcceptableResponseSchema>http://schemas."
+                "microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+                "</AcceptableResponseSchema></Request></Autodiscover>").encode()
+            where = f"autodiscover.{domain}"
+            status, _, body = self.https(where, "POST", "/autodiscover/autodiscover.xml",
+                                         request)
+            if status != 200:
+                return False, f"HTTP {status}: {body[:200]!r}"
+            got = self.autodiscover_servers(body)
+            get_status = self.https(where, "GET", "/autodiscover/autodiscover.xml")[0]
+            if get_status != 405:
+                return False, f"a GET answered {get_status}, not 405 (Outlook POSTs)"
+            return got == named, f"Autodiscover names {got}, autoconfig {named}"
+
+        self.run(f"Autodiscover: a POST to https://autodiscover.{domain}/autodiscover/"
+                 "autodiscover.xml names the same servers", autodiscover)
+
+        def profile() -> tuple[bool, str]:
+            status, headers, body = self.https(name, "GET", "/mobileconfig" + query)
+            if status != 200:
+                return False, f"HTTP {status}: {body[:200]!r}"
+            if headers.get("content-type") != "application/x-apple-aspen-config":
+                return False, f"Content-Type {headers.get('content-type')}"
+            data = plistlib.loads(body)
+            mail = next(p for p in data["PayloadContent"]
+                        if p["PayloadType"] == "com.apple.mail.managed")
+            imap = next(s for s in named if s[0] == "imap")
+            smtp = next(s for s in named if s[0] == "smtp")
+            got = [(mail["IncomingMailServerHostName"].lower(),
+                    mail["IncomingMailServerPortNumber"]),
+                   (mail["OutgoingMailServerHostName"].lower(),
+                    mail["OutgoingMailServerPortNumber"])]
+            want = [(imap[1], imap[2]), (smtp[1], smtp[2])]
+            roots = [p for p in data["PayloadContent"]
+                     if p["PayloadType"] == "com.apple.security.root"]
+            if bool(roots) != spec["internal_ca"]:
+                return False, (f"{len(roots)} root certificate payloads; the site "
+                               f"{'has' if spec['internal_ca'] else 'has no'} CA of its own")
+            return (got == want and mail["EmailAddress"] == asked,
+                    f"the profile names {got} for {mail['EmailAddress']}, autoconfig {want}")
+
+        self.run(f"mobileconfig: a profile for {asked} names the same IMAP and SMTP servers",
+                 profile)
+        acc = next((a for a in self.writable() if a["mail"].lower().endswith("@" + domain)
+                    and self.may(a, "imap") and self.may(a, "submission")), None)
+        if not self.job.get("writes") or acc is None or not named:
+            return
+        self.run(f"a client set up from autoconfig alone logs in over IMAP and sends over "
+                 f"submission ({acc['mail']})", self.configured_client, acc, named)
+
+    def configured_client(self, acc: dict, named: list) -> tuple[bool, str]:
+        """Log in and send as a mail client does that knows only the autoconfig document: its
+        first incoming IMAP server and first outgoing server, the user name its template
+        gives."""
+        user, pw = acc["mail"], acc["password"]
+        _, ihost, iport, isock = next(s for s in named if s[0] == "imap")
+        _, shost, sport, ssock = next(s for s in named if s[0] == "smtp")
+        token = self.new_token()
+        smtp = (smtplib.SMTP_SSL(shost, sport, timeout=TIMEOUT, context=self.ctx)
+                if ssock == "SSL" else smtplib.SMTP(shost, sport, timeout=TIMEOUT))
+        with smtp:
+            smtp.ehlo("client.verify.mailstack.invalid")
+            if ssock != "SSL":
+                smtp.starttls(context=self.ctx)
+                smtp.ehlo("client.verify.mailstack.invalid")
+            smtp.login(user, pw)
+            refused = smtp.send_message(self.message(user, user, token), user, [user])
+        if refused:
+            return False, f"{shost}:{sport} refused {refused}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conn = (imaplib.IMAP4_SSL(ihost, iport, ssl_context=self.ctx, timeout=TIMEOUT)
+                    if isock == "SSL" else imaplib.IMAP4(ihost, iport, timeout=TIMEOUT))
+            try:
+                if isock != "SSL":
+                    conn.starttls(ssl_context=self.ctx)
+                conn.login(user, pw)
+                conn.select("INBOX", readonly=True)
+                _, data = conn.search(None, "SUBJECT", f'"{token}"')
+                if data[0].split():
+                    return True, ""
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+            time.sleep(0.5)
+        return False, (f"sent over {shost}:{sport} {ssock}, not in INBOX at {ihost}:{iport} "
+                       "within 30 s")
+
+def pin_address(pins: dict[str, str]) -> None:
+    """Resolve the servers' names to the inventory's addresses (TLS still checks the name)."""
     real = socket.getaddrinfo
 
     def getaddrinfo(host, *args, **kwargs):
-        return real(address if host == hostname else host, *args, **kwargs)
+        return real(pins.get(host, host), *args, **kwargs)
 
     socket.getaddrinfo = getaddrinfo
 
@@ -1076,11 +1287,11 @@ def main() -> int:
 def run_job(text: str) -> int:
     job = json.loads(text)
     if job.get("address"):
-        pin_address(job["hostname"], job["address"])
+        pin_address({job["hostname"]: job["address"], **job.get("pins", {})})
     probe = Probe(job)
     for part in job.get("parts", ["delivery", "submission", "port25", "plaintext", "sieve",
                                   "old_tls_control", "access", "ldap", "lists", "folders",
-                                  "shared", "audit"]):
+                                  "shared", "audit", "clients"]):
         try:
             getattr(probe, part)()
         except Exception as err:

@@ -274,3 +274,29 @@ def test_without_a_probe_account_verify_refuses_to_write(site_lab: Lab, tmp_path
     with pytest.raises(InputError, match=r"--allow-writes needs the site's probe account"):
         verify.verify(bare, inventory=site_lab.state.inventory, build_dir=tmp_path / "build",
                       parts=["ldap"], host_checks=False, allow_writes=True)
+
+
+def test_client_settings_naming_a_dead_port_or_without_their_service_fail(site_lab: Lab) -> None:
+    site_lab.restore()
+    name = ("autoconfig: https://autoconfig.krasnoyarsk.example.org/mail/config-v1.1.xml names "
+            "exactly the servers that answer with TLS")
+    client = ("a client set up from autoconfig alone logs in over IMAP and sends over submission "
+              "(ivan@krasnoyarsk.example.org)")
+    good = site_lab.verify("clients")
+    assert failed(good) == {} and name in good and client in good, good
+    # the served document names 1993 where 993 answers
+    site_lab.sh("sed -i 's/^      993,$/      1993,/' /etc/mailstack/clientconf.json && "
+                "grep -q 1993 /etc/mailstack/clientconf.json && "
+                "systemctl restart mailstack-clientconf && sleep 1")
+    bad = failed(site_lab.verify("clients"))
+    assert "named but not answering with TLS: [('imap', 'mail.krasnoyarsk.example.org', " \
+           "1993, 'SSL')]" in bad[name], bad
+    assert "answering with TLS but not named: [('imap', 'mail.krasnoyarsk.example.org', " \
+           "993, 'SSL')]" in bad[name], bad
+    assert client in bad, bad  # the configured client cannot log in either
+    # the service stopped: nginx answers 502, and nothing passes
+    site_lab.sh("systemctl stop mailstack-clientconf")
+    bad = failed(site_lab.verify("clients", host="nginx"))
+    assert bad[name].startswith("HTTP 502"), bad
+    assert "nothing listens on 127.0.0.1:8461" in bad[
+        "host: nginx serves only the sites checked configuration"], bad

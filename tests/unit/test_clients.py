@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mailstack import clients, core
+from mailstack import clientconf, clients, core
 from mailstack.cli import main
 from mailstack.errors import InputError
 from mailstack.plan import clients as plan
@@ -20,7 +20,7 @@ IVAN, OLGA = "ivan@krasnoyarsk.example.org", "olga@krasnoyarsk.example.org"
 HOST = "mail.krasnoyarsk.example.org"
 AUTOCONFIG_PORTS = [("imap", 993, "SSL"), ("imap", 143, "STARTTLS"), ("pop3", 995, "SSL"),
                     ("pop3", 110, "STARTTLS"), ("smtp", 465, "SSL"), ("smtp", 587, "STARTTLS")]
-NS = {"r": clients.AUTODISCOVER_RESPONSE, "o": clients.AUTODISCOVER_OUTLOOK}
+NS = {"r": clientconf.AUTODISCOVER_RESPONSE, "o": clientconf.AUTODISCOVER_OUTLOOK}
 
 
 def test_servers_follow_the_accounts_protocols(example) -> None:
@@ -75,7 +75,7 @@ def test_autodiscover_answers_in_outlooks_namespaces(example) -> None:
     assert address == "Ivan@krasnoyarsk.example.org"
     root = ET.fromstring(clients.autodiscover(plan.settings(site, address), address))
     account = root.find("o:Response/o:Account", NS)
-    assert root.tag == f"{{{clients.AUTODISCOVER_RESPONSE}}}Autodiscover" and account is not None
+    assert root.tag == f"{{{clientconf.AUTODISCOVER_RESPONSE}}}Autodiscover" and account is not None
     assert account.findtext("o:Action", namespaces=NS) == "settings"
     got = [(p.findtext("o:Type", namespaces=NS), int(p.findtext("o:Port", "0", NS)),
             p.findtext("o:Encryption", namespaces=NS), p.findtext("o:SSL", namespaces=NS),

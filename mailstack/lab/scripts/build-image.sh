@@ -39,11 +39,14 @@ LAB_PACKAGES=(
     openssh-server python3-ldap3 python3-apt
     ca-certificates openssl tar
     fail2ban python3-systemd nftables
+    nginx-light certbot pebble testssl.sh
 )
 # libnet-ssleay-perl: only a Recommends of swaks, but swaks needs it for STARTTLS/TLS.
 # getmail6: collects remote mailboxes (plan/fetch.py says why not fetchmail).
 # fail2ban with the journal reader and nftables it needs here (plan/fail2ban.py): both are
 # only Recommends.
+# nginx-light serves the client settings (plan/web.py); certbot takes certificates from an ACME
+# server, pebble stands in for one in the lab; testssl.sh scans every TLS port (make tlsscan).
 # The lab image holds every package a site host's manifest lists (plan/hosts.py), python3-apt
 # for Ansible's apt module among them: inside the lab no apt source answers.
 if [[ $FLAVOUR == bare ]]; then

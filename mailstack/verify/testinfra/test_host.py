@@ -51,6 +51,20 @@ def test_doveconf_is_clean(host, host_plan) -> None:
     assert out.rc == 0 and not out.stderr.strip(), f"doveconf -n: exit {out.rc}: {out.stderr}"
 
 
+def test_nginx_serves_only_the_sites_checked_configuration(host, host_plan) -> None:
+    web = host_plan["facts"].get("web")
+    if not web:
+        pytest.skip("the host serves no client settings")
+    out = host.run("nginx -t")
+    assert out.rc == 0, f"nginx -t: exit {out.rc}: {out.stderr}"
+    left = [p for p in web["remove"] if host.file(p).exists]
+    assert not left, f"Debian's default still enabled: {', '.join(left)}"
+    assert host.socket(f"tcp://127.0.0.1:{web['port']}").is_listening, \
+        f"nothing listens on 127.0.0.1:{web['port']} (mailstack-clientconf)"
+    assert not host.socket(f"tcp://0.0.0.0:{web['port']}").is_listening, \
+        f"the service listens on every address, not loopback only (port {web['port']})"
+
+
 def test_slaptest_is_clean(host, host_plan) -> None:
     needs(host_plan, "ldap")
     out = host.run("su -s /bin/sh openldap -c 'slaptest -F /etc/ldap/slapd.d'")
