@@ -12,8 +12,9 @@ profile at ``/mobileconfig?emailaddress=…``. The IMAP host answers all three:
   web root and sends everything else to https;
 - behind it, on loopback, ``mailstack-clientconf.service`` runs mailstack/clientconf.py (the very
   module `mailstack client-settings` formats with: one code path) as an unprivileged system
-  user with no capabilities, a read-only system and no home. It reads one JSON file of the site's domains and servers (no accounts:
-  10,000 accounts are not 10,000 files, and the service tells nobody which addresses exist).
+  user with no capabilities, a read-only system and no home. It reads one JSON file of the
+  site's domains and servers (no accounts: 10,000 accounts are not 10,000 files, and the
+  service tells nobody which addresses exist).
 
 Debian's default site (``sites-enabled/default``, a welcome page on port 80) is removed: the
 site's server blocks are the default ones.

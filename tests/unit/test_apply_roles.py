@@ -45,7 +45,8 @@ def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example
         assert d[f"mailstack_slapd__{key}"] == f"{{{{ mailstack_slapd__host.facts.slapd.{key} }}}}"
     assert facts["other_services"] == [
         "mailstack-fetch@pop3-shop-provider.example-pop.provider.example.timer",
-        "mailstack-fetch@imap-olga-provider.example-imap.provider.example.timer", "fail2ban"]
+        "mailstack-fetch@imap-olga-provider.example-imap.provider.example.timer", "fail2ban",
+        "nginx", "mailstack-clientconf"]
     assert defaults("base")["mailstack_base__services"] == \
         "{{ mailstack_base__host.facts.other_services }}"
 

@@ -15,8 +15,13 @@ from mailstack.site.load import load_site
 DAY = datetime.timedelta(days=1)
 
 
-def reissue(secrets_dir: Path, *, days: int, back: int = 0, names: tuple[str, ...] = (
-        "mail.krasnoyarsk.example.org",), ca: certs.KeyPair | None = None) -> str:
+EXAMPLE_NAMES = ("mail.krasnoyarsk.example.org", "autoconfig.krasnoyarsk.example.org",
+                 "autodiscover.krasnoyarsk.example.org")
+"""The example host's certificate names (it serves client settings: plan/web.py)."""
+
+
+def reissue(secrets_dir: Path, *, days: int, back: int = 0, names: tuple[str, ...] =
+        EXAMPLE_NAMES, ca: certs.KeyPair | None = None) -> str:
     """Replace the host's certificate with one of the site CA (same key) that was issued
     ``back`` days ago and is valid for ``days`` days; return its PEM."""
     ca = ca or certs.KeyPair((secrets_dir / "tls/ca.crt").read_text(),
@@ -91,7 +96,7 @@ def test_renew_renews_only_what_is_due_and_keeps_the_key(example: Path) -> None:
     assert new_info.not_after == done.not_after
     left = new_info.not_after - datetime.datetime.now(datetime.UTC)
     assert certs.SERVER_DAYS - 1 <= left / DAY <= certs.SERVER_DAYS
-    assert new_info.names == ("mail.krasnoyarsk.example.org",)
+    assert new_info.names == EXAMPLE_NAMES
     assert new_info.public_key == old_info.public_key  # the key is kept
     assert (sec / "tls/mail.key").read_bytes() == key_before
     assert certs.signed_by(new, (sec / "tls/ca.crt").read_text())
@@ -107,7 +112,8 @@ def test_renew_renews_only_what_is_due_and_keeps_the_key(example: Path) -> None:
     ("expired", "it expired on "),
     ("other CA", "the site CA did not sign it"),
     ("other name", "it names old.krasnoyarsk.example.org, the site "
-                   "mail.krasnoyarsk.example.org"),
+                   "mail.krasnoyarsk.example.org, autoconfig.krasnoyarsk.example.org, "
+                   "autodiscover.krasnoyarsk.example.org"),
 ])
 def test_renew_mends_a_certificate_that_is_wrong_for_the_site(example: Path, how: str,
                                                               reason: str) -> None:
@@ -121,7 +127,7 @@ def test_renew_mends_a_certificate_that_is_wrong_for_the_site(example: Path, how
     (done,) = secrets.renew(load_site(example), sec)
     assert done.renewed and done.reason.startswith(reason), done.reason
     info = certs.inspect((sec / "tls/mail.crt").read_text())
-    assert info.names == ("mail.krasnoyarsk.example.org",)
+    assert info.names == EXAMPLE_NAMES
     assert certs.signed_by((sec / "tls/mail.crt").read_text(), (sec / "tls/ca.crt").read_text())
 
 

@@ -41,7 +41,7 @@ def test_the_example_gets_a_jail_per_service_a_password_is_guessed_on(example, t
 def test_fail2ban_and_what_it_needs_are_installed_and_run_on_every_host(example) -> None:
     site = load_site(example)
     assert set(fail2ban.PACKAGES) <= set(hosts.packages(site, "mail"))
-    assert hosts.services(site, "mail")[-1] == "fail2ban"
+    assert "fail2ban" in hosts.services(site, "mail")
     plan = core.plan(example)[1].hosts["mail"]
     assert plan.facts["fail2ban"] == {
         "jails": ["dovecot", "postfix-sasl", "sshd"],

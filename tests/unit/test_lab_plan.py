@@ -103,7 +103,9 @@ def test_example_plan_names_addresses_and_network(tmp_path: Path) -> None:
             for c in plan.containers]
     assert rows == [
         ("mailstack-krasnoyarsk-mail", "host", "mail", "mail.krasnoyarsk.example.org",
-         "10.89.180.10", ("mail.krasnoyarsk.example.org",), ()),
+         "10.89.180.10", ("mail.krasnoyarsk.example.org",
+                                             "autoconfig.krasnoyarsk.example.org",
+                                             "autodiscover.krasnoyarsk.example.org"), ()),
         ("mailstack-krasnoyarsk-relay-head-office", "relay", "head-office",
          "head-office.relay.lab.test", "10.89.180.200", (), ("192.0.2.1",)),
         ("mailstack-krasnoyarsk-client", "client", "client", "client.lab.test",

@@ -93,7 +93,8 @@ def test_a_host_needs_what_a_bare_debian_lacks_and_postfix_starts_local_only(exa
     assert "ca-certificates" in packages  # main.cf's smtp_tls_CAfile, relays without a CA
     assert "getmail6" in packages  # the site collects remote mailboxes
     # fail2ban reads the journal (python3-systemd) and bans in nftables: both only Recommends
-    assert packages[-3:] == ("fail2ban", "python3-systemd", "nftables")
+    assert packages[-4:-1] == ("fail2ban", "python3-systemd", "nftables")
+    assert packages[-1] == "nginx-light"  # it serves the client settings (plan/web.py)
     assert hosts.debconf(site, "mail") == {
         "slapd": ["slapd slapd/no_configuration boolean true"],
         "postfix": ["postfix postfix/main_mailer_type select Local only",
