@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live faults bigmailbox upgrade host image venv schema bench molecule clean
+.PHONY: demo test lint unit live faults bigmailbox upgrade tlsscan host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -57,6 +57,11 @@ faults: venv image
 # upgraded online by this one (tests/live/test_directory_policy.py with the upgrade).
 upgrade: venv image
 	MAILSTACK_TRY_UPGRADE=1 $(PY) -m pytest -q -s tests/live/test_directory_policy.py
+
+# Opt-in: a full testssl.sh scan of every TLS port of the example in the lab (verify's `tls`
+# part is the suite's quick check of the same).
+tlsscan: venv image
+	$(PY) -m pytest -q -s -m slow --durations=0 tests/live/test_tlsscan.py
 
 bigmailbox: venv image
 	$(PY) -m pytest -q -s -m slow tests/live/test_dovecot_access.py -k bigmailbox

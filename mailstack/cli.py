@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mailstack import users as users_mod
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
-VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
+VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls_control", "access",
                 "sieve", "ldap", "lists", "folders", "shared", "audit", "clients", "routes",
                 "wrong_credentials", "bad_certificate", "timers", "fetch", "vacation")
 

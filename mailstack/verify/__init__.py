@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
-PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "old_tls_control", "access",
+PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls_control", "access",
                "sieve", "ldap", "lists", "folders", "shared", "audit", "clients")
 
 

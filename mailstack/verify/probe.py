@@ -585,8 +585,106 @@ class Probe:
 
         self.run("IMAP 143: plaintext login refused before STARTTLS", imap_before_tls)
         self.run("POP3 110: plaintext login refused before STLS", pop3_before_tls)
-        for port, label in ((993, "IMAP 993"), (995, "POP3 995"), (465, "SMTP 465")):
-            self.run(f"{label}: TLS 1.0 and 1.1 refused", self.old_tls_refused, port)
+
+    # -- TLS on every endpoint ----------------------------------------------------------
+
+    def endpoints(self) -> list[tuple[str, int, str]]:
+        """(label, port, how TLS starts: "tls" from the first byte, or the protocol whose
+        STARTTLS comes first) of every TLS endpoint the site has."""
+        out = [("SMTP 25", 25, "smtp"), ("SMTP 465", 465, "tls"), ("SMTP 587", 587, "smtp"),
+               ("IMAP 993", 993, "tls"), ("IMAP 143", 143, "imap"), ("POP3 995", 995, "tls"),
+               ("POP3 110", 110, "pop3")]
+        if self.job.get("sieve", {}).get("managesieve"):
+            out.append(("ManageSieve 4190", SIEVE_PORT, "sieve"))
+        if self.job.get("clients"):
+            out.append(("HTTPS 443", 443, "tls"))
+        return out
+
+    @staticmethod
+    def _until(sock: socket.socket, done) -> bytes:
+        data = b""
+        while not done(data):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"closed before TLS: {data[-200:]!r}")
+            data += chunk
+        return data
+
+    def plain_to_tls(self, port: int, how: str) -> socket.socket:
+        """A connection to ``port`` at the point where TLS starts (after the protocol's
+        STARTTLS where there is one)."""
+        sock = socket.create_connection((self.host, port), timeout=TIMEOUT)
+        last = re.compile(rb"(^|\r\n)(\d{3}) [^\r\n]*\r\n$")
+        try:
+            if how == "smtp":
+                self._until(sock, lambda d: bool(last.search(d)))
+                sock.sendall(b"EHLO client.verify.mailstack.invalid\r\n")
+                self._until(sock, lambda d: bool(last.search(d)))
+                sock.sendall(b"STARTTLS\r\n")
+                answer = self._until(sock, lambda d: bool(last.search(d)))
+                if not answer.startswith(b"220"):
+                    raise ConnectionError(f"STARTTLS answered {answer!r}")
+            elif how == "imap":
+                self._until(sock, lambda d: d.endswith(b"\r\n"))
+                sock.sendall(b"t STARTTLS\r\n")
+                answer = self._until(sock, lambda d: b"t " in d and d.endswith(b"\r\n"))
+                if b"t OK" not in answer:
+                    raise ConnectionError(f"STARTTLS answered {answer!r}")
+            elif how == "pop3":
+                self._until(sock, lambda d: d.endswith(b"\r\n"))
+                sock.sendall(b"STLS\r\n")
+                if not self._until(sock, lambda d: d.endswith(b"\r\n")).startswith(b"+OK"):
+                    raise ConnectionError("STLS refused")
+            elif how == "sieve":
+                self._until(sock, lambda d: re.search(rb"(^|\r\n)OK[^\r\n]*\r\n$", d) is not None)
+                sock.sendall(b"STARTTLS\r\n")
+                if not self._until(sock, lambda d: d.endswith(b"\r\n")).startswith(b"OK"):
+                    raise ConnectionError("STARTTLS refused")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def handshake(self, port: int, how: str, ctx: ssl.SSLContext,
+                  name: str | None) -> tuple[str | None, str | None]:
+        """(TLS version, cipher) of a handshake with ``ctx``."""
+        with self.plain_to_tls(port, how) as raw, ctx.wrap_socket(raw,
+                                                                    server_hostname=name) as tls:
+            cipher = tls.cipher()
+            return tls.version(), cipher[0] if cipher else None
+
+    def refused(self, port: int, how: str, ctx: ssl.SSLContext) -> tuple[bool, str]:
+        try:
+            version, cipher = self.handshake(port, how, ctx, None)
+        except (ssl.SSLError, ConnectionResetError) as err:
+            return True, str(err)
+        return False, f"handshake succeeded: {version} {cipher}"
+
+    def weak_cipher_context(self) -> ssl.SSLContext:
+        """Only anonymous (no certificate) and NULL (no encryption) suites, TLS 1.2 at most
+        (TLS 1.3 has none; export suites no longer exist in OpenSSL 3, on either side)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("aNULL:eNULL:@SECLEVEL=0")
+        return ctx
+
+    def tls(self) -> None:
+        """Every TLS endpoint: the chain verifies against the site's trust anchor for the
+        host's name with TLS 1.2 or newer; TLS 1.0 and 1.1, anonymous and NULL suites are
+        refused (old_tls_control shows this client offers them)."""
+        for label, port, how in self.endpoints():
+            def good(port=port, how=how) -> tuple[bool, str]:
+                version, cipher = self.handshake(port, how, self.ctx, self.host)
+                return version in ("TLSv1.2", "TLSv1.3"), f"negotiated {version} {cipher}"
+
+            self.run(f"{label}: the certificate verifies against the site's trust anchor for "
+                     f"{self.host}, TLS 1.2 or newer", good)
+            self.run(f"{label}: TLS 1.0 and 1.1 refused", self.refused, port, how,
+                     self.old_tls_context())
+            self.run(f"{label}: anonymous and NULL cipher suites refused", self.refused, port,
+                     how, self.weak_cipher_context())
 
     def old_tls_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -596,14 +694,6 @@ class Probe:
         ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         return ctx
-
-    def old_tls_refused(self, port: int) -> tuple[bool, str]:
-        try:
-            with socket.create_connection((self.host, port), timeout=TIMEOUT) as raw, \
-                    self.old_tls_context().wrap_socket(raw, server_hostname=self.host) as tls:
-                return False, f"handshake succeeded with {tls.version()}"
-        except (ssl.SSLError, ConnectionResetError) as err:
-            return True, str(err)
 
     def old_tls_control(self) -> None:
         """Show that this client can speak TLS 1.1 at all, or the refusals above prove nothing."""
@@ -625,6 +715,25 @@ class Probe:
 
             self.run("control: this client does complete a TLS 1.1 handshake (with a local "
                      "server), so the refusals are the server's", handshake)
+        finally:
+            server.kill()
+        # and an anonymous suite, with a server that has no certificate at all
+        server = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:14434",
+                                   "-nocert", "-tls1_2", "-cipher", "aNULL:@SECLEVEL=0",
+                                   "-quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+
+            def anonymous() -> tuple[bool, str]:
+                with socket.create_connection(("127.0.0.1", 14434), timeout=TIMEOUT) as raw, \
+                        self.weak_cipher_context().wrap_socket(raw) as tls:
+                    cipher = tls.cipher()
+                    name = cipher[0] if cipher else ""
+                    return "ADH" in name or "AECDH" in name, f"negotiated {name}"
+
+            self.run("control: this client does complete an anonymous handshake (with a local "
+                     "server), so the refusals are the server's", anonymous)
         finally:
             server.kill()
 
@@ -1289,7 +1398,7 @@ def run_job(text: str) -> int:
     if job.get("address"):
         pin_address({job["hostname"]: job["address"], **job.get("pins", {})})
     probe = Probe(job)
-    for part in job.get("parts", ["delivery", "submission", "port25", "plaintext", "sieve",
+    for part in job.get("parts", ["delivery", "submission", "port25", "plaintext", "tls", "sieve",
                                   "old_tls_control", "access", "ldap", "lists", "folders",
                                   "shared", "audit", "clients"]):
         try:

@@ -300,3 +300,22 @@ def test_client_settings_naming_a_dead_port_or_without_their_service_fail(site_l
     assert bad[name].startswith("HTTP 502"), bad
     assert "nothing listens on 127.0.0.1:8461" in bad[
         "host: nginx serves only the sites checked configuration"], bad
+
+
+def test_old_tls_or_anonymous_suites_on_any_port_fail(site_lab: Lab) -> None:
+    site_lab.restore()
+    good = site_lab.verify("tls", "old_tls_control")
+    assert failed(good) == {} and len(good) == 9 * 3 + 2, sorted(good)
+    # port 25 offers anonymous suites again (Postfix's default for opportunistic TLS) and the
+    # client settings' nginx speaks TLS 1.0 and 1.1
+    site_lab.sh("postconf -e 'smtpd_tls_exclude_ciphers =' "
+                "'tls_medium_cipherlist = aNULL:DEFAULT:@SECLEVEL=0' && postfix reload && "
+                "sed -i 's/ssl_protocols TLSv1.2 TLSv1.3;/ssl_protocols TLSv1 TLSv1.1 TLSv1.2; "
+                "ssl_ciphers DEFAULT:@SECLEVEL=0;/' /etc/nginx/conf.d/mailstack-clients.conf && "
+                "nginx -t -q && systemctl reload nginx && sleep 1")
+    bad = failed(site_lab.verify("tls"))
+    assert set(bad) == {"SMTP 25: anonymous and NULL cipher suites refused",
+                        "HTTPS 443: TLS 1.0 and 1.1 refused"}, bad
+    assert "handshake succeeded: TLSv1.2 ADH-" in bad[
+        "SMTP 25: anonymous and NULL cipher suites refused"]
+    assert "handshake succeeded: TLSv1.1" in bad["HTTPS 443: TLS 1.0 and 1.1 refused"]
