@@ -395,6 +395,7 @@ def site_data(answers: Answers) -> dict[str, Any]:
         data["fetch"] = [{"account": f.account, "protocol": f.protocol, "host": f.host,
                           "user": f.user, "password_secret": _fetch_secret(f, i),
                           "keep": f.keep} for i, f in enumerate(a.fetch)]
+    data["clients"] = {"serve": True}
     quota, bans = Quota(), Bans()
     data["quota"] = {"warning": quota.warning, "when_full": quota.when_full}
     data["bans"] = {"max_failures": bans.max_failures, "window": bans.window,
@@ -418,6 +419,11 @@ _COMMENTS: dict[str, str] = {
     "fetch": "Remote mailboxes (a provider's POP3/IMAP over TLS) collected into local accounts "
              "every 5 minutes (getmail); keep: true leaves the messages there. The password is "
              "in secrets/<password_secret>.",
+    "clients": "Mail clients set themselves up: the server answers Thunderbird (autoconfig), "
+               "Outlook (Autodiscover) and iPhones (a profile per address) over HTTPS on "
+               "port 443 (nginx; port 80 only redirects). Point autoconfig.<domain> and "
+               "autodiscover.<domain> at the server in DNS; its certificate names them. "
+               "serve: false turns it off.",
     "quota": "Mailbox size limits: none unless an account has a quota or `default` gives one. "
              "At `warning` percent the user gets a message; a message that does not fit is "
              "deferred (nothing bounces unseen).",

@@ -49,6 +49,7 @@ def test_flags_to_site_data(tmp_path) -> None:
                    "host": "pop.provider.example", "user": "shop@provider.example",
                    "password_secret": "fetch/pop.provider.example/shop@provider.example",
                    "keep": True}],
+        "clients": {"serve": True},
         "quota": {"warning": 90, "when_full": "defer"},
         "bans": {"max_failures": 10, "window": "10m", "ban_time": "1h", "never": []},
     }
