@@ -104,7 +104,7 @@ class _HostRun:
                          "\n".join(lines))
 
     def slapacl(self) -> None:
-        rows = [e.__dict__ for e in acl.expectations(self.site)]
+        rows = [e.__dict__ for e in acl.matrix(self.site)]
         _, out, _ = self.sh(slapacl.script(rows))
         wrong = slapacl.disagreements(rows, out)
         self.verdict(f"slapacl: {len(rows)} expected accesses of the ACL matrix",

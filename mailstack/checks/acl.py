@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mailstack.findings import Finding
+from mailstack.ldap import filter as lf
 from mailstack.ldap.acl import Acl, AclError, parse_rule
 from mailstack.ldap.dn import dn
 from mailstack.plan import acl as policy
@@ -52,10 +53,12 @@ def check(site: Site) -> Iterator[Finding]:
             yield at(where(earlier), "this rule catches every entry and attribute, so none of "
                                      "the generated least-privilege rules after it ever "
                                      "applies (add 'by * break' to let them)", "warning")
-    entries = {e.dn: e.as_dict() for e in dit.entries(site)}
+    entries = {e.dn: lf.normalize(e.as_dict()) for e in dit.entries(site)}
     reported: set[tuple[str, str, int | None]] = set()
-    needs = policy.needs(site)
-    for need in needs:
+    needed = set(policy.needs(site))
+    # the matrix: each class of alike entries asked through its representatives (policy.matrix)
+    rows = policy.matrix(site)
+    for need in (r for r in rows if r in needed):
         target = dn(need.dn)
         decision = model.decide(dn(need.who) if need.who else None, target, need.attr,
                                 entries.get(target))
@@ -75,8 +78,7 @@ def check(site: Site) -> Iterator[Finding]:
         yield at(where(decision.rule or 0), f"{need.who} cannot do what {need.why} needs: "
                                             f"{need.access} on {need.attr} of {need.dn} "
                                             f"({cause})")
-    needed = set(needs)
-    for exp in policy.expectations(site):
+    for exp in rows:
         if exp.expected or exp in needed:
             continue
         target = dn(exp.dn)

@@ -74,10 +74,21 @@ class What:
     attrs: tuple[str, ...] | None = None      # None: every attribute
     filter: lf.Filter | None = None
 
-    def matches(self, entry_dn: DN, attr: str, entry: dict[str, list[str]] | None) -> bool:
-        if self.dn and not self.dn.matches(entry_dn):
+    @cached_property
+    def attr_set(self) -> frozenset[str] | None:
+        return None if self.attrs is None else frozenset(a.lower() for a in self.attrs)
+
+    def matches(self, entry_dn: DN, attr: str,
+                entry: dict[str, list[str]] | lf.Normalized | None) -> bool:
+        attrs = self.attr_set
+        if attrs is not None and attr.lower() not in attrs:
             return False
-        if self.attrs is not None and attr.lower() not in {a.lower() for a in self.attrs}:
+        return self.matches_entry(entry_dn, entry)
+
+    def matches_entry(self, entry_dn: DN,
+                      entry: dict[str, list[str]] | lf.Normalized | None) -> bool:
+        """The DN and the filter match (the attribute aside)."""
+        if self.dn and not self.dn.matches(entry_dn):
             return False
         return not (self.filter is not None and entry is not None
                     and not lf.matches(self.filter, entry))
@@ -285,17 +296,43 @@ def parse_rule(text: str) -> Rule:
 @dataclass
 class Acl:
     rules: list[Rule] = field(default_factory=list)
+    # per entry (its DN and the entry object asked with): the rules whose <what> DN and filter
+    # match it, whatever the attribute; a check asks about every attribute of each entry
+    _by_entry: dict[tuple[DN, int], tuple[object, list[tuple[int, Rule]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, texts: list[str]) -> Acl:
         return cls([parse_rule(t) for t in texts])
 
+    def _rules_for(self, entry_dn: DN, entry: lf.Normalized | None) -> list[tuple[int, Rule]]:
+        key = (entry_dn, id(entry))
+        hit = self._by_entry.get(key)
+        if hit is None or hit[0] is not entry:
+            rules = [(ri, rule) for ri, rule in enumerate(self.rules)
+                     if rule.what.matches_entry(entry_dn, entry)]
+            hit = (entry, rules)
+            self._by_entry[key] = hit
+        return hit[1]
+
+    def rules_for(self, entry_dn: DN, entry: dict[str, list[str]] | lf.Normalized | None
+                  ) -> tuple[int, ...]:
+        """The rules whose <what> DN and filter select the entry, whatever the attribute:
+        two entries with the same rules and the same attribute names are decided alike for
+        anyone but themselves ("self")."""
+        lower = lf.normalize(entry) if entry is not None else None
+        return tuple(ri for ri, _ in self._rules_for(entry_dn, lower))
+
     def decide(self, who: DN | None, entry_dn: DN, attr: str,
-               entry: dict[str, list[str]] | None = None) -> Decision:
-        """What ``who`` (None: anonymous) may do to ``attr`` of the entry, as slapd decides it."""
+               entry: dict[str, list[str]] | lf.Normalized | None = None) -> Decision:
+        """What ``who`` (None: anonymous) may do to ``attr`` of the entry, as slapd decides it
+        (``entry`` normalized once by the caller when it asks many times: lf.normalize)."""
+        lower = lf.normalize(entry) if entry is not None else None
+        attr = attr.lower()
         privs: set[str] = set()
-        for ri, rule in enumerate(self.rules):
-            if not rule.what.matches(entry_dn, attr, entry):
+        for ri, rule in self._rules_for(entry_dn, lower):
+            attrs = rule.what.attr_set
+            if attrs is not None and attr not in attrs:
                 continue
             for ci, clause in enumerate(rule.by):
                 if not clause.who.matches(who, entry_dn):

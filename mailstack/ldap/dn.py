@@ -72,10 +72,14 @@ class DN:
         return tuple(tuple(sorted((t.lower(), v.lower()) for t, v in rdn)) for rdn in self.rdns)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, DN) and self.key() == other.key()
+        return self is other or (isinstance(other, DN) and self._key == other._key)
 
     def __hash__(self) -> int:
-        return hash(self.key())
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self._key)
 
     def is_within(self, other: DN) -> bool:
         """True if this DN is ``other`` or below it."""

@@ -119,21 +119,39 @@ def equality_attributes(f: Filter) -> set[str]:
     return set()
 
 
-def matches(f: Filter, entry: dict[str, list[str]]) -> bool:
+class Normalized(dict[str, frozenset[str]]):
+    """An entry as filters see it: attribute names and values lower-cased, values a set.
+    Made once per entry (:func:`normalize`) when many filters are asked of it."""
+
+
+def normalize(entry: dict[str, list[str]] | Normalized) -> Normalized:
+    if isinstance(entry, Normalized):
+        return entry
+    out = Normalized()
+    for k, vs in entry.items():
+        key = k.lower()
+        out[key] = out.get(key, frozenset()) | {v.lower() for v in vs}
+    return out
+
+
+def matches(f: Filter, entry: dict[str, list[str]] | Normalized) -> bool:
     """Evaluate the filter on an entry (case-insensitive values; for checks and tests)."""
-    lower = {k.lower(): [v.lower() for v in vs] for k, vs in entry.items()}
+    return _matches(f, normalize(entry))
+
+
+def _matches(f: Filter, lower: Normalized) -> bool:
     if isinstance(f, Eq):
         if isinstance(f.value, Placeholder):
             raise ValueError("substitute placeholders first")
-        return f.value.lower() in lower.get(f.attr.lower(), [])
+        return f.value.lower() in lower.get(f.attr.lower(), ())
     if isinstance(f, Present):
         return f.attr.lower() in lower
     if isinstance(f, And):
-        return all(matches(p, entry) for p in f.parts)
+        return all(_matches(p, lower) for p in f.parts)
     if isinstance(f, Or):
-        return any(matches(p, entry) for p in f.parts)
+        return any(_matches(p, lower) for p in f.parts)
     if isinstance(f, Not):
-        return not matches(f.part, entry)
+        return not _matches(f.part, lower)
     raise TypeError(f)
 
 

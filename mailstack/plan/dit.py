@@ -7,13 +7,16 @@ the daemons' LDAP files, ``check`` and ``verify`` all read these same lookups.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from mailstack.ldap import filter as f
 from mailstack.ldap.dn import DN, dn
 from mailstack.ldap.ldif import Entry
 from mailstack.plan import layout
+from mailstack.plan.memo import per_site
 from mailstack.site.model import Account, Site
 from mailstack.site.sizes import account_quota
 
@@ -163,14 +166,15 @@ def acl_groups_value(groups: tuple[str, ...] | list[str]) -> str:
     return ",".join(sorted(groups))
 
 
-def account_groups(site: Site) -> dict[str, tuple[str, ...]]:
+@per_site
+def account_groups(site: Site) -> Mapping[str, tuple[str, ...]]:
     """Account address (lower case) -> the names of every group it is in, nested included,
     sorted: the values of its mailstackAclGroup (Dovecot's acl_groups)."""
     out: dict[str, set[str]] = {}
     for group in site.groups:
         for member in group_members(site, group.name):
             out.setdefault(member.lower(), set()).add(group.name)
-    return {mail: tuple(sorted(names)) for mail, names in out.items()}
+    return MappingProxyType({mail: tuple(sorted(names)) for mail, names in out.items()})
 
 
 def domain_dn(site: Site, domain: str) -> DN:
@@ -307,7 +311,8 @@ def _surname(name: str) -> str:
     return name.split()[-1] if name.split() else name
 
 
-def entries(site: Site) -> list[Entry]:
+@per_site
+def entries(site: Site) -> tuple[Entry, ...]:
     """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
     p = profile(site)
     out = [_base_entry(site)]
@@ -347,7 +352,7 @@ def entries(site: Site) -> list[Entry]:
         attrs.append((ORIGIN, ORIGIN_SITE))
         out.append(Entry(alias_dn(site, address), tuple(attrs)))
     out += group_entries(site)
-    return out
+    return tuple(out)
 
 
 def group_entries(site: Site) -> list[Entry]:

@@ -8,6 +8,7 @@ line and key path. Nothing here decides policy; semantic checks live in ``mailst
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import types
@@ -111,6 +112,13 @@ def read_yaml(path: FsPath) -> tuple[Any, Marks]:
     value = _to_python(loader, node, (), marks, findings, _Walk(name))
     raise_errors(findings)
     return value, marks
+
+
+@functools.cache
+def _model_fields(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A model class's type hints and fields (asked once per class, not per mapping)."""
+    return typing.get_type_hints(cls), {
+        f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
 
 def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marks: Marks,
@@ -254,8 +262,7 @@ class _Builder:
     def build_dataclass(self, cls: Any, value: Any, path: Path) -> Any:
         if not isinstance(value, dict):
             return self.error(path, f"expected a mapping, got {_describe(value)}")
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        hints, fields = _model_fields(cls)
         kwargs: dict[str, Any] = {}
         suggested: set[str] = set()
         for key in value:
