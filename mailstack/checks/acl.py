@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mailstack.findings import Finding
-from mailstack.ldap import filter as lf
 from mailstack.ldap.acl import Acl, AclError, parse_rule
 from mailstack.ldap.dn import dn
 from mailstack.plan import acl as policy
@@ -53,7 +52,7 @@ def check(site: Site) -> Iterator[Finding]:
             yield at(where(earlier), "this rule catches every entry and attribute, so none of "
                                      "the generated least-privilege rules after it ever "
                                      "applies (add 'by * break' to let them)", "warning")
-    entries = {e.dn: lf.normalize(e.as_dict()) for e in dit.entries(site)}
+    entries = dit.normalized(site)
     reported: set[tuple[str, str, int | None]] = set()
     needed = set(policy.needs(site))
     # the matrix: each class of alike entries asked through its representatives (policy.matrix)

@@ -20,8 +20,13 @@ class DNError(ValueError):
     """A string is not a valid RFC 4514 DN (the message says why)."""
 
 
+_NEEDS_ESCAPE = re.compile(r'["+,;<>\\=\x00]|\A[# ]| \Z')
+
+
 def escape_value(value: str) -> str:
     """Escape an attribute value for use in a DN string (RFC 4514 section 2.4)."""
+    if not _NEEDS_ESCAPE.search(value):
+        return value
     out = []
     for i, ch in enumerate(value):
         if ch in '"+,;<>\\=':

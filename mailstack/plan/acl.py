@@ -14,6 +14,7 @@ evaluates it with the ACL model, and ``check --with-daemons``/``verify`` ask sla
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
@@ -93,48 +94,85 @@ class Expectation:
     why: str
 
 
+class _Alike:
+    """Classes of entries the ACL decides alike (see :func:`matrix`), and how many of each
+    class a lookup has been shown so far."""
+
+    def __init__(self, site: Site, lowered: Mapping[DN, lf.Normalized]) -> None:
+        from mailstack.ldap.acl import Acl
+
+        model = Acl.parse(rules(site))
+        self.key = {d: (model.rules_for(d, low), frozenset(low), low.get("objectclass"))
+                    for d, low in lowered.items()}
+        self.shown: dict[tuple[object, ...], int] = {}
+
+    def show(self, why: str, who: DN, entry_dn: DN) -> bool:
+        """Whether ``entry_dn`` is among the first representatives of its class for ``why``
+        (an entry asked about itself always is)."""
+        if entry_dn == who:
+            return True
+        key = (why, self.key[entry_dn])
+        n = self.shown.get(key, 0)
+        if n >= REPRESENTATIVES:
+            return False
+        self.shown[key] = n + 1
+        return True
+
+
 @per_site
 def needs(site: Site) -> tuple[Expectation, ...]:
-    """What each service account's lookups need on the site's own entries."""
+    """What each service account's lookups need on the site's own entries: on every entry
+    the lookup finds, or, of entries the ACL decides alike, on the first
+    :data:`REPRESENTATIVES` (:func:`matrix` says why that proves the same)."""
     out: list[Expectation] = []
     entries = {e.dn: e for e in dit.entries(site)}
-    lowered = {e.dn: lf.normalize(e.as_dict()) for e in entries.values()}
+    lowered = dit.normalized(site)
+    alike = _Alike(site, lowered)
     for lookup in dit.lookups(site):
-        who = str(dit.service_dn(site, lookup.service))
+        who_dn = dit.service_dn(site, lookup.service)
+        who = str(who_dn)
         why = f"{lookup.service}'s lookup {lookup.name}"
         out.append(Expectation(who, str(lookup.base), "entry", "search", True, why))
+        asserts = _class_asserts(lookup.filter)
+        searched = sorted(lf.attributes(lookup.filter))
         for entry in entries.values():
             if not entry.dn.is_below(lookup.base):
                 continue
-            if not all(lf.matches(p, lowered[entry.dn]) for p in _class_asserts(lookup.filter)):
+            if not all(lf.matches(p, lowered[entry.dn]) for p in asserts):
                 continue
-            for attr in sorted(lf.attributes(lookup.filter)):
-                out.append(Expectation(who, str(entry.dn), attr, "search", True, why))
-            out.append(Expectation(who, str(entry.dn), "entry", "read", True, why))
+            if not alike.show(why, who_dn, entry.dn):
+                continue
+            target = str(entry.dn)
+            for attr in searched:
+                out.append(Expectation(who, target, attr, "search", True, why))
+            out.append(Expectation(who, target, "entry", "read", True, why))
             for attr in lookup.returns:
-                out.append(Expectation(who, str(entry.dn), attr, "read", True, why))
-        out += _follow_needs(lookup, entries, who, why)
+                out.append(Expectation(who, target, attr, "read", True, why))
+        out += _follow_needs(lookup, entries, lowered, alike, who_dn, f"{why} (followed)")
     return tuple(out)
 
 
-def _follow_needs(lookup: dit.Lookup, entries: dict[DN, Entry], who: str,
+def _follow_needs(lookup: dit.Lookup, entries: dict[DN, Entry],
+                  lowered: Mapping[DN, lf.Normalized], alike: _Alike, who_dn: DN,
                   why: str) -> list[Expectation]:
     """What following the lookup's special DNs needs on each entry they name: the entry and
     (objectClass=*) searched, the special and leaf attributes read."""
     out: list[Expectation] = []
-    named = {v.lower() for e in entries.values() for a in lookup.special
-             for v in e.as_dict().get(a, ()) if e.dn.is_below(lookup.base)}
+    if not lookup.special:
+        return out
+    who = str(who_dn)
+    named = {v for d, low in lowered.items() if d.is_below(lookup.base)
+             for a in lookup.special for v in low.get(a.lower(), ())}
     for entry in entries.values():
-        if str(entry.dn).lower() not in named:
+        if str(entry.dn).lower() not in named or not alike.show(why, who_dn, entry.dn):
             continue
-        out.append(Expectation(who, str(entry.dn), "entry", "read", True, f"{why} (followed)"))
-        out.append(Expectation(who, str(entry.dn), "objectClass", "search", True,
-                               f"{why} (followed)"))
+        target = str(entry.dn)
+        out.append(Expectation(who, target, "entry", "read", True, why))
+        out.append(Expectation(who, target, "objectClass", "search", True, why))
         have = entry.as_dict()
         for attr in (*lookup.special, *lookup.leaf):
             if attr in have:
-                out.append(Expectation(who, str(entry.dn), attr, "read", True,
-                                       f"{why} (followed)"))
+                out.append(Expectation(who, target, attr, "read", True, why))
     return out
 
 
@@ -164,12 +202,11 @@ def matrix(site: Site) -> tuple[Expectation, ...]:
     matrix grows with the site's lookups and kinds of entries, not with its accounts: at
     10,000 accounts it is a few hundred rows, not 170,000 (and verify's slapacl run as short).
     """
-    from mailstack.ldap import filter as lf
     from mailstack.ldap.acl import Acl
     from mailstack.ldap.dn import dn
 
     model = Acl.parse(rules(site))
-    entries = {str(e.dn).lower(): (e.dn, lf.normalize(e.as_dict())) for e in dit.entries(site)}
+    entries = {str(d).lower(): (d, low) for d, low in dit.normalized(site).items()}
     kept: dict[tuple[object, ...], int] = {}
     out: list[Expectation] = []
     for exp in expectations(site):

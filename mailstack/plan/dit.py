@@ -312,6 +312,12 @@ def _surname(name: str) -> str:
 
 
 @per_site
+def normalized(site: Site) -> Mapping[DN, f.Normalized]:
+    """Each entry of :func:`entries` as filters see it (ldap.filter.normalize), made once."""
+    return MappingProxyType({e.dn: f.normalize(e.as_dict()) for e in entries(site)})
+
+
+@per_site
 def entries(site: Site) -> tuple[Entry, ...]:
     """The DIT in load order (parents first). Passwords are placeholders: set via RFC 3062."""
     p = profile(site)
