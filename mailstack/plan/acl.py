@@ -105,6 +105,12 @@ class _Alike:
         self.key = {d: (model.rules_for(d, low), frozenset(low), low.get("objectclass"))
                     for d, low in lowered.items()}
         self.shown: dict[tuple[object, ...], int] = {}
+        # every entry under each of its ancestors, in the DIT's order: a lookup walks only
+        # the entries below its base
+        self.under: dict[DN, list[DN]] = defaultdict(list)
+        for d in lowered:
+            for depth in range(1, len(d.rdns)):
+                self.under[DN(d.rdns[depth:])].append(d)
 
     def show(self, why: str, who: DN, entry_dn: DN) -> bool:
         """Whether ``entry_dn`` is among the first representatives of its class for ``why``
@@ -135,14 +141,12 @@ def needs(site: Site) -> tuple[Expectation, ...]:
         out.append(Expectation(who, str(lookup.base), "entry", "search", True, why))
         asserts = _class_asserts(lookup.filter)
         searched = sorted(lf.attributes(lookup.filter))
-        for entry in entries.values():
-            if not entry.dn.is_below(lookup.base):
+        for entry_dn in alike.under.get(lookup.base, ()):
+            if not all(lf.matches(p, lowered[entry_dn]) for p in asserts):
                 continue
-            if not all(lf.matches(p, lowered[entry.dn]) for p in asserts):
+            if not alike.show(why, who_dn, entry_dn):
                 continue
-            if not alike.show(why, who_dn, entry.dn):
-                continue
-            target = str(entry.dn)
+            target = str(entry_dn)
             for attr in searched:
                 out.append(Expectation(who, target, attr, "search", True, why))
             out.append(Expectation(who, target, "entry", "read", True, why))
