@@ -21,17 +21,17 @@ ElementTree and the profile with plistlib: every value is escaped by the library
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
-import plistlib
 import re
-import ssl
 import sys
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 Kind = Literal["imap", "pop3", "smtp"]
 Socket = Literal["SSL", "STARTTLS"]
@@ -161,6 +161,9 @@ def mobileconfig(settings: Settings, ca_pem: str | None) -> bytes:
     """Apple's profile for one account: the first IMAP and SMTP server (implicit TLS), and the
     site's CA when it has its own. PayloadUUIDs are uuid5 of site, address and payload: the
     same profile installed again replaces the old one."""
+    import plistlib  # here, with ssl: `check` imports this module and needs neither
+    import ssl
+
     if settings.address is None:
         raise SettingsError("a mobileconfig is made for one account: name its address")
     imap, smtp = settings.of("imap"), settings.of("smtp")
@@ -296,54 +299,56 @@ def _refuse(status: int, allow: str) -> tuple[int, str, bytes, dict[str, str]]:
     return status, "text/plain; charset=utf-8", b"method not allowed\n", {"Allow": allow}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """One request: the answer comes from :meth:`Service.answer`."""
+def make_server(service: Service, address: str, port: int) -> ThreadingHTTPServer:
+    """The HTTP server answering from ``service`` (http.server is imported here: `mailstack
+    check` imports this module for its formats and needs no web server)."""
+    import http.server
 
-    service: Service
-    server_version = "mailstack-clientconf"
-    sys_version = ""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        """One request: the answer comes from :meth:`Service.answer`."""
 
-    def _reply(self, method: str) -> None:
-        body = b""
-        if method == "POST":
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                self.send_error(413 if length > MAX_BODY else 400)
-                return
-            body = self.rfile.read(length)
-        status, ctype, data, extra = self.service.answer(method, self.path,
-                                                         self.headers.get("Host"), body)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(data)
+        server_version = "mailstack-clientconf"
+        sys_version = ""
 
-    def do_GET(self) -> None:
-        self._reply("GET")
+        def _reply(self, method: str) -> None:
+            body = b""
+            if method == "POST":
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    self.send_error(413 if length > MAX_BODY else 400)
+                    return
+                body = self.rfile.read(length)
+            status, ctype, data, extra = service.answer(method, self.path,
+                                                        self.headers.get("Host"), body)
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(data)
 
-    def do_HEAD(self) -> None:
-        self._reply("HEAD")
+        def do_GET(self) -> None:
+            self._reply("GET")
 
-    def do_POST(self) -> None:
-        self._reply("POST")
+        def do_HEAD(self) -> None:
+            self._reply("HEAD")
 
-    def log_message(self, format: str, *args: object) -> None:
-        # the journal gets the method, the path without its query (no addresses) and the status
-        path = urllib.parse.urlsplit(getattr(self, "path", "")).path
-        sys.stderr.write(f"{getattr(self, 'command', '-')} {path} {args[1] if len(args) > 1 else ''}\n")
+        def do_POST(self) -> None:
+            self._reply("POST")
 
+        def log_message(self, format: str, *args: object) -> None:
+            # the journal: the method, the path without its query (no addresses), the status
+            path = urllib.parse.urlsplit(getattr(self, "path", "")).path
+            status = args[1] if len(args) > 1 else ""
+            sys.stderr.write(f"{getattr(self, 'command', '-')} {path} {status}\n")
 
-def make_server(service: Service, address: str, port: int) -> http.server.ThreadingHTTPServer:
-    handler = type("BoundHandler", (Handler,), {"service": service})
-    return http.server.ThreadingHTTPServer((address, port), handler)
+    return http.server.ThreadingHTTPServer((address, port), Handler)
 
 
 def main(argv: list[str] | None = None) -> int:

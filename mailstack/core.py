@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstack import checks, secrets
-from mailstack import render as rendering
 from mailstack.errors import InputError
 from mailstack.findings import Finding, raise_errors
 from mailstack.plan import SitePlan, plan_site
@@ -40,6 +39,8 @@ def check(site_file: str | Path, *, secrets_dir: str | Path | None = None,
         from mailstack import daemons
 
         plan = plan_site(site, _secret_values(site, store))
+        from mailstack import render as rendering
+
         report.daemon_verdicts = daemons.check_plan(site, plan, rendering.render_plan(plan),
                                                     _secret_values(site, store))
     return report
@@ -61,6 +62,8 @@ def render(site_file: str | Path, out_dir: str | Path = "build", *,
            secrets_dir: str | Path | None = None) -> Path:
     """Render every file of every host into ``out_dir/<site>/`` atomically; returns that path."""
     _, site_plan = plan(site_file, secrets_dir=secrets_dir)
+    from mailstack import render as rendering  # Jinja: only the verbs that render import it
+
     rendered = rendering.render_plan(site_plan)
     return rendering.write_tree(site_plan, rendered, Path(out_dir))
 
