@@ -10,6 +10,7 @@ as catching everything, and it never matches in an evaluation. ``slapacl`` settl
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -322,6 +323,32 @@ class Acl:
         anyone but themselves ("self")."""
         lower = lf.normalize(entry) if entry is not None else None
         return tuple(ri for ri, _ in self._rules_for(entry_dn, lower))
+
+    def classify(self, entries: Mapping[DN, lf.Normalized]) -> dict[DN, tuple[int, ...]]:
+        """:meth:`rules_for` of every entry, asked once per kind of entry: entries under the
+        same parent, with the same attribute names and the same values of the attributes the
+        rules' filters test, are selected by the same rules, unless a rule names the entry
+        itself (scope base, or the top of a subtree) or matches DNs by regex; those are asked
+        one by one."""
+        if any(r.what.dn is not None and r.what.dn.scope == "regex" for r in self.rules):
+            return {d: self.rules_for(d, low) for d, low in entries.items()}
+        named = {r.what.dn.ref.key() for r in self.rules
+                 if r.what.dn is not None and r.what.dn.scope in ("base", "subtree")}
+        tested = sorted({a.lower() for r in self.rules if r.what.filter is not None
+                         for a in lf.attributes(r.what.filter)})
+        kinds: dict[tuple[object, ...], tuple[int, ...]] = {}
+        out: dict[DN, tuple[int, ...]] = {}
+        for d, low in entries.items():
+            key = d.key()
+            if key in named:
+                out[d] = self.rules_for(d, low)
+                continue
+            kind = (key[1:], frozenset(low), tuple(low.get(a) for a in tested))
+            found = kinds.get(kind)
+            if found is None:
+                found = kinds[kind] = self.rules_for(d, low)
+            out[d] = found
+        return out
 
     def decide(self, who: DN | None, entry_dn: DN, attr: str,
                entry: dict[str, list[str]] | lf.Normalized | None = None) -> Decision:

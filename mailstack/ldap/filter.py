@@ -7,6 +7,7 @@ Postfix), which the daemon itself escapes; literal ``%`` in values is written ``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -127,10 +128,22 @@ class Normalized(dict[str, frozenset[str]]):
 def normalize(entry: dict[str, list[str]] | Normalized) -> Normalized:
     if isinstance(entry, Normalized):
         return entry
-    out = Normalized()
-    for k, vs in entry.items():
+    return normalize_pairs((k, v) for k, vs in entry.items() for v in vs)
+
+
+def normalize_pairs(pairs: Iterable[tuple[str, str]]) -> Normalized:
+    """An entry given as (attribute, value) pairs (ldif.Entry.attrs), normalized."""
+    sets: dict[str, set[str]] = {}
+    for k, v in pairs:
         key = k.lower()
-        out[key] = out.get(key, frozenset()) | {v.lower() for v in vs}
+        found = sets.get(key)
+        if found is None:
+            sets[key] = {v.lower()}
+        else:
+            found.add(v.lower())
+    out = Normalized()
+    for key, values in sets.items():
+        out[key] = frozenset(values)
     return out
 
 

@@ -101,16 +101,21 @@ class _Alike:
     def __init__(self, site: Site, lowered: Mapping[DN, lf.Normalized]) -> None:
         from mailstack.ldap.acl import Acl
 
-        model = Acl.parse(rules(site))
-        self.key = {d: (model.rules_for(d, low), frozenset(low), low.get("objectclass"))
+        chosen = Acl.parse(rules(site)).classify(lowered)
+        self.key = {d: (chosen[d], frozenset(low), low.get("objectclass"))
                     for d, low in lowered.items()}
         self.shown: dict[tuple[object, ...], int] = {}
         # every entry under each of its ancestors, in the DIT's order: a lookup walks only
         # the entries below its base
-        self.under: dict[DN, list[DN]] = defaultdict(list)
+        self.under: dict[tuple[object, ...], list[DN]] = defaultdict(list)
         for d in lowered:
-            for depth in range(1, len(d.rdns)):
-                self.under[DN(d.rdns[depth:])].append(d)
+            key = d.key()
+            for depth in range(1, len(key)):
+                self.under[key[depth:]].append(d)
+
+    def below(self, base: DN) -> list[DN]:
+        """The entries strictly below ``base``."""
+        return self.under.get(base.key(), [])
 
     def show(self, why: str, who: DN, entry_dn: DN) -> bool:
         """Whether ``entry_dn`` is among the first representatives of its class for ``why``
@@ -141,7 +146,7 @@ def needs(site: Site) -> tuple[Expectation, ...]:
         out.append(Expectation(who, str(lookup.base), "entry", "search", True, why))
         asserts = _class_asserts(lookup.filter)
         searched = sorted(lf.attributes(lookup.filter))
-        for entry_dn in alike.under.get(lookup.base, ()):
+        for entry_dn in alike.below(lookup.base):
             if not all(lf.matches(p, lowered[entry_dn]) for p in asserts):
                 continue
             if not alike.show(why, who_dn, entry_dn):

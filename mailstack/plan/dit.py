@@ -314,7 +314,7 @@ def _surname(name: str) -> str:
 @per_site
 def normalized(site: Site) -> Mapping[DN, f.Normalized]:
     """Each entry of :func:`entries` as filters see it (ldap.filter.normalize), made once."""
-    return MappingProxyType({e.dn: f.normalize(e.as_dict()) for e in entries(site)})
+    return MappingProxyType({e.dn: f.normalize_pairs(e.attrs) for e in entries(site)})
 
 
 @per_site

@@ -97,3 +97,60 @@ def test_generated_rules_are_exact(example) -> None:
     # Postfix's domain table is static (from the site file): it reads nothing of ou=domains
     assert not [r for r in rules if f"ou=domains,{BASE}" in r and POSTFIX in r]
     assert "=w" not in " ".join(rules)
+
+
+def _grown(example, n: int):
+    """The example with ``n`` more accounts, every fifth locked, half of them in a group."""
+    from tests.conftest import example_text
+
+    text = example_text()
+    extra = "".join(f"  - {{mail: u{i}@krasnoyarsk.example.org, name: U {i}"
+                    f"{', enabled: false' if i % 5 == 0 else ''}}}\n" for i in range(n))
+    text = text.replace("\naccounts:\n", "\naccounts:\n" + extra, 1)
+    members = ", ".join(f"u{i}@krasnoyarsk.example.org" for i in range(0, n, 2))
+    text = text.replace("\ngroups:\n", f"\ngroups:\n  - {{name: many, members: [{members}]}}\n",
+                        1)
+    example.write_text(text, encoding="utf-8")
+    return load_site(example)
+
+
+def test_classify_asks_each_kind_once_and_agrees_with_every_entry(example) -> None:
+    from mailstack.plan import dit
+
+    site = _grown(example, 30)
+    model = Acl.parse(policy.rules(site))
+    lowered = dit.normalized(site)
+    assert model.classify(lowered) == {d: model.rules_for(d, low) for d, low in lowered.items()}
+
+
+def test_the_matrix_keeps_a_class_of_alike_entries_through_two_of_them(example, monkeypatch
+                                                                       ) -> None:
+    """Every entry of a class is decided as its representatives are: the reduction loses
+    nothing slapacl or the check would have found."""
+    from mailstack.plan import dit
+
+    site = _grown(example, 30)
+    monkeypatch.setattr(policy, "REPRESENTATIVES", 10**9)
+    full = policy.needs.__wrapped__(site)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    kept = policy.needs.__wrapped__(site)  # type: ignore[attr-defined]
+    assert len(kept) < len(full) / 3
+    assert set(kept) <= set(full)
+    model = Acl.parse(policy.rules(site))
+    lowered = dit.normalized(site)
+    kinds = model.classify(lowered)
+    by_dn = {str(d).lower(): d for d in lowered}
+    decided: dict[tuple[object, ...], set[bool]] = {}
+    for row in full:
+        target = by_dn.get(row.dn.lower())
+        if target is None:
+            continue
+        key = (row.who, row.attr.lower(), row.access, row.why, kinds[target],
+               frozenset(lowered[target]))
+        allowed = model.decide(dn(row.who) if row.who else None, target, row.attr,
+                               lowered[target]).allows(row.access)
+        decided.setdefault(key, set()).add(allowed)
+    assert decided and all(len(v) == 1 for v in decided.values())
+    # and the matrix does not grow with the accounts
+    rows = len(policy.matrix(site))
+    assert rows == len(policy.matrix(_grown(example, 60)))
