@@ -4,7 +4,8 @@
 
 The site is the bundled example (every feature it shows stays in) plus N accounts, N/10
 aliases, N/100 groups (at most 100) and N/10 recipient routes (at most 1,000). Each figure is
-the median of three runs, each in a fresh interpreter (imports included, as a user pays them);
+the median of three runs of the command (`mailstack check` / `render`, through the CLI), each
+in a fresh interpreter (imports included, as a user pays them);
 peak memory is the process's maximum resident set (getrusage), taken in the same runs, so no
 tracer slows the timing. Figures, not a pass/fail test: compare runs on the same machine.
 Targets (issue 14, 2 shared cores): 10,000 accounts check < 1.5 s, render < 2 s, < 150 MiB.
@@ -27,14 +28,13 @@ DOMAIN = "krasnoyarsk.example.org"
 RUNS = 3
 
 MEASURE = r"""
-import json, resource, sys, time
+import contextlib, io, json, resource, sys, time
 t0 = time.perf_counter()
-from mailstack import core
+from mailstack.cli import main
 verb, site, out = sys.argv[1:4]
-if verb == "check":
-    core.check(site)
-else:
-    core.render(site, out)
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main([verb, site] if verb == "check" else [verb, site, "-o", out])
+assert code == 0, code
 print(json.dumps({"seconds": time.perf_counter() - t0,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

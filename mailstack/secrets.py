@@ -95,6 +95,7 @@ class SecretStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self._cache: dict[str, str] = {}
 
     def path(self, name: str) -> Path:
@@ -108,18 +109,28 @@ class SecretStore:
     def read(self, name: str) -> str:
         if name in self._cache:
             return self._cache[name]
-        path = self.path(name)
+        if not valid_name(name):
+            raise InputError(f"{name!r} is not a valid secret name: {NAME_RULE}")
+        path = os.path.join(self._root, name)  # a string: pathlib costs more than the read
         try:
-            raw = path.read_text(encoding="utf-8")
+            # one open and one fstat per secret: a site of 10,000 accounts reads 10,000
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
+                with os.fdopen(fd, "r", encoding="utf-8", closefd=False) as f:
+                    raw = f.read()
+            finally:
+                os.close(fd)
         except FileNotFoundError:
-            raise InputError(f"{path}: secret '{name}' is missing "
-                             "(`mailstack secrets SITE` creates what can be generated)") from None
-        except OSError as err:
-            raise InputError(f"{path}: cannot read secret '{name}': {err.strerror}") from None
+            raise MissingSecret(f"{path}: secret '{name}' is missing "
+                                "(`mailstack secrets SITE` creates what can be generated)"
+                                ) from None
+        except (OSError, UnicodeDecodeError) as err:
+            why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+            raise InputError(f"{path}: cannot read secret '{name}': {why}") from None
         if raw.startswith(VAULT_HEADER):
-            value = _vault_decrypt(path)
+            value = _vault_decrypt(Path(path))
         else:
-            mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
                 raise InputError(f"{path}: secret '{name}' has mode {mode:04o}; others can read "
                                  f"it: chmod 600 {path} (or encrypt it with ansible-vault)")
@@ -131,6 +142,10 @@ class SecretStore:
                              "would break the configuration files it goes into")
         self._cache[name] = value
         return value
+
+
+class MissingSecret(InputError):
+    """The secret's file does not exist."""
 
 
 def _vault_decrypt(path: Path) -> str:

@@ -26,14 +26,14 @@ def check(site: Site, store: secrets.SecretStore,
             yield Finding(mark, ref.path, f"'{ref.name}' is not a valid secret name: "
                                           f"{secrets.NAME_RULE}")
             continue
-        if not store.exists(ref.name):
+        try:
+            value = store.read(ref.name)
+        except secrets.MissingSecret:
             how = ("`mailstack secrets SITE` creates it" if ref.kind != "external"
                    else "put it there yourself (it cannot be generated)")
             yield Finding(mark, ref.path, f"secret '{ref.name}' is missing: expected the file "
                                           f"{store.path(ref.name)}; {how}")
             continue
-        try:
-            value = store.read(ref.name)
         except InputError as e:
             yield Finding(mark, ref.path, str(e))
             continue
