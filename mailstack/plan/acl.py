@@ -14,7 +14,7 @@ evaluates it with the ACL model, and ``check --with-daemons``/``verify`` ask sla
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
@@ -113,9 +113,29 @@ class _Alike:
             for depth in range(1, len(key)):
                 self.under[key[depth:]].append(d)
 
+        self.order = {d: i for i, d in enumerate(lowered)}
+
     def below(self, base: DN) -> list[DN]:
         """The entries strictly below ``base``."""
         return self.under.get(base.key(), [])
+
+    def kinds_below(self, base: DN) -> list[list[DN]]:
+        """The entries strictly below ``base`` by class, each class in the DIT's order."""
+        groups: dict[tuple[object, ...], list[DN]] = {}
+        for d in self.below(base):
+            groups.setdefault(self.key[d], []).append(d)
+        return list(groups.values())
+
+    def candidates(self, base: DN, who: DN, wanted: Callable[[DN], bool]) -> list[DN]:
+        """The entries below ``base`` a lookup is shown, in the DIT's order: of each class
+        that ``wanted`` accepts (it tests what the class shares, e.g. object classes), the
+        first :data:`REPRESENTATIVES`, and ``who`` itself wherever it is."""
+        out: list[DN] = []
+        for members in self.kinds_below(base):
+            if wanted(members[0]):
+                out += members[:REPRESENTATIVES]
+                out += [d for d in members[REPRESENTATIVES:] if d == who]
+        return sorted(out, key=self.order.__getitem__)
 
     def show(self, why: str, who: DN, entry_dn: DN) -> bool:
         """Whether ``entry_dn`` is among the first representatives of its class for ``why``
@@ -146,11 +166,10 @@ def needs(site: Site) -> tuple[Expectation, ...]:
         out.append(Expectation(who, str(lookup.base), "entry", "search", True, why))
         asserts = _class_asserts(lookup.filter)
         searched = sorted(lf.attributes(lookup.filter))
-        for entry_dn in alike.below(lookup.base):
-            if not all(lf.matches(p, lowered[entry_dn]) for p in asserts):
-                continue
-            if not alike.show(why, who_dn, entry_dn):
-                continue
+        def classes_match(entry_dn: DN, asserts: list[lf.Filter] = asserts) -> bool:
+            return all(lf.matches(p, lowered[entry_dn]) for p in asserts)
+
+        for entry_dn in alike.candidates(lookup.base, who_dn, classes_match):
             target = str(entry_dn)
             for attr in searched:
                 out.append(Expectation(who, target, attr, "search", True, why))
