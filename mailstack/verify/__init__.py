@@ -21,7 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -31,6 +31,9 @@ from mailstack.findings import Check
 from mailstack.ldap import filter as lf
 from mailstack.plan import SitePlan, clients, dit, folders, layout, postfix, slapd, web
 from mailstack.site.model import Site
+
+if TYPE_CHECKING:
+    from mailstack.lab.state import LabState
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
@@ -207,6 +210,22 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     }
 
 
+def public_ca(site: Site, values: dict[str, str], state: LabState | None) -> str | None:
+    """What the public ports' certificates chain to (PEM), or None: the system's CAs.
+
+    The site CA, except in tls.mode acme: there the ACME CA, which in the lab is pebble's
+    current root (:func:`mailstack.lab.acme.roots`), and against real servers a public CA of
+    the system store.
+    """
+    if site.tls.mode != "acme":
+        return values[layout.SECRET_CA_CERT]
+    if state is None or site.tls.acme is None:
+        return None
+    from mailstack.lab import acme
+
+    return acme.roots(state.plan, site.tls.acme.server)
+
+
 def audit_job(site: Site, job: dict) -> dict | None:
     """Which account deletes which message for the audit check: the probe account on real
     servers, the first account that may use IMAP in the lab."""
@@ -373,7 +392,7 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     values = {r.name: store.read(r.name) for r in secrets_mod.required(site)}
     out = core.render(site_file, build_dir, secrets_dir=secrets_dir)
     manifest = out / "manifest.json"
-    client = None
+    client = state = None
     if lab:
         from mailstack import lab as lab_mod
 
@@ -388,6 +407,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     mail_host = next(k for k, h in plan.hosts.items() if "mta" in h.roles)
     report = VerifyReport(site.site)
     job = probe_job(site, plan, values, mail_host)
+    # the site CA signs the internal hops (LDAP); the public ports may serve another CA's
+    job["site_ca"], job["ca"] = job["ca"], public_ca(site, values, state)
     job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS]
     job["writes"] = lab or allow_writes
     if not lab:
