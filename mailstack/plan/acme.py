@@ -126,6 +126,7 @@ def facts(site: Site, key: str) -> dict[str, object]:
     lineage = f"{LIVE_DIR}/{cert_name(site, key)}"
     return {"acme": {
         "dir": layout.PUBLIC_TLS_DIR,
+        "webroot": web.ACME_ROOT,
         "cert": layout.public_cert(key), "key": layout.public_key(key),
         "bootstrap": {"cert": layout.host_cert(key), "key": layout.host_key(key)},
         "names": list(names(site, key)),
