@@ -64,7 +64,7 @@ def test_the_acme_ca_secret_is_an_outside_secret_and_the_site_ca_stays(write_sit
 
 
 def test_public_ports_read_the_public_certificate(acme_site) -> None:
-    site, plan = core.plan(acme_site)
+    _, plan = core.plan(acme_site)
     host = plan.hosts["mail"]
     files = {f.path: f for f in host.files}
     public = layout.public_cert("mail"), layout.public_key("mail")
@@ -84,7 +84,7 @@ def test_public_ports_read_the_public_certificate(acme_site) -> None:
 
 
 def test_the_plan_requests_the_host_s_names_from_the_site_s_server_only(acme_site) -> None:
-    site, plan = core.plan(acme_site)
+    _, plan = core.plan(acme_site)
     facts = plan.hosts["mail"].facts["acme"]
     argv = facts["certonly"]
     assert argv[:2] == ["certbot", "certonly"]
@@ -126,7 +126,7 @@ def test_files_hook_and_certbot_service_environment(acme_site) -> None:
 def test_client_settings_host_keeps_its_own_nginx_site(acme_site) -> None:
     text = acme_site.read_text() + "clients: {serve: true}\n"
     acme_site.write_text(text)
-    site, plan = core.plan(acme_site)
+    _, plan = core.plan(acme_site)
     host = plan.hosts["mail"]
     assert acme.NGINX_SITE not in {f.path for f in host.files}
     assert host.facts["acme"]["remove"] == []
