@@ -10,7 +10,7 @@
 * a forced renewal (``certbot renew --force-renewal``, the deploy hook certbot recorded): every
   port serves the new serial at once; certbot.service (the timer's) has the ACME server's CA;
 * broken deployment: a deploy hook that does not reload Dovecot leaves IMAP, POP3 and
-  ManageSieve on the old serial after a renewal: the check FAILs; apply and the hook put it
+  ManageSieve on the old serial after a renewal: the check FAILs; the rendered hook puts it
   right.
 """
 
@@ -103,7 +103,7 @@ def test_every_public_port_serves_certbot_s_certificate(acme_lab) -> None:
     assert acme_lab.served() == dict.fromkeys(ALL_PORTS, serial), acme_lab.last.detail
     # verify's own check names pebble's root as the anchor (the probe trusts nothing else)
     report = verify.verify(acme_lab.site, lab=True, build_dir=acme_lab.build,
-                           parts=[verify.CERT_PART, "port25", "submission"], host_checks=False)
+                           parts=[verify.CERT_PART, "port25"], host_checks=False)
     assert {c.name: c.detail for c in report.checks if not c.ok} == {}
     assert any(c.name.startswith("certificates:") and "the ACME CA" in c.name
                for c in report.checks)
@@ -145,7 +145,8 @@ def test_a_hook_that_does_not_reload_dovecot_fails_the_check(acme_lab) -> None:
         assert not acme_lab.last.ok
         assert {p for p, s in served.items() if s == old} == DOVECOT_PORTS, served
         assert {p for p, s in served.items() if s == new} == ALL_PORTS - DOVECOT_PORTS, served
-    finally:
-        acme_lab.apply()  # the hook as rendered
+    finally:  # the hook as rendered, run as certbot runs it
+        rendered = acme_lab.build / load_site(acme_lab.site).site / "mail" / acme.HOOK.lstrip("/")
+        acme_lab.mail.put_file(acme.HOOK, rendered.read_text(encoding="utf-8"), 0o755)
         acme_lab.sh(f"RENEWED_LINEAGE={LINEAGE} {acme.HOOK}")
     assert acme_lab.served() == dict.fromkeys(ALL_PORTS, acme_lab.serial()), acme_lab.last.detail
