@@ -102,11 +102,13 @@ def test_every_public_port_serves_certbot_s_certificate(acme_lab) -> None:
     serial = acme_lab.serial()
     assert acme_lab.served() == dict.fromkeys(ALL_PORTS, serial), acme_lab.last.detail
     # verify's own check names pebble's root as the anchor (the probe trusts nothing else)
+    # and the host check: certbot's lineage (names, server, hook) is what the ports read
     report = verify.verify(acme_lab.site, lab=True, build_dir=acme_lab.build,
-                           parts=[verify.CERT_PART, "port25"], host_checks=False)
+                           parts=[verify.CERT_PART, "port25"], host_keyword="certbot_holds")
     assert {c.name: c.detail for c in report.checks if not c.ok} == {}
-    assert any(c.name.startswith("certificates:") and "the ACME CA" in c.name
-               for c in report.checks)
+    names = {c.name for c in report.checks}
+    assert any(n.startswith("certificates:") and "the ACME CA" in n for n in names), names
+    assert "host: certbot holds the host s certificate and the ports read it" in names, names
     # the site CA still signs slapd's certificate; the public key is root's, 0600
     assert acme_lab.sh(f"stat -c '%U %a' {layout.public_key('mail')}").strip() == "root 600"
 
