@@ -79,7 +79,10 @@ def required(site: Site) -> list[SecretRef]:
         refs.append(SecretRef(fetch.password_secret, "external", ("fetch", i, "password_secret")))
         if fetch.ca_secret:
             refs.append(SecretRef(fetch.ca_secret, "external", ("fetch", i, "ca_secret")))
-    tls_kind: Kind = "tls" if site.tls.mode == "internal-ca" else "external"
+    if site.tls.mode == "acme" and site.tls.acme and site.tls.acme.ca_secret:
+        refs.append(SecretRef(site.tls.acme.ca_secret, "external", ("tls", "acme", "ca_secret")))
+    # acme keeps the site CA: it signs the internal hops and serves until certbot's is there
+    tls_kind: Kind = "tls" if site.tls.mode != "files" else "external"
     refs.append(SecretRef(layout.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
     for host in sorted(site.hosts):
         refs.append(SecretRef(layout.secret_host_cert(host), tls_kind, ("hosts", host)))
@@ -264,7 +267,7 @@ def renew(site: Site, root: str | Path, *,
     names than the site gives the host. The host's key is kept (pins such as DANE ``3 1 1``
     records stay valid, and the key never has to move). Each certificate file is replaced
     atomically, 0600. Returns one entry per host, renewed or not."""
-    if site.tls.mode != "internal-ca":
+    if site.tls.mode == "files":
         raise InputError("tls.mode is files: the host certificates come from elsewhere; "
                          "renew them there and put them into the secrets folder")
     store = SecretStore(root)

@@ -12,10 +12,10 @@ from mailstack.site.model import Site
 
 
 def run(site: Site, store: SecretStore | None) -> list[Finding]:
-    from mailstack.checks import acl, bans, contexts, folders, groups, names, relay, secrets, sieve
+    from mailstack.checks import acl, acme, bans, contexts, folders, groups, names, relay, secrets, sieve
 
     findings: list[Finding] = []
-    for module in (names, relay, contexts, bans, groups, folders, sieve):
+    for module in (names, relay, acme, contexts, bans, groups, folders, sieve):
         findings += module.check(site)
     findings += relay.check_routes(site)
     if not any(f.severity == "error" for f in findings):

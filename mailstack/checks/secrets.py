@@ -49,7 +49,7 @@ def constraints(site: Site, store: secrets.SecretStore, readable: set[str]) -> I
     """The site CA's name constraints: a warning for a CA without them (made before mailstack
     constrained its CAs; `secrets` never replaces a CA), an error for a host whose name the CA
     may not sign for (its certificate would not verify)."""
-    if site.tls.mode != "internal-ca" or layout.SECRET_CA_CERT not in readable:
+    if site.tls.mode == "files" or layout.SECRET_CA_CERT not in readable:
         return
     try:
         permitted = certs.permitted_names(store.read(layout.SECRET_CA_CERT))
@@ -74,7 +74,7 @@ def expiry(site: Site, store: secrets.SecretStore, readable: set[str],
            now: datetime.datetime) -> Iterator[Finding]:
     """An error for a host certificate that has expired, a warning for one that expires within
     ``certs.RENEW_DAYS`` days (what `mailstack secrets --renew` renews)."""
-    how = ("`mailstack secrets SITE --renew` renews it" if site.tls.mode == "internal-ca"
+    how = ("`mailstack secrets SITE --renew` renews it" if site.tls.mode != "files"
            else "put a renewed one there")
     for host in sorted(site.hosts):
         name = layout.secret_host_cert(host)
@@ -101,7 +101,7 @@ def expiry(site: Site, store: secrets.SecretStore, readable: set[str],
         lacking = [n for n in web.cert_names(site, host) if n not in have]
         if lacking:
             fix = ("`mailstack secrets SITE --renew` makes one that does"
-                   if site.tls.mode == "internal-ca" else "put one there that names them too")
+                   if site.tls.mode != "files" else "put one there that names them too")
             why = " (clients.serve: mail clients ask those names)" if any(
                 n in web.client_names(site) for n in lacking) else ""
             yield Finding(mark, path, f"{store.path(name)}: the certificate does not name "

@@ -9,6 +9,8 @@ fills in the missing ones, each file mode 0600, never overwriting one that exist
 * a relay's ``ca_secret`` <- the CA certificate of the container that stands in for the relay
   (its relay container, or the provider for a relay the provider answers for);
 * a fetch's ``ca_secret`` <- the provider's CA certificate;
+* ``tls.acme.ca_secret`` <- the CA of the lab's ACME server's own HTTPS certificate (pebble in
+  the client, :mod:`mailstack.lab.acme`);
 * ``auth.password_secret`` and a fetch's ``password_secret`` <- a random password. One login
   has one password at the provider: when a login's password is named by several secrets (or
   one secret serves a relay and a fetch), they all get the same value, and a secret that
@@ -41,6 +43,7 @@ from mailstack.site.marks import format_path
 from mailstack.site.model import Site
 
 __all__ = [
+    "ACME",
     "OutsideReport",
     "OutsideSecret",
     "ca_common_name",
@@ -76,6 +79,10 @@ class OutsideReport:
     """Provider login -> the password its mailbox gets."""
     cas: dict[str, tls.KeyPair] = field(default_factory=dict)
     """Stand-in id -> its CA."""
+
+
+ACME = "acme"
+"""The id of the lab's ACME server among the stand-ins' CAs (``lab-ca/acme-ca.crt``)."""
 
 
 def ca_common_name(site: str, c: LabContainer) -> str:
@@ -118,6 +125,8 @@ def outside_secrets(site: Site, plan: LabPlan) -> list[OutsideSecret]:
         add(fetch.password_secret, "password", ("fetch", i, "password_secret"), user=fetch.user)
         if fetch.ca_secret:
             add(fetch.ca_secret, "ca", ("fetch", i, "ca_secret"), fixture="provider")
+    if site.tls.mode == "acme" and site.tls.acme and site.tls.acme.ca_secret:
+        add(site.tls.acme.ca_secret, "ca", ("tls", "acme", "ca_secret"), fixture=ACME)
     raise_errors(findings)
     return [
         OutsideSecret(name, "ca" if kinds[name] == "ca" else "password",
@@ -150,10 +159,14 @@ def prepare(site: Site, plan: LabPlan, store: site_secrets.SecretStore, ca_root:
     needed = outside_secrets(site, plan)
     cas = {fixture_id(c): tls.ensure_ca(ca_root, fixture_id(c), ca_common_name(site.site, c))
            for c in plan.stand_ins}
+    if site.tls.mode == "acme":
+        cas[ACME] = tls.ensure_ca(ca_root, ACME, f"mailstack lab {site.site}: CA of the ACME "
+                                                 "server")
     created: list[str] = []
     warnings: list[str] = []
     describe = {fixture_id(c): ("the lab's provider" if c.role == "provider"
                                 else f"the lab's relay {c.key}") for c in plan.stand_ins}
+    describe[ACME] = "the lab's ACME server"
 
     for secret in needed:
         if secret.kind != "ca":

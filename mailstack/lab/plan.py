@@ -59,6 +59,7 @@ __all__ = [
     "LabPlan",
     "Role",
     "Start",
+    "acme_host",
     "fixture_id",
     "plan_lab",
     "provider_hosts",
@@ -294,6 +295,15 @@ def provider_hosts(site: Site) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hosts))
 
 
+def acme_host(site: Site) -> str | None:
+    """The host name of the site's ACME server (tls.acme.server), lowercase, or None."""
+    from urllib.parse import urlsplit
+
+    if site.tls.acme is None:
+        return None
+    return (urlsplit(site.tls.acme.server).hostname or "").lower() or None
+
+
 def fixture_id(c: LabContainer) -> str:
     """Short name of a stand-in for files about it: ``relay-<name>`` or ``provider``."""
     return "provider" if c.role == "provider" else f"{c.role}-{c.key}"
@@ -397,6 +407,11 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
             if relay_name == "direct":
                 refuse(("routes", section, key), "the lab cannot stand in for direct delivery "
                                                  "(it would look up MX records outside the lab)")
+    acme = acme_host(site)
+    if site.tls.mode == "acme" and acme is not None and not relay_name_ok(acme):
+        refuse(("tls", "acme", "server"), f"the ACME server {acme} is not a reserved example "
+                                          f"name {_NAME_TEXT}: the lab stands in for it (pebble "
+                                          "in the client), and certbot must never ask a real CA")
     raise_errors(findings)
 
     subnet = _pick_subnet(site.site, taken)
@@ -456,6 +471,8 @@ def plan_lab(site: Site, *, taken: Iterable[str | ipaddress.IPv4Network] = (),
     containers.append(LabContainer(
         name=f"{prefix}-client", role="client", key="client", hostname=CLIENT_HOSTNAME,
         ip=addr(CLIENT_OCTET),
+        # tls.mode acme: the client runs the ACME server (pebble) under the site's name for it
+        aliases=(acme,) if site.tls.mode == "acme" and acme else (),
     ))
 
     seen: dict[str, str] = {}

@@ -24,13 +24,21 @@ from mailstack import resources
 from mailstack import secrets as site_secrets
 from mailstack.container import Container, remove_image
 from mailstack.errors import InputError, ToolError
-from mailstack.lab import debs, handmade, outside, tls
+from mailstack.lab import acme, debs, handmade, outside, tls
 from mailstack.lab import lock as lab_lock
 from mailstack.lab import provider as provider_fixture
 from mailstack.lab import relay as relay_fixture
 from mailstack.lab.containers import ensure_container, parallel, podman_run, require_podman
 from mailstack.lab.network import ensure_network, networks, plan_for_up, remove_containers, wire
-from mailstack.lab.plan import STARTS, LabContainer, LabPlan, Start, fixture_id, plan_lab
+from mailstack.lab.plan import (
+    STARTS,
+    LabContainer,
+    LabPlan,
+    Start,
+    acme_host,
+    fixture_id,
+    plan_lab,
+)
 from mailstack.lab.snapshots import SNAPSHOT_REPO, restore, snapshot, snapshot_image, snapshot_images
 from mailstack.lab.ssh import authorize, ensure_key, require_ssh, wait_ssh
 from mailstack.lab.stand_ins import StandIns, auth_usernames, cert_names
@@ -150,6 +158,11 @@ def up(site_file: str | os.PathLike[str], *, build_dir: str | os.PathLike[str] =
                 Container(c.name).put_tree(tmp, CLIENT_CA_DIR)
 
     parallel(configure, [*plan.stand_ins, plan.client])
+    server = acme_host(site)
+    if site.tls.mode == "acme" and site.tls.acme and server:
+        ca = report.cas[outside.ACME]
+        acme.configure(plan, site.tls.acme.server,
+                       tls.ensure_server_cert(where, outside.ACME, ca, [server]), ca)
 
     ca_root = tls.ca_dir(build_dir, site.site)
     relay_certs: dict[str, Path] = {}

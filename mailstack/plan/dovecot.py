@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 from mailstack import resources
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, audit, dit, folders, layout, sieve
+from mailstack.plan import FileSpec, audit, dit, folders, layout, sieve, tls
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -148,8 +148,8 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("auth_verbose", "yes"),
             *AUTH_CACHE,
             ("ssl", "required"),
-            ("ssl_cert", f"<{layout.host_cert(host)}"),
-            ("ssl_key", f"<{layout.host_key(host)}"),
+            ("ssl_cert", f"<{tls.served_cert(site, host)}"),
+            ("ssl_key", f"<{tls.served_key(site, host)}"),
             ("ssl_min_protocol", "TLSv1.2"),
             ("ssl_prefer_server_ciphers", "yes"),
             ("mail_location", MAIL_LOCATION),

@@ -9,6 +9,7 @@ from mailstack.plan import (
     FileSpec,
     HostPlan,
     SitePlan,
+    acme,
     audit,
     dit,
     dovecot,
@@ -71,8 +72,9 @@ def packages(site: Site, name: str) -> tuple[str, ...]:
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return BASE_PACKAGES + tuple(p for r in roles for p in PACKAGES[r]) + (
-        ("getmail6",) if fetching else ()) + fail2ban.PACKAGES + (
-        web.PACKAGES if web.serving_host(site) == name else ())
+        ("getmail6",) if fetching else ()) + fail2ban.PACKAGES + tuple(dict.fromkeys(
+            (web.PACKAGES if web.serving_host(site) == name else ())
+            + (acme.PACKAGES if acme.acme_host(site, name) else ())))
 
 
 def placed(files: list[FileSpec], role: str, pickup: Callable[[str], str]) -> list[FileSpec]:
@@ -86,8 +88,9 @@ def services(site: Site, name: str) -> tuple[str, ...]:
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return tuple(s for r in roles for s in SERVICES[r]) + (
-        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,) + (
-        web.SERVICES if web.serving_host(site) == name else ())
+        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,) + tuple(dict.fromkeys(
+            (web.SERVICES if web.serving_host(site) == name else ())
+            + (acme.SERVICES if acme.acme_host(site, name) else ())))
 
 
 def ldap_uri(site: Site, host: str) -> str:
@@ -116,6 +119,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files += placed(audit.files(), "base", audit.pickup)
     files += placed(web.files(site, name, secrets), "base", web.pickup)
+    files += placed(acme.files(site, name, secrets), "base", acme.pickup)
     files.sort(key=lambda f: f.path)
     facts_out = {
         "ldap_uri": ldap_uri(site, name),
@@ -169,6 +173,9 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
             if "ldap" in roles else {}),
         # the client settings' web service (plan/web.py): Debian's files the role removes
         **web.facts(site, name),
+        # tls.mode acme (plan/acme.py): the public certificate, what serves until certbot's is
+        # there, and the request
+        **acme.facts(site, name),
         # what the last apply placed (removed next time when the site no longer renders it),
         # and where removed files and pruned accounts' mailboxes are kept
         "placed": {"record": layout.PLACED_RECORD, "backup_dir": layout.REMOVED_BACKUP_DIR,

@@ -125,6 +125,21 @@ def host_key(host: str) -> str:
     return f"{TLS_DIR}/{host}.key"
 
 
+PUBLIC_TLS_DIR = f"{TLS_DIR}/public"
+"""tls.mode acme: the certificate of the public ports, installed by certbot's deploy hook (the
+site CA's host certificate until the first ACME one is there)."""
+
+
+def public_cert(host: str) -> str:
+    """The certificate chain the public ports serve in tls.mode acme (plan/acme.py)."""
+    return f"{PUBLIC_TLS_DIR}/{host}.crt"
+
+
+def public_key(host: str) -> str:
+    """Its key (Postfix, Dovecot and nginx read it as root)."""
+    return f"{PUBLIC_TLS_DIR}/{host}.key"
+
+
 def slapd_key(host: str) -> str:
     """slapd's own copy of the key, readable by the openldap group only."""
     return f"/etc/ldap/tls/{host}.key"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, layout, relays
+from mailstack.plan import FileSpec, dit, layout, relays, tls
 from mailstack.site.model import Site
 
 LDAP_DIR = "/etc/postfix/ldap"
@@ -288,8 +288,8 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtp_sasl_auth_enable": "no",
         "smtp_fallback_relay": "",
         # port 25: TLS offered, no AUTH, only local recipients unless the client is local
-        "smtpd_tls_cert_file": layout.host_cert(host),
-        "smtpd_tls_key_file": layout.host_key(host),
+        "smtpd_tls_cert_file": tls.served_cert(site, host),
+        "smtpd_tls_key_file": tls.served_key(site, host),
         "smtpd_tls_security_level": "may",
         "smtpd_tls_loglevel": "1",
         "smtpd_tls_received_header": "yes",

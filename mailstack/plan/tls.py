@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mailstack.plan import FileSpec, layout
+from mailstack.site.model import Site
 
 
 def files(host: str, roles: tuple[str, ...], secrets: Mapping[str, str]) -> list[FileSpec]:
@@ -18,3 +19,13 @@ def files(host: str, roles: tuple[str, ...], secrets: Mapping[str, str]) -> list
         out.append(FileSpec(layout.host_key(host), "_formats/verbatim.j2",
                             {"text": secrets[layout.secret_host_key(host)]}, 0o600))
     return out
+
+
+def served_cert(site: Site, host: str) -> str:
+    """The certificate host ``host``'s public ports serve: certbot's in tls.mode acme
+    (plan/acme.py), else the host certificate."""
+    return layout.public_cert(host) if site.tls.mode == "acme" else layout.host_cert(host)
+
+
+def served_key(site: Site, host: str) -> str:
+    return layout.public_key(host) if site.tls.mode == "acme" else layout.host_key(host)

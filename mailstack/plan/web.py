@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mailstack import clientconf
-from mailstack.plan import FileSpec, clients, host_with, layout
+from mailstack.plan import FileSpec, clients, host_with, layout, tls
 from mailstack.site.model import Site
 
 PACKAGES = ("nginx-light",)
@@ -95,7 +95,7 @@ def files(site: Site, key: str, secrets: Mapping[str, str]) -> list[FileSpec]:
                                    secrets[layout.SECRET_CA_CERT] if internal else None)
     nginx = {"site": site.site, "names": (site.hosts[key].hostname.lower(),
                                           *client_names(site)),
-             "cert": layout.host_cert(key), "key": layout.host_key(key),
+             "cert": tls.served_cert(site, key), "key": tls.served_key(site, key),
              "acme_root": ACME_ROOT, "port": PORT, "max_body": MAX_BODY,
              "autoconfig_paths": clientconf.AUTOCONFIG_PATHS,
              "autodiscover_path": clientconf.AUTODISCOVER_PATH,

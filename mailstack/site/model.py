@@ -346,17 +346,41 @@ class Sieve:
     )
 
 
+ACME_SERVER = "^https://[^/\\s]+/\\S*$"
+"""An ACME directory URL: https://host[:port]/path."""
+
+
+@dataclass(frozen=True)
+class Acme:
+    """The ACME CA the public certificates come from (tls.mode: acme), via Debian's certbot."""
+
+    server: str = field(metadata=doc(
+        "The CA's ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory "
+        "(never a default: the site names its CA).", pattern=ACME_SERVER))
+    email: str | None = field(default=None, metadata=doc(
+        "Contact address registered with the CA (expiry notices); none: no address."))
+    ca_secret: str | None = field(default=None, metadata=doc(
+        "Secrets file with the CA certificate that signs the ACME server's own HTTPS "
+        "certificate, for a private ACME server (default: the system's CAs)."))
+
+
 @dataclass(frozen=True)
 class Tls:
     """Certificates for every daemon."""
 
-    mode: Literal["internal-ca", "files"] = field(
+    mode: Literal["internal-ca", "files", "acme"] = field(
         default="internal-ca",
         metadata=doc(
             "internal-ca: `mailstack secrets` makes a site CA and host certificates; "
-            "files: put tls/ca.crt, tls/<host>.crt and tls/<host>.key into the secrets folder."
+            "files: put tls/ca.crt, tls/<host>.crt and tls/<host>.key into the secrets folder; "
+            "acme: the public ports (SMTP, submission, IMAP, POP3, ManageSieve, HTTPS) serve a "
+            "certificate from the ACME CA of tls.acme (certbot, HTTP-01 on port 80), renewed "
+            "by certbot's timer; the site CA of internal-ca still signs the internal hops "
+            "(LDAP) and serves until the first ACME certificate is there."
         ),
     )
+    acme: Acme | None = field(default=None, metadata=doc(
+        "The ACME CA (required with mode acme)."))
 
 
 @dataclass(frozen=True)

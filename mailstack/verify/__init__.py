@@ -21,7 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,8 +32,14 @@ from mailstack.ldap import filter as lf
 from mailstack.plan import SitePlan, clients, dit, folders, layout, postfix, slapd, web
 from mailstack.site.model import Site
 
+if TYPE_CHECKING:
+    from mailstack.lab.state import LabState
+
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
+SERVED = HERE / "served.py"
+CERT_PART = "certificates"
+"""verify's part that asks every public TLS port which certificate it serves (all modes)."""
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls_control", "access",
@@ -207,6 +213,82 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
     }
 
 
+def public_ca(site: Site, values: dict[str, str], state: LabState | None) -> str | None:
+    """What the public ports' certificates chain to (PEM), or None: the system's CAs.
+
+    The site CA, except in tls.mode acme: there the ACME CA, which in the lab is pebble's
+    current root (:func:`mailstack.lab.acme.roots`), and against real servers a public CA of
+    the system store.
+    """
+    if site.tls.mode != "acme":
+        return values[layout.SECRET_CA_CERT]
+    if state is None or site.tls.acme is None:
+        return None
+    from mailstack.lab import acme
+
+    return acme.roots(state.plan, site.tls.acme.server)
+
+
+def public_endpoints(site: Site) -> list[tuple[str, int]]:
+    """(host key, port) of every public TLS port: SMTP 25 (STARTTLS), 465 and 587 on an mta
+    host; IMAP 143/993, POP3 110/995 and ManageSieve 4190 (when on) on an imap host; HTTPS 443
+    on the host that serves client settings."""
+    out: list[tuple[str, int]] = []
+    for key, host in sorted(site.hosts.items()):
+        ports: list[int] = []
+        if "mta" in host.roles:
+            ports += [layout.SMTP_PORT, layout.SUBMISSIONS_PORT, layout.SUBMISSION_PORT]
+        if "imap" in host.roles:
+            ports += [layout.IMAPS_PORT, layout.IMAP_PORT, layout.POP3S_PORT, layout.POP3_PORT]
+            ports += [layout.MANAGESIEVE_PORT] if site.sieve.managesieve else []
+        ports += [443] if web.serving_host(site) == key else []
+        out += [(key, p) for p in ports]
+    return out
+
+
+def served_checks(site: Site, plan: SitePlan, targets: dict[str, Target], ca: str | None,
+                  client: str | None, *, lab: bool) -> list[Check]:
+    """One check per host: every public port serves one and the same certificate, which
+    chains to ``ca`` (None: the system's CAs) and names the host. A daemon that was not
+    reloaded after a renewal (certbot's deploy hook) still serves the old one: FAIL."""
+    endpoints = public_endpoints(site)
+    job: dict[str, object] = {"ca": ca, "endpoints": [[plan.hosts[k].hostname, p]
+                                                   for k, p in endpoints]}
+    if not lab:
+        job["addresses"] = {plan.hosts[k].hostname: targets[k].address for k, _ in endpoints}
+    payload = json.dumps(job)
+    if client:
+        from mailstack.container import Container
+
+        box = Container(client)
+        box.put_file("/root/mailstack-served.py", SERVED.read_text(encoding="utf-8"), 0o600)
+        proc = box.exec(["python3", "/root/mailstack-served.py"], input=payload, timeout=300)
+    else:
+        proc = subprocess.run([sys.executable, str(SERVED)], input=payload, text=True,
+                              capture_output=True, timeout=300, check=False)
+    try:
+        served = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise ToolError(f"the certificate probe failed (exit {proc.returncode}): "
+                        f"{(proc.stderr or proc.stdout)[-2000:]}") from None
+    anchor = "the ACME CA" if site.tls.mode == "acme" else (
+        "the site CA" if ca else "the system's CAs")
+    out = []
+    for key in sorted({k for k, _ in endpoints}):
+        name = plan.hosts[key].hostname
+        got = {p: served[f"{name}:{p}"] for k, p in endpoints if k == key}
+        serials = {r["serial"] for r in got.values() if "serial" in r}
+        errors = [f"{p}: {r['error']}" for p, r in got.items() if "error" in r]
+        ok = not errors and len(serials) == 1
+        detail = "; ".join(errors) if errors else ", ".join(
+            f"{p}: {r['serial']}" for p, r in got.items())
+        serial = f" (serial {next(iter(serials))})" if ok else ""
+        out.append(Check(f"{CERT_PART}: every public TLS port of {name} serves one certificate "
+                         f"that chains to {anchor} and names the host{serial}", key, ok,
+                         "" if ok else detail))
+    return out
+
+
 def audit_job(site: Site, job: dict) -> dict | None:
     """Which account deletes which message for the audit check: the probe account on real
     servers, the first account that may use IMAP in the lab."""
@@ -373,7 +455,7 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     values = {r.name: store.read(r.name) for r in secrets_mod.required(site)}
     out = core.render(site_file, build_dir, secrets_dir=secrets_dir)
     manifest = out / "manifest.json"
-    client = None
+    client = state = None
     if lab:
         from mailstack import lab as lab_mod
 
@@ -388,6 +470,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     mail_host = next(k for k, h in plan.hosts.items() if "mta" in h.roles)
     report = VerifyReport(site.site)
     job = probe_job(site, plan, values, mail_host)
+    # the site CA signs the internal hops (LDAP); the public ports may serve another CA's
+    job["site_ca"], job["ca"] = job["ca"], public_ca(site, values, state)
     job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS]
     job["writes"] = lab or allow_writes
     if not lab:
@@ -414,6 +498,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
         job["audit"] = audit_job(site, job)
     for r in _run_probe(job, client):
         report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
+    if parts is None or CERT_PART in parts:
+        report.checks += served_checks(site, plan, targets, job["ca"], client, lab=lab)
     if job.get("audit"):
         imap_host = next(k for k, h in plan.hosts.items() if "imap" in h.roles)
         report.checks.append(audit_check(targets[imap_host], job["audit"], lab=lab))

@@ -759,7 +759,7 @@ class Probe:
 
         self.run("LDAP: port 389 refuses every operation without TLS (confidentiality "
                  "required)", no_plain)
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=self.job["ca"])
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_data=self.job.get("site_ca") or self.job["ca"])
         self.directory(ldap3.Server(self.host, port=389, tls=tls, get_info=ldap3.NONE,
                                     connect_timeout=TIMEOUT), starttls=True,
                        label="LDAP over StartTLS")

@@ -96,9 +96,9 @@ def test_missing_file_and_yaml_error_no_traceback(tmp_path) -> None:
 
 def test_verify_parts_are_the_ones_verify_knows(capsys, example) -> None:
     from mailstack import cli
-    from mailstack.verify import PROBE_PARTS, hops
+    from mailstack.verify import CERT_PART, PROBE_PARTS, hops
 
-    assert (*PROBE_PARTS, *hops.PARTS) == cli.VERIFY_PARTS
+    assert (*PROBE_PARTS, *hops.PARTS, CERT_PART) == cli.VERIFY_PARTS
     with pytest.raises(SystemExit) as exit_:
         main(["verify", str(example), "--lab", "--only", "bogus"])
     assert exit_.value.code == 2

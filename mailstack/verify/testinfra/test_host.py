@@ -65,6 +65,27 @@ def test_nginx_serves_only_the_sites_checked_configuration(host, host_plan) -> N
         f"the service listens on every address, not loopback only (port {web['port']})"
 
 
+def test_certbot_holds_the_host_s_certificate_and_the_ports_read_it(host, host_plan) -> None:
+    """tls.mode acme (plan/acme.py): certbot's lineage names the host's names, renews with the
+    site's ACME server and the deploy hook, and its chain is what the public ports read."""
+    acme = host_plan["facts"].get("acme")
+    if not acme:
+        pytest.skip("the host's public certificate comes from no ACME CA")
+    out = host.run(f"openssl x509 -noout -ext subjectAltName -in {shlex.quote(acme['lineage_cert'])}")
+    assert out.rc == 0, f"certbot holds no certificate for the host: {out.stderr.strip()}"
+    names = sorted(re.findall(r"DNS:([^,\s]+)", out.stdout))
+    assert names == sorted(acme["names"]), f"certbot's certificate names {', '.join(names)}"
+    live, name, _ = acme["lineage_cert"].rsplit("/", 2)  # /etc/letsencrypt/live, NAME, cert.pem
+    renewal = host.file(f"{live.rsplit('/', 1)[0]}/renewal/{name}.conf").content_string
+    for key, want in (("server", acme["server"]), ("renew_hook", acme["hook"])):
+        assert re.search(rf"^{key} = {re.escape(want)}$", renewal, re.M), \
+            f"certbot renews without {key} = {want}"
+    chain = host.file(f"{live}/{name}/fullchain.pem").content_string
+    assert host.file(acme["cert"]).content_string == chain, \
+        f"{acme['cert']} is not certbot's chain (the deploy hook did not install it)"
+    assert host.service("certbot.timer").is_enabled, "certbot.timer is not enabled"
+
+
 def test_slaptest_is_clean(host, host_plan) -> None:
     needs(host_plan, "ldap")
     out = host.run("su -s /bin/sh openldap -c 'slaptest -F /etc/ldap/slapd.d'")
