@@ -60,6 +60,11 @@ def default_dir(site_file: str | os.PathLike[str]) -> Path:
     return Path(site_file).resolve().parent / "secrets"
 
 
+def public_hosts(site: Site) -> list[str]:
+    """The hosts with public TLS ports (the mta or imap role)."""
+    return [k for k, h in sorted(site.hosts.items()) if {"mta", "imap"} & set(h.roles)]
+
+
 def required(site: Site) -> list[SecretRef]:
     """Every secret the site's render needs, in a stable order."""
     refs = [SecretRef(layout.SECRET_LDAP_ADMIN, "password", ("ldap", "root_password"))
@@ -81,12 +86,15 @@ def required(site: Site) -> list[SecretRef]:
             refs.append(SecretRef(fetch.ca_secret, "external", ("fetch", i, "ca_secret")))
     if site.tls.mode == "acme" and site.tls.acme and site.tls.acme.ca_secret:
         refs.append(SecretRef(site.tls.acme.ca_secret, "external", ("tls", "acme", "ca_secret")))
-    # acme keeps the site CA: it signs the internal hops and serves until certbot's is there
-    tls_kind: Kind = "tls" if site.tls.mode != "files" else "external"
-    refs.append(SecretRef(layout.SECRET_CA_CERT, tls_kind, ("tls", "mode")))
+    # every mode keeps the site CA: it signs the internal hops (LDAP), and in acme serves until
+    # certbot's certificate is there
+    refs.append(SecretRef(layout.SECRET_CA_CERT, "tls", ("tls", "mode")))
     for host in sorted(site.hosts):
-        refs.append(SecretRef(layout.secret_host_cert(host), tls_kind, ("hosts", host)))
-        refs.append(SecretRef(layout.secret_host_key(host), tls_kind, ("hosts", host)))
+        refs.append(SecretRef(layout.secret_host_cert(host), "tls", ("hosts", host)))
+        refs.append(SecretRef(layout.secret_host_key(host), "tls", ("hosts", host)))
+    for host in public_hosts(site) if site.tls.mode == "files" else ():
+        refs.append(SecretRef(layout.secret_public_cert(host), "external", ("tls", "mode")))
+        refs.append(SecretRef(layout.secret_public_key(host), "external", ("tls", "mode")))
     unique: dict[str, SecretRef] = {}
     for ref in refs:
         unique.setdefault(ref.name, ref)  # one secret may serve a relay and a remote mailbox
@@ -267,9 +275,6 @@ def renew(site: Site, root: str | Path, *,
     names than the site gives the host. The host's key is kept (pins such as DANE ``3 1 1``
     records stay valid, and the key never has to move). Each certificate file is replaced
     atomically, 0600. Returns one entry per host, renewed or not."""
-    if site.tls.mode == "files":
-        raise InputError("tls.mode is files: the host certificates come from elsewhere; "
-                         "renew them there and put them into the secrets folder")
     store = SecretStore(root)
     now = now or datetime.datetime.now(datetime.UTC)
     ca = certs.KeyPair(store.read(layout.SECRET_CA_CERT), store.read(layout.SECRET_CA_KEY))

@@ -49,7 +49,7 @@ def constraints(site: Site, store: secrets.SecretStore, readable: set[str]) -> I
     """The site CA's name constraints: a warning for a CA without them (made before mailstack
     constrained its CAs; `secrets` never replaces a CA), an error for a host whose name the CA
     may not sign for (its certificate would not verify)."""
-    if site.tls.mode == "files" or layout.SECRET_CA_CERT not in readable:
+    if layout.SECRET_CA_CERT not in readable:
         return
     try:
         permitted = certs.permitted_names(store.read(layout.SECRET_CA_CERT))
@@ -72,37 +72,59 @@ def constraints(site: Site, store: secrets.SecretStore, readable: set[str]) -> I
 
 def expiry(site: Site, store: secrets.SecretStore, readable: set[str],
            now: datetime.datetime) -> Iterator[Finding]:
-    """An error for a host certificate that has expired, a warning for one that expires within
-    ``certs.RENEW_DAYS`` days (what `mailstack secrets --renew` renews)."""
-    how = ("`mailstack secrets SITE --renew` renews it" if site.tls.mode != "files"
-           else "put a renewed one there")
+    """Each host certificate (the site CA's; `mailstack secrets --renew` renews it) and, in
+    tls.mode files, each chain the public ports serve (the admin's: he puts a renewed one
+    there): an error when it has expired, does not name what the site gives the host or does
+    not belong to its key; a warning when it expires within ``certs.RENEW_DAYS`` days."""
+    renew = "`mailstack secrets SITE --renew`"
     for host in sorted(site.hosts):
-        name = layout.secret_host_cert(host)
-        if name not in readable:
-            continue
-        path = ("hosts", host)
-        mark = site.marks.at(path)
+        yield from _certificate(site, store, readable, now, host, layout.secret_host_cert(host),
+                                None, (f"{renew} renews it", f"{renew} makes one that does"))
+    if site.tls.mode == "files":
+        for host in secrets.public_hosts(site):
+            yield from _certificate(site, store, readable, now, host,
+                                    layout.secret_public_cert(host),
+                                    layout.secret_public_key(host),
+                                    ("put a renewed one there",
+                                     "put one there that names them too"))
+
+
+def _certificate(site: Site, store: secrets.SecretStore, readable: set[str],
+                 now: datetime.datetime, host: str, name: str, key_name: str | None,
+                 fixes: tuple[str, str]) -> Iterator[Finding]:
+    if name not in readable:
+        return
+    how, fix = fixes
+    path = ("hosts", host)
+    mark = site.marks.at(path)
+    try:
+        info = certs.inspect(store.read(name))
+    except ValueError:
+        yield Finding(mark, path, f"{store.path(name)}: host certificate '{name}' is not "
+                                  "a PEM certificate")
+        return
+    days = certs.days_left(info.not_after, now)
+    when = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    if days < 0:
+        yield Finding(mark, path, f"{store.path(name)}: the certificate expired on {when}; "
+                                  f"{how}")
+    elif days < certs.RENEW_DAYS:
+        yield Finding(mark, path, f"{store.path(name)}: the certificate expires on {when}, "
+                                  f"{certs.in_days(days)}; {how}",
+                      "warning")
+    have = {n.lower() for n in info.names}
+    lacking = [n for n in web.cert_names(site, host) if n not in have]
+    if lacking:
+        why = " (clients.serve: mail clients ask those names)" if any(
+            n in web.client_names(site) for n in lacking) else ""
+        yield Finding(mark, path, f"{store.path(name)}: the certificate does not name "
+                                  f"{', '.join(lacking)}{why}; {fix}")
+    if key_name is not None and key_name in readable:
         try:
-            info = certs.inspect(store.read(name))
-        except ValueError:
-            yield Finding(mark, path, f"{store.path(name)}: host certificate '{name}' is not "
-                                      "a PEM certificate")
-            continue
-        days = certs.days_left(info.not_after, now)
-        when = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
-        if days < 0:
-            yield Finding(mark, path, f"{store.path(name)}: the certificate expired on {when}; "
-                                      f"{how}")
-        elif days < certs.RENEW_DAYS:
-            yield Finding(mark, path, f"{store.path(name)}: the certificate expires on {when}, "
-                                      f"{certs.in_days(days)}; {how}",
-                          "warning")
-        have = {n.lower() for n in info.names}
-        lacking = [n for n in web.cert_names(site, host) if n not in have]
-        if lacking:
-            fix = ("`mailstack secrets SITE --renew` makes one that does"
-                   if site.tls.mode != "files" else "put one there that names them too")
-            why = " (clients.serve: mail clients ask those names)" if any(
-                n in web.client_names(site) for n in lacking) else ""
-            yield Finding(mark, path, f"{store.path(name)}: the certificate does not name "
-                                      f"{', '.join(lacking)}{why}; {fix}")
+            matches = certs.key_public(store.read(key_name)) == info.public_key
+        except (ValueError, TypeError):
+            yield Finding(mark, path, f"{store.path(key_name)}: not a PEM private key")
+            return
+        if not matches:
+            yield Finding(mark, path, f"{store.path(name)}: the certificate does not belong to "
+                                      f"the key {store.path(key_name)}")

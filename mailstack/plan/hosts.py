@@ -104,7 +104,8 @@ def ldap_uri(site: Site, host: str) -> str:
 def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     host = site.hosts[name]
     roles = host_roles(site, name)
-    files = placed(tls.files(name, roles, secrets), "base", lambda _: "tls")
+    files = placed(tls.files(name, roles, secrets, public=site.tls.mode == "files"), "base",
+                   lambda _: "tls")
     if "ldap" in roles:
         files += placed(slapd.files(site, name, secrets), "slapd", slapd.pickup)
     if "mta" in roles:

@@ -126,12 +126,25 @@ def host_key(host: str) -> str:
 
 
 PUBLIC_TLS_DIR = f"{TLS_DIR}/public"
-"""tls.mode acme: the certificate of the public ports, installed by certbot's deploy hook (the
-site CA's host certificate until the first ACME one is there)."""
+"""The certificate of the public ports in tls.mode acme (installed by certbot's deploy hook;
+the site CA's host certificate until the first ACME one is there) and files (the admin's chain
+and key from the secrets folder, rendered)."""
+SECRET_PUBLIC_CA = "tls/public/ca.crt"
+"""tls.mode files, optional: the root the admin's chains lead to when it is not one the system
+trusts (a company's own PKI): verify trusts it for the public ports."""
+
+
+def secret_public_cert(host: str) -> str:
+    """tls.mode files: the chain host ``host``'s public ports serve (its certificate first)."""
+    return f"tls/public/{host}.crt"
+
+
+def secret_public_key(host: str) -> str:
+    return f"tls/public/{host}.key"
 
 
 def public_cert(host: str) -> str:
-    """The certificate chain the public ports serve in tls.mode acme (plan/acme.py)."""
+    """The certificate chain the public ports serve in tls.mode acme and files."""
     return f"{PUBLIC_TLS_DIR}/{host}.crt"
 
 

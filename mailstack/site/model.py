@@ -372,7 +372,11 @@ class Tls:
         default="internal-ca",
         metadata=doc(
             "internal-ca: `mailstack secrets` makes a site CA and host certificates; "
-            "files: put tls/ca.crt, tls/<host>.crt and tls/<host>.key into the secrets folder; "
+            "files: the public ports serve your own certificate chain and key (e.g. from a "
+            "commercial CA or your company's PKI): put them into the secrets folder as "
+            "tls/public/<host>.crt (the host's certificate first, then its intermediates) and "
+            "tls/public/<host>.key, and tls/public/ca.crt when the root is not one the system "
+            "trusts; the site CA of internal-ca still signs the internal hops (LDAP); "
             "acme: the public ports (SMTP, submission, IMAP, POP3, ManageSieve, HTTPS) serve a "
             "certificate from the ACME CA of tls.acme (certbot, HTTP-01 on port 80), renewed "
             "by certbot's timer; the site CA of internal-ca still signs the internal hops "

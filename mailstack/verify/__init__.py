@@ -218,8 +218,11 @@ def public_ca(site: Site, values: dict[str, str], state: LabState | None) -> str
 
     The site CA, except in tls.mode acme: there the ACME CA, which in the lab is pebble's
     current root (:func:`mailstack.lab.acme.roots`), and against real servers a public CA of
-    the system store.
+    the system store; and in files: the admin's ``tls/public/ca.crt`` when he put one there (a
+    company's own PKI), else the system store.
     """
+    if site.tls.mode == "files":
+        return values.get(layout.SECRET_PUBLIC_CA)
     if site.tls.mode != "acme":
         return values[layout.SECRET_CA_CERT]
     if state is None or site.tls.acme is None:
@@ -453,6 +456,8 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
     site, plan = core.plan(site_file, secrets_dir=secrets_dir)
     store = secrets_mod.SecretStore(secrets_dir or secrets_mod.default_dir(site_file))
     values = {r.name: store.read(r.name) for r in secrets_mod.required(site)}
+    if site.tls.mode == "files" and store.exists(layout.SECRET_PUBLIC_CA):
+        values[layout.SECRET_PUBLIC_CA] = store.read(layout.SECRET_PUBLIC_CA)
     out = core.render(site_file, build_dir, secrets_dir=secrets_dir)
     manifest = out / "manifest.json"
     client = state = None

@@ -64,15 +64,58 @@ def test_check_warns_within_30_days_and_refuses_an_expired_one(example: Path) ->
         "a PEM certificate"]
 
 
-def test_with_files_the_admin_is_told_to_replace_it(example: Path) -> None:
+def _public_chain(sec: Path, *, days: int = 90, names: tuple[str, ...] = EXAMPLE_NAMES,
+                  key: str | None = None) -> certs.KeyPair:
+    """tls.mode files: the admin's chain from a CA of his own choosing (not the site CA)."""
+    issuer = certs.new_ca("Some Commercial CA")
+    leaf = certs.issue(issuer, list(names), days=days, key=key)
+    (sec / "tls/public").mkdir(mode=0o700, exist_ok=True)
+    for name, text in (("mail.crt", leaf.cert + issuer.cert), ("mail.key", leaf.key),
+                       ("ca.crt", issuer.cert)):
+        (sec / "tls/public" / name).write_text(text)
+        (sec / "tls/public" / name).chmod(0o600)
+    return issuer
+
+
+def test_with_files_the_public_ports_serve_the_admins_chain(example: Path) -> None:
+    from mailstack import core
+    from mailstack.plan import layout, tls
+
     example.write_text(example.read_text() + "tls: {mode: files}\n")
     sec = example.parent / "secrets"
+    site = load_site(example)
+    mark = site.marks.at(("tls", "mode"))
+    assert findings(example) == [
+        f"{mark}: tls.mode: secret 'tls/public/mail.{ext}' is missing: expected the "
+        f"file {sec}/tls/public/mail.{ext}; put it there yourself (it cannot be generated)"
+        for ext in ("crt", "key")]
+    _public_chain(sec)
+    assert findings(example) == []
+    _, plan = core.plan(example)
+    placed = {f.path: f for f in plan.hosts["mail"].files}
+    assert placed[layout.public_cert("mail")].mode == 0o644
+    assert placed[layout.public_key("mail")].mode == 0o600
+    assert placed[layout.public_key("mail")].pickup == "tls"
+    assert tls.served_cert(site, "mail") == layout.public_cert("mail")
+    # the internal hops keep the site CA, which `secrets --renew` still renews
+    assert placed[layout.host_cert("mail")].data["text"] == (sec / "tls/mail.crt").read_text()
     reissue(sec, days=3)
+    (done,) = secrets.renew(site, sec)
+    assert done.renewed
+    # the admin's chain: expiring, naming too little, or of another key
+    _public_chain(sec, days=3)
     (got,) = findings(example)
-    assert got.endswith(", in 2 days; put a renewed one there")
-    with pytest.raises(InputError, match=r"tls\.mode is files: the host certificates come from "
-                                         "elsewhere"):
-        secrets.renew(load_site(example), sec)
+    assert got.endswith(", in 2 days; put a renewed one there"), got
+    _public_chain(sec, names=("mail.krasnoyarsk.example.org",))
+    (got,) = findings(example)
+    assert got.endswith("the certificate does not name autoconfig.krasnoyarsk.example.org, "
+                        "autodiscover.krasnoyarsk.example.org (clients.serve: mail clients ask "
+                        "those names); put one there that names them too"), got
+    _public_chain(sec, key=(sec / "tls/mail.key").read_text())
+    (sec / "tls/public/mail.key").write_text(certs.new_ca("x").key)
+    (got,) = findings(example)
+    assert got == (f"{example}:8: hosts.mail: {sec}/tls/public/mail.crt: the certificate does "
+                   f"not belong to the key {sec}/tls/public/mail.key")
 
 
 def test_renew_renews_only_what_is_due_and_keeps_the_key(example: Path) -> None:
