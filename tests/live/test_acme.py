@@ -11,7 +11,8 @@
   port serves the new serial at once; certbot.service (the timer's) has the ACME server's CA;
 * broken deployment: a deploy hook that does not reload Dovecot leaves IMAP, POP3 and
   ManageSieve on the old serial after a renewal: the check FAILs; the rendered hook puts it
-  right.
+  right;
+* last, the same lab moved to tls.mode files: every port serves the admin's chain.
 """
 
 from __future__ import annotations
@@ -152,3 +153,37 @@ def test_a_hook_that_does_not_reload_dovecot_fails_the_check(acme_lab) -> None:
         acme_lab.mail.put_file(acme.HOOK, rendered.read_text(encoding="utf-8"), 0o755)
         acme_lab.sh(f"RENEWED_LINEAGE={LINEAGE} {acme.HOOK}")
     assert acme_lab.served() == dict.fromkeys(ALL_PORTS, acme_lab.serial()), acme_lab.last.detail
+
+
+def test_files_mode_serves_the_admins_chain_on_every_port(acme_lab) -> None:
+    """Last (it changes the site): the same lab moved to tls.mode files, the chain of a CA
+    of the admin's (a leaf and an intermediate): every public port serves it, verify's TLS part
+    trusts the root the admin put beside it, and slapd keeps the site CA's certificate."""
+    from mailstack import apply as apply_mod
+    from mailstack import certs
+
+    root_ca = certs.new_ca("Admin Root CA")
+    leaf = certs.issue(root_ca, [HOSTNAME, "autoconfig.krasnoyarsk.example.org",
+                                 "autodiscover.krasnoyarsk.example.org"])
+    public = acme_lab.site.parent / "secrets" / "tls" / "public"
+    public.mkdir(mode=0o700, exist_ok=True)
+    for name, text in (("mail.crt", leaf.cert + root_ca.cert), ("mail.key", leaf.key),
+                       ("ca.crt", root_ca.cert)):
+        (public / name).write_text(text, encoding="utf-8")
+        (public / name).chmod(0o600)
+    acme_lab.site.write_text(acme_lab.site.read_text(encoding="utf-8").replace(
+        TLS, "\ntls: {mode: files}\n"), encoding="utf-8")
+    report = apply_mod.apply(acme_lab.site, inventory=acme_lab.state.inventory,
+                             build_dir=acme_lab.build, out=lambda line: None)
+    assert report.ok, report.lines()
+    site, plan = core.plan(acme_lab.site)
+    (check,) = verify.served_checks(site, plan, {}, root_ca.cert, acme_lab.state.client.name,
+                                    lab=True)
+    assert check.ok, check.detail
+    served = check.name.rsplit("(serial ", 1)[1].rstrip(")")
+    assert int(served, 16) == certs.inspect(leaf.cert).serial, check.name
+    tls = verify.verify(acme_lab.site, lab=True, build_dir=acme_lab.build, host_checks=False,
+                        parts=["tls"])
+    assert [c.name for c in tls.checks if not c.ok] == [], tls.table()
+    site_cert = (acme_lab.site.parent / "secrets" / "tls" / "mail.crt").read_text()
+    assert acme_lab.sh(f"cat {layout.host_cert('mail')}") == site_cert  # slapd's, internal
