@@ -114,17 +114,23 @@ class _Alike:
                 self.under[key[depth:]].append(d)
 
         self.order = {d: i for i, d in enumerate(lowered)}
+        self.by_text = {str(d).lower(): d for d in lowered}
+        self._kinds: dict[tuple[object, ...], list[list[DN]]] = {}
 
     def below(self, base: DN) -> list[DN]:
         """The entries strictly below ``base``."""
         return self.under.get(base.key(), [])
 
     def kinds_below(self, base: DN) -> list[list[DN]]:
-        """The entries strictly below ``base`` by class, each class in the DIT's order."""
-        groups: dict[tuple[object, ...], list[DN]] = {}
-        for d in self.below(base):
-            groups.setdefault(self.key[d], []).append(d)
-        return list(groups.values())
+        """The entries strictly below ``base`` by class, each class in the DIT's order (asked
+        once per base: several lookups search one ou)."""
+        found = self._kinds.get(base.key())
+        if found is None:
+            groups: dict[tuple[object, ...], list[DN]] = {}
+            for d in self.below(base):
+                groups.setdefault(self.key[d], []).append(d)
+            found = self._kinds[base.key()] = list(groups.values())
+        return found
 
     def candidates(self, base: DN, who: DN, wanted: Callable[[DN], bool]) -> list[DN]:
         """The entries below ``base`` a lookup is shown, in the DIT's order: of each class
@@ -189,10 +195,12 @@ def _follow_needs(lookup: dit.Lookup, entries: dict[DN, Entry],
     if not lookup.special:
         return out
     who = str(who_dn)
-    named = {v for d, low in lowered.items() if d.is_below(lookup.base)
-             for a in lookup.special for v in low.get(a.lower(), ())}
-    for entry in entries.values():
-        if str(entry.dn).lower() not in named or not alike.show(why, who_dn, entry.dn):
+    named = {alike.by_text[v] for d in alike.below(lookup.base)
+             for a in lookup.special for v in lowered[d].get(a.lower(), ())
+             if v in alike.by_text}
+    for entry_dn in sorted(named, key=alike.order.__getitem__):
+        entry = entries[entry_dn]
+        if not alike.show(why, who_dn, entry.dn):
             continue
         target = str(entry.dn)
         out.append(Expectation(who, target, "entry", "read", True, why))
