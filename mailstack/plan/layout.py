@@ -55,6 +55,8 @@ POP3S_PORT = 995
 LDAP_PORT = 389
 LDAPS_PORT = 636
 MANAGESIEVE_PORT = 4190
+HTTPS_PORT = 443
+"""nginx: the client settings (plan/web.py)."""
 MAIL_PORTS = (SMTP_PORT, SUBMISSIONS_PORT, SUBMISSION_PORT, POP3_PORT, POP3S_PORT, IMAP_PORT,
               IMAPS_PORT, LDAP_PORT, LDAPS_PORT, MANAGESIEVE_PORT)
 """Ports on which something already listening means a mail stack runs on the host."""

@@ -30,5 +30,4 @@ def per_site(fn: Callable[[Any], T]) -> Callable[[Any], T]:
         cache[id(site)] = (site, value)
         return value
 
-    wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
     return wrapper

@@ -22,6 +22,7 @@ site's server blocks are the default ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def files(site: Site, key: str, secrets: Mapping[str, str]) -> list[FileSpec]:
              "cert": tls.served_cert(site, key), "key": tls.served_key(site, key),
              "acme_root": ACME_ROOT, "port": PORT, "max_body": MAX_BODY,
              "autoconfig_paths": clientconf.AUTOCONFIG_PATHS,
-             "autodiscover_path": clientconf.AUTODISCOVER_PATH,
+             # Outlook spells the path in either case: a case-insensitive regex location
+             "autodiscover_regex": "^" + re.escape(clientconf.AUTODISCOVER_PATH) + "$",
              "mobileconfig_path": clientconf.MOBILECONFIG_PATH}
     source = Path(clientconf.__file__).read_text(encoding="utf-8")
     return [

@@ -193,6 +193,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
         "special_use": folders.special_use_folders(site),
         "shared": folders.account_rights(site),
         "sieve": {"managesieve": site.sieve.managesieve},
+        "tls_endpoints": tls_endpoints(site, plan),
         # the client settings the mail host serves (plan/web.py), and every server a client
         # could be told of: the document must name exactly those that answer with TLS
         "clients": {"domains": [d.lower() for d in site.domains],
@@ -232,6 +233,24 @@ def public_ca(site: Site, values: dict[str, str], state: LabState | None) -> str
     return acme.roots(state.plan, site.tls.acme.server)
 
 
+TLS_PORTS: dict[int, tuple[str, str]] = {
+    layout.SMTP_PORT: ("SMTP", "smtp"), layout.SUBMISSIONS_PORT: ("SMTP", "tls"),
+    layout.SUBMISSION_PORT: ("SMTP", "smtp"), layout.IMAPS_PORT: ("IMAP", "tls"),
+    layout.IMAP_PORT: ("IMAP", "imap"), layout.POP3S_PORT: ("POP3", "tls"),
+    layout.POP3_PORT: ("POP3", "pop3"), layout.MANAGESIEVE_PORT: ("ManageSieve", "sieve"),
+    layout.HTTPS_PORT: ("HTTPS", "tls"),
+}
+"""Each public TLS port: its protocol's name, and how TLS starts there ("tls": from the first
+byte; else the protocol whose STARTTLS comes first). The probe (``tls``) and served.py
+(``certificates``) both reach the ports as this says."""
+
+
+def tls_endpoints(site: Site, plan: SitePlan) -> list[list[object]]:
+    """[label, host name, port, how TLS starts] of every public TLS port (the probe's job)."""
+    return [[f"{TLS_PORTS[p][0]} {p}", plan.hosts[k].hostname, p, TLS_PORTS[p][1]]
+            for k, p in public_endpoints(site)]
+
+
 def public_endpoints(site: Site) -> list[tuple[str, int]]:
     """(host key, port) of every public TLS port: SMTP 25 (STARTTLS), 465 and 587 on an mta
     host; IMAP 143/993, POP3 110/995 and ManageSieve 4190 (when on) on an imap host; HTTPS 443
@@ -244,7 +263,7 @@ def public_endpoints(site: Site) -> list[tuple[str, int]]:
         if "imap" in host.roles:
             ports += [layout.IMAPS_PORT, layout.IMAP_PORT, layout.POP3S_PORT, layout.POP3_PORT]
             ports += [layout.MANAGESIEVE_PORT] if site.sieve.managesieve else []
-        ports += [443] if web.serving_host(site) == key else []
+        ports += [layout.HTTPS_PORT] if web.serving_host(site) == key else []
         out += [(key, p) for p in ports]
     return out
 
@@ -255,25 +274,11 @@ def served_checks(site: Site, plan: SitePlan, targets: dict[str, Target], ca: st
     chains to ``ca`` (None: the system's CAs) and names the host. A daemon that was not
     reloaded after a renewal (certbot's deploy hook) still serves the old one: FAIL."""
     endpoints = public_endpoints(site)
-    job: dict[str, object] = {"ca": ca, "endpoints": [[plan.hosts[k].hostname, p]
-                                                   for k, p in endpoints]}
+    job: dict[str, object] = {"ca": ca, "endpoints": [
+        [plan.hosts[k].hostname, p, TLS_PORTS[p][1]] for k, p in endpoints]}
     if not lab:
         job["addresses"] = {plan.hosts[k].hostname: targets[k].address for k, _ in endpoints}
-    payload = json.dumps(job)
-    if client:
-        from mailstack.container import Container
-
-        box = Container(client)
-        box.put_file("/root/mailstack-served.py", SERVED.read_text(encoding="utf-8"), 0o600)
-        proc = box.exec(["python3", "/root/mailstack-served.py"], input=payload, timeout=300)
-    else:
-        proc = subprocess.run([sys.executable, str(SERVED)], input=payload, text=True,
-                              capture_output=True, timeout=300, check=False)
-    try:
-        served = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise ToolError(f"the certificate probe failed (exit {proc.returncode}): "
-                        f"{(proc.stderr or proc.stdout)[-2000:]}") from None
+    served = _run_script(SERVED, job, client, timeout=300, what="the certificate probe")
     anchor = "the ACME CA" if site.tls.mode == "acme" else (
         "the site CA" if ca else "the system's CAs")
     out = []
@@ -333,23 +338,31 @@ def audit_check(target: Target, job: dict, *, lab: bool) -> Check:
                  "is mail_log in mail_plugins?")
 
 
-def _run_probe(job: dict, client: str | None) -> list[dict]:
-    """Run the probe script in the lab's client container, or here."""
+def _run_script(script: Path, job: dict, client: str | None, *, timeout: float,
+                what: str) -> Any:
+    """Run a stand-alone probe script (``probe.py``, ``served.py``) in the lab's client
+    container, or here: the job as JSON on stdin, its JSON answer from stdout."""
     payload = json.dumps(job)
     if client:
         from mailstack.container import Container
 
         box = Container(client)
-        box.put_file("/root/mailstack-probe.py", PROBE.read_text(encoding="utf-8"), 0o600)
-        proc = box.exec(["python3", "/root/mailstack-probe.py"], input=payload, timeout=600)
+        where = f"/root/mailstack-{script.name}"
+        box.put_file(where, script.read_text(encoding="utf-8"), 0o600)
+        proc = box.exec(["python3", where], input=payload, timeout=timeout)
     else:
-        proc = subprocess.run([sys.executable, str(PROBE)], input=payload, text=True,
-                              capture_output=True, timeout=600, check=False)
+        proc = subprocess.run([sys.executable, str(script)], input=payload, text=True,
+                              capture_output=True, timeout=timeout, check=False)
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise ToolError(f"the probe failed (exit {proc.returncode}): "
+        raise ToolError(f"{what} failed (exit {proc.returncode}): "
                         f"{(proc.stderr or proc.stdout)[-2000:]}") from None
+
+
+def _run_probe(job: dict, client: str | None) -> list[dict]:
+    """Run the probe script in the lab's client container, or here."""
+    return list(_run_script(PROBE, job, client, timeout=600, what="the probe"))
 
 
 def _run_on_host(target: Target, job: dict) -> list[dict]:

@@ -588,18 +588,6 @@ class Probe:
 
     # -- TLS on every endpoint ----------------------------------------------------------
 
-    def endpoints(self) -> list[tuple[str, int, str]]:
-        """(label, port, how TLS starts: "tls" from the first byte, or the protocol whose
-        STARTTLS comes first) of every TLS endpoint the site has."""
-        out = [("SMTP 25", 25, "smtp"), ("SMTP 465", 465, "tls"), ("SMTP 587", 587, "smtp"),
-               ("IMAP 993", 993, "tls"), ("IMAP 143", 143, "imap"), ("POP3 995", 995, "tls"),
-               ("POP3 110", 110, "pop3")]
-        if self.job.get("sieve", {}).get("managesieve"):
-            out.append(("ManageSieve 4190", SIEVE_PORT, "sieve"))
-        if self.job.get("clients"):
-            out.append(("HTTPS 443", 443, "tls"))
-        return out
-
     @staticmethod
     def _until(sock: socket.socket, done) -> bytes:
         data = b""
@@ -610,10 +598,10 @@ class Probe:
             data += chunk
         return data
 
-    def plain_to_tls(self, port: int, how: str) -> socket.socket:
+    def plain_to_tls(self, host: str, port: int, how: str) -> socket.socket:
         """A connection to ``port`` at the point where TLS starts (after the protocol's
         STARTTLS where there is one)."""
-        sock = socket.create_connection((self.host, port), timeout=TIMEOUT)
+        sock = socket.create_connection((host, port), timeout=TIMEOUT)
         last = re.compile(rb"(^|\r\n)(\d{3}) [^\r\n]*\r\n$")
         try:
             if how == "smtp":
@@ -645,17 +633,17 @@ class Probe:
             raise
         return sock
 
-    def handshake(self, port: int, how: str, ctx: ssl.SSLContext,
+    def handshake(self, host: str, port: int, how: str, ctx: ssl.SSLContext,
                   name: str | None) -> tuple[str | None, str | None]:
         """(TLS version, cipher) of a handshake with ``ctx``."""
-        with self.plain_to_tls(port, how) as raw, ctx.wrap_socket(raw,
-                                                                    server_hostname=name) as tls:
+        with self.plain_to_tls(host, port, how) as raw, ctx.wrap_socket(
+                raw, server_hostname=name) as tls:
             cipher = tls.cipher()
             return tls.version(), cipher[0] if cipher else None
 
-    def refused(self, port: int, how: str, ctx: ssl.SSLContext) -> tuple[bool, str]:
+    def refused(self, host: str, port: int, how: str, ctx: ssl.SSLContext) -> tuple[bool, str]:
         try:
-            version, cipher = self.handshake(port, how, ctx, None)
+            version, cipher = self.handshake(host, port, how, ctx, None)
         except (ssl.SSLError, ConnectionResetError) as err:
             return True, str(err)
         return False, f"handshake succeeded: {version} {cipher}"
@@ -674,17 +662,18 @@ class Probe:
         """Every TLS endpoint: the chain verifies against the site's trust anchor for the
         host's name with TLS 1.2 or newer; TLS 1.0 and 1.1, anonymous and NULL suites are
         refused (old_tls_control shows this client offers them)."""
-        for label, port, how in self.endpoints():
-            def good(port=port, how=how) -> tuple[bool, str]:
-                version, cipher = self.handshake(port, how, self.ctx, self.host)
+        # verify names them (verify.tls_endpoints: the site's public ports, how TLS starts)
+        for label, host, port, how in self.job.get("tls_endpoints", ()):
+            def good(host=host, port=port, how=how) -> tuple[bool, str]:
+                version, cipher = self.handshake(host, port, how, self.ctx, host)
                 return version in ("TLSv1.2", "TLSv1.3"), f"negotiated {version} {cipher}"
 
             self.run(f"{label}: the certificate verifies against the site's trust anchor for "
-                     f"{self.host}, TLS 1.2 or newer", good)
-            self.run(f"{label}: TLS 1.0 and 1.1 refused", self.refused, port, how,
+                     f"{host}, TLS 1.2 or newer", good)
+            self.run(f"{label}: TLS 1.0 and 1.1 refused", self.refused, host, port, how,
                      self.old_tls_context())
-            self.run(f"{label}: anonymous and NULL cipher suites refused", self.refused, port,
-                     how, self.weak_cipher_context())
+            self.run(f"{label}: anonymous and NULL cipher suites refused", self.refused, host,
+                     port, how, self.weak_cipher_context())
 
     def old_tls_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -695,47 +684,48 @@ class Probe:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         return ctx
 
+    @staticmethod
+    def local_handshake(port: int, server_args: list[str],
+                        ctx: ssl.SSLContext) -> tuple[str | None, str]:
+        """(TLS version, cipher name) of a handshake with a local ``openssl s_server`` on
+        ``port`` started with ``server_args``."""
+        server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
+                                   *server_args, "-quiet"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
+                    ctx.wrap_socket(raw) as tls:
+                cipher = tls.cipher()
+                return tls.version(), cipher[0] if cipher else ""
+        finally:
+            server.kill()
+
     def old_tls_control(self) -> None:
-        """Show that this client can speak TLS 1.1 at all, or the refusals above prove nothing."""
+        """Show that this client can speak TLS 1.1 and offer anonymous suites at all, or the
+        refusals of the ``tls`` part prove nothing."""
         cert, key = "/tmp/mailstack-control.crt", "/tmp/mailstack-control.key"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                         "-subj", "/CN=control", "-keyout", key, "-out", cert],
                        capture_output=True, check=True)
-        server = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:14433", "-cert",
-                                   cert, "-key", key, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0",
-                                   "-quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
 
-            def handshake() -> tuple[bool, str]:
-                with socket.create_connection(("127.0.0.1", 14433), timeout=TIMEOUT) as raw, \
-                        self.old_tls_context().wrap_socket(raw) as tls:
-                    return tls.version() == "TLSv1.1", f"negotiated {tls.version()}"
+        def old() -> tuple[bool, str]:
+            version, _ = self.local_handshake(
+                14433, ["-cert", cert, "-key", key, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"],
+                self.old_tls_context())
+            return version == "TLSv1.1", f"negotiated {version}"
 
-            self.run("control: this client does complete a TLS 1.1 handshake (with a local "
-                     "server), so the refusals are the server's", handshake)
-        finally:
-            server.kill()
-        # and an anonymous suite, with a server that has no certificate at all
-        server = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:14434",
-                                   "-nocert", "-tls1_2", "-cipher", "aNULL:@SECLEVEL=0",
-                                   "-quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
+        def anonymous() -> tuple[bool, str]:
+            # a server that has no certificate at all
+            _, name = self.local_handshake(
+                14434, ["-nocert", "-tls1_2", "-cipher", "aNULL:@SECLEVEL=0"],
+                self.weak_cipher_context())
+            return "ADH" in name or "AECDH" in name, f"negotiated {name}"
 
-            def anonymous() -> tuple[bool, str]:
-                with socket.create_connection(("127.0.0.1", 14434), timeout=TIMEOUT) as raw, \
-                        self.weak_cipher_context().wrap_socket(raw) as tls:
-                    cipher = tls.cipher()
-                    name = cipher[0] if cipher else ""
-                    return "ADH" in name or "AECDH" in name, f"negotiated {name}"
-
-            self.run("control: this client does complete an anonymous handshake (with a local "
-                     "server), so the refusals are the server's", anonymous)
-        finally:
-            server.kill()
+        self.run("control: this client does complete a TLS 1.1 handshake (with a local "
+                 "server), so the refusals are the server's", old)
+        self.run("control: this client does complete an anonymous handshake (with a local "
+                 "server), so the refusals are the server's", anonymous)
 
     def ldap(self) -> None:
         """From the client: slapd is closed to the network, or demands TLS for everything."""

@@ -1,11 +1,12 @@
 """Which certificate each public TLS port serves (stdlib only: runs in the lab's client or on
 the controller). Job on stdin: {"ca": PEM or null (the system's CAs), "endpoints": [[host,
-port], ...], "addresses": {host: address to connect to} (optional)}; prints {"host:port":
+port, how], ...] ("tls", or the protocol whose STARTTLS comes first: verify.TLS_PORTS),
+"addresses": {host: address to connect to} (optional)}; prints {"host:port":
 {"serial": HEX, "not_after": ...} or {"error": TEXT}}.
 
-Each port is reached the way a client does: 25 and 587 with SMTP STARTTLS, 143 with IMAP
-STARTTLS, 110 with POP3 STLS, 4190 with ManageSieve STARTTLS, the others with TLS from the
-first byte; the certificate must chain to ``ca`` and name the host (Python's default checks).
+Each port is reached the way a client does (SMTP, IMAP, POP3 or ManageSieve STARTTLS, or TLS
+from the first byte, as the job says); the certificate must chain to ``ca`` and name the host
+(Python's default checks).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import socket
 import ssl
 import sys
 
-STARTTLS = (25, 587, 143, 110, 4190)
-
 
 def _line(f) -> str:
     text = f.readline().decode("latin-1")
@@ -25,9 +24,9 @@ def _line(f) -> str:
     return text
 
 
-def _starttls(port: int, sock: socket.socket) -> None:
+def _starttls(how: str, sock: socket.socket) -> None:
     f = sock.makefile("rb")
-    if port in (25, 587):
+    if how == "smtp":
         while _line(f)[3:4] != " ":
             pass
         sock.sendall(b"EHLO verify.invalid\r\n")
@@ -35,14 +34,14 @@ def _starttls(port: int, sock: socket.socket) -> None:
             pass
         sock.sendall(b"STARTTLS\r\n")
         answer = _line(f)
-    elif port == 143:
+    elif how == "imap":
         _line(f)
         sock.sendall(b"a STARTTLS\r\n")
         answer = _line(f)
         while not answer.startswith("a "):
             answer = _line(f)
         answer = answer[2:]
-    elif port == 110:
+    elif how == "pop3":
         _line(f)
         sock.sendall(b"STLS\r\n")
         answer = _line(f)
@@ -58,13 +57,13 @@ def _starttls(port: int, sock: socket.socket) -> None:
 def served(job: dict) -> dict[str, dict[str, str]]:
     ctx = ssl.create_default_context(cadata=job.get("ca") or None)
     out: dict[str, dict[str, str]] = {}
-    for host, port in job["endpoints"]:
+    for host, port, how in job["endpoints"]:
         key = f"{host}:{port}"
         try:
             address = (job.get("addresses") or {}).get(host) or host
             with socket.create_connection((address, port), timeout=15) as sock:
-                if port in STARTTLS:
-                    _starttls(port, sock)
+                if how != "tls":
+                    _starttls(how, sock)
                 with ctx.wrap_socket(sock, server_hostname=host) as tls:
                     cert = tls.getpeercert() or {}
             out[key] = {"serial": str(cert["serialNumber"]), "not_after": str(cert["notAfter"])}
