@@ -1201,16 +1201,33 @@ class Probe:
                         "SSL" if field.get("Encryption") == "SSL" else "STARTTLS"))
         return out
 
+    def imap_as_named(self, host: str, port: int, socket_type: str) -> imaplib.IMAP4:
+        """An IMAP connection with TLS as a client document names it: from the first byte
+        (SSL) or after STARTTLS; the certificate checked against the site's anchor."""
+        if socket_type == "SSL":
+            return imaplib.IMAP4_SSL(host, port, ssl_context=self.ctx, timeout=TIMEOUT)
+        conn = imaplib.IMAP4(host, port, timeout=TIMEOUT)
+        conn.starttls(ssl_context=self.ctx)
+        return conn
+
+    def smtp_as_named(self, host: str, port: int, socket_type: str) -> smtplib.SMTP:
+        """An SMTP connection with TLS as a client document names it, greeted (EHLO)."""
+        if socket_type == "SSL":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=self.ctx)
+            smtp.ehlo("client.verify.mailstack.invalid")
+            return smtp
+        smtp = smtplib.SMTP(host, port, timeout=TIMEOUT)
+        smtp.ehlo("client.verify.mailstack.invalid")
+        smtp.starttls(context=self.ctx)
+        smtp.ehlo("client.verify.mailstack.invalid")
+        return smtp
+
     def tls_answer(self, kind: str, host: str, port: int, socket_type: str) -> tuple[bool, str]:
         """Whether a server answers with TLS as named (from the first byte, or after the
         protocol's STARTTLS), with a certificate the site's CA signed for ``host``."""
         try:
             if kind == "imap":
-                conn = (imaplib.IMAP4_SSL(host, port, ssl_context=self.ctx, timeout=TIMEOUT)
-                        if socket_type == "SSL" else imaplib.IMAP4(host, port, timeout=TIMEOUT))
-                if socket_type != "SSL":
-                    conn.starttls(ssl_context=self.ctx)
-                conn.logout()
+                self.imap_as_named(host, port, socket_type).logout()
             elif kind == "pop3":
                 pop = (poplib.POP3_SSL(host, port, context=self.ctx, timeout=TIMEOUT)
                        if socket_type == "SSL" else poplib.POP3(host, port, timeout=TIMEOUT))
@@ -1218,12 +1235,7 @@ class Probe:
                     pop.stls(context=self.ctx)
                 pop.quit()
             else:
-                smtp = (smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=self.ctx)
-                        if socket_type == "SSL" else smtplib.SMTP(host, port, timeout=TIMEOUT))
-                smtp.ehlo("client.verify.mailstack.invalid")
-                if socket_type != "SSL":
-                    smtp.starttls(context=self.ctx)
-                smtp.quit()
+                self.smtp_as_named(host, port, socket_type).quit()
         except (OSError, imaplib.IMAP4.error, poplib.error_proto, smtplib.SMTPException) as err:
             return False, f"{type(err).__name__}: {err}"
         return True, ""
@@ -1339,24 +1351,15 @@ class Probe:
         _, ihost, iport, isock = next(s for s in named if s[0] == "imap")
         _, shost, sport, ssock = next(s for s in named if s[0] == "smtp")
         token = self.new_token()
-        smtp = (smtplib.SMTP_SSL(shost, sport, timeout=TIMEOUT, context=self.ctx)
-                if ssock == "SSL" else smtplib.SMTP(shost, sport, timeout=TIMEOUT))
-        with smtp:
-            smtp.ehlo("client.verify.mailstack.invalid")
-            if ssock != "SSL":
-                smtp.starttls(context=self.ctx)
-                smtp.ehlo("client.verify.mailstack.invalid")
+        with self.smtp_as_named(shost, sport, ssock) as smtp:
             smtp.login(user, pw)
             refused = smtp.send_message(self.message(user, user, token), user, [user])
         if refused:
             return False, f"{shost}:{sport} refused {refused}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            conn = (imaplib.IMAP4_SSL(ihost, iport, ssl_context=self.ctx, timeout=TIMEOUT)
-                    if isock == "SSL" else imaplib.IMAP4(ihost, iport, timeout=TIMEOUT))
+            conn = self.imap_as_named(ihost, iport, isock)
             try:
-                if isock != "SSL":
-                    conn.starttls(ssl_context=self.ctx)
                 conn.login(user, pw)
                 conn.select("INBOX", readonly=True)
                 _, data = conn.search(None, "SUBJECT", f'"{token}"')
