@@ -79,9 +79,13 @@ clean:
 	rm -rf .pytest_cache
 	find build -mindepth 2 -maxdepth 2 ! -name lab-ca -exec rm -rf {} + 2>/dev/null || true
 
-bench: venv
-	$(PY) bench/render_scale.py 10 100 1000 3000
+# Opt-in: figures, not tests. check/render at 10 to 10,000 accounts; a hostile site; then the
+# stack in one lab: apply (first, no change, one relay), delivery and IMAP logins with LDAP
+# against flat tables (bench/stack.py; about 12 minutes in all on 2 cores).
+bench: venv image
+	$(PY) bench/render_scale.py
 	$(PY) bench/hostile_site.py
+	$(PY) bench/stack.py
 
 # Role development only (not in CI): molecule drives lab up -> apply -> idempotence -> verify.
 molecule: venv image
