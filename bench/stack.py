@@ -247,6 +247,18 @@ def slapd_searches(bench: Lab) -> int:
     return int(proc.stdout.strip() or 0)
 
 
+def journal_dropped(bench: Lab) -> str:
+    """journald's own count of the lines it dropped (its rate limit per unit), so far."""
+    proc = bench.mail.exec(["sh", "-c", "journalctl -o cat --no-pager -u systemd-journald "
+                            "| grep -o 'Suppressed [0-9]* messages from [^ ]*' || true"],
+                           timeout=120)
+    total: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        _, n, _, _, unit = line.split()
+        total[unit] = total.get(unit, 0) + int(n)
+    return ", ".join(f"{unit} {n}" for unit, n in sorted(total.items()))
+
+
 def bench_delivery(bench: Lab, sizes: list[int], count: int, pairs: int) -> None:
     variants = Variants(bench)
     for size in sizes:
@@ -270,6 +282,7 @@ def bench_delivery(bench: Lab, sizes: list[int], count: int, pairs: int) -> None
                          f"{got['flat']['journald_ms']:.2f}",
                          f"{got['ldap']['searches']:.1f}"])
         variants.use("ldap")
+        dropped = journal_dropped(bench)
         table(f"delivery: {count} messages in 10 sessions, {entries} directory entries "
               "(messages/s end to end; CPU ms per message: the mail host, and slapd and "
               "journald in it; LDAP searches per message from slapd's log)",
@@ -277,7 +290,8 @@ def bench_delivery(bench: Lab, sizes: list[int], count: int, pairs: int) -> None
                "CPU flat", "slapd", "journald LDAP", "journald flat", "searches"], rows,
               f"{entries} entries: LDAP/flat = {spread(ratios)} in messages/s, "
               f"{spread(cpu_ratios)} in CPU per message (flat/LDAP), median (range) over "
-              f"{pairs} pairs (target >= 0.9)")
+              f"{pairs} pairs (target >= 0.9)"
+              + (f"; journald dropped log lines: {dropped}" if dropped else ""))
 
 
 # -- logins -------------------------------------------------------------------------------

@@ -148,6 +148,38 @@ class _HostRun:
                          f"exit {rc}: {out.strip()} {_tail(err)}")
             if asked:
                 self.outside_costs_no_lookup(lookup.name, asked[0])
+        self.list_gate()
+
+    def list_gate(self) -> None:
+        """The lists' table behind its gate (``pipemap:``, plan/postfix.alias_maps): a list
+        address gets its members; an account's address is answered from the gate alone, even
+        with the LDAP table pointing at a socket that does not exist; a list address then does
+        try LDAP (the control)."""
+        rows = postfix.list_addresses(self.site)
+        if not rows or not self.site.accounts:
+            return
+        name = "virtual_alias_groups"
+        address, account = rows[0][0], self.site.accounts[0].mail
+        for target, what in ((f"ldap:/etc/postfix/ldap/{name}.cf", "its members"),
+                             (f"ldap:/tmp/mailstack-{name}-unreachable.cf", "")):
+            gate = shlex.quote(f"pipemap:{{texthash:{postfix.LIST_ADDRESSES}, {target}}}")
+            if what:
+                want = postfix.table_answer(self.site, name, address)
+                rc, out, err = self.sh(f"postmap -q {shlex.quote(address)} {gate}")
+                got = {v.strip() for v in out.strip().split(",") if v.strip()}
+                self.verdict(f"postmap -q {address} pipemap:{{list_addresses, {name}}}: {what}",
+                             rc == 0 and got == want and not err.strip(),
+                             f"exit {rc}, got {sorted(got)}, expected {sorted(want)} "
+                             f"{_tail(err)}")
+                continue
+            rc, out, err = self.sh(f"postmap -q {shlex.quote(account)} {gate}")
+            self.verdict(f"postmap -q {account} pipemap:{{list_addresses, {name}}} asks no "
+                         "LDAP server", rc == 1 and not out.strip() and not err.strip(),
+                         f"exit {rc}: {out.strip()} {_tail(err)}")
+            rc, _, err = self.sh(f"postmap -q {shlex.quote(address)} {gate}")
+            self.verdict(f"postmap -q {address} pipemap:{{list_addresses, {name}}} asks LDAP "
+                         "(control)", "Unable to bind" in err or "Can't contact" in err,
+                         f"exit {rc}, no LDAP error: {_tail(err)}")
 
     def outside_costs_no_lookup(self, name: str, local_key: str) -> None:
         """A copy of the table pointing at a socket that does not exist: an outside address

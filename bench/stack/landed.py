@@ -4,12 +4,14 @@ Run on the mail host as ``python3 -c TEXT`` with a JSON job on stdin: {"to": [ad
 "each": messages per address, "timeout": seconds}. Prints ``ready`` once the Maildirs' present
 files are noted, then, when each address has ``each`` new files (or at the deadline), one JSON
 line: {"landed", "distinct" (distinct Postfix queue IDs of port 25's Received header: a message
-delivered twice counts once here), "done_at" (time.time() when the last one landed)}. The run's
-files are deleted afterwards, so the mailboxes stay small from run to run.
+delivered twice counts once here), "done_at" (time.time() when the last one landed)}. The
+recipients' whole Maildirs (indexes included) are removed afterwards, so that every run starts
+from the same empty mailboxes (Dovecot makes them again at the first delivery).
 """
 import json
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -45,6 +47,6 @@ for d in dirs:
         with open(path, "rb") as f:
             found = QUEUE_ID.search(f.read(8192))
         ids.append(found.group(1) if found else name.encode())
-        os.unlink(path)
+    shutil.rmtree(os.path.dirname(d), ignore_errors=True)
 print(json.dumps({"landed": len(ids), "distinct": len(set(ids)), "done_at": done_at,
                   "pending": pending}))

@@ -111,8 +111,21 @@ def test_the_list_table_expands_nested_groups_once(write_site) -> None:
     assert postfix.table_answer(site, "virtual_alias_groups", f"team@{DOMAIN}") == {IVAN, OLGA}
     assert postfix.table_answer(site, "virtual_alias_groups", f"nobody@{DOMAIN}") == set()
     main = postfix.main_cf(site, "mail")
+    groups = postfix.table("virtual_alias_groups")
+    assert main["virtual_alias_maps"] == (
+        f"{postfix.table('virtual_alias_maps')}, "
+        f"pipemap:{{texthash:{postfix.LIST_ADDRESSES}, {groups}}}")
+    assert groups in main["proxy_read_maps"].split()
+    assert postfix.list_addresses(site) == [(f"team@{DOMAIN}", f"team@{DOMAIN}")]
+
+
+def test_in_directory_mode_every_address_asks_the_lists_table(write_site) -> None:
+    site = _site(write_site, LISTS)
+    site = dataclasses.replace(site, ldap=dataclasses.replace(site.ldap, accounts="directory"))
+    main = postfix.main_cf(site, "mail")
     assert main["virtual_alias_maps"] == ", ".join(
         postfix.table(n) for n in ("virtual_alias_maps", "virtual_alias_groups"))
+    assert postfix.list_addresses(site) == []   # and so no file of them is rendered
 
 
 def test_a_site_without_lists_keeps_one_alias_table(write_site) -> None:
