@@ -38,9 +38,19 @@ def test_the_example_passes_every_checker(example) -> None:
     # seven LDAP tables: a key of the site found, a key nobody has, an outside address that
     # asks no LDAP server (the table's domain =) and the control that does; the locked-address
     # tables and the aliases are also asked for a key they must not find (an unlocked one)
+    # and the lists' gate (pipemap:, plan/postfix.alias_maps): a list's members through it, an
+    # account's address answered without LDAP, a list address asking LDAP (the control)
     postmaps = {v.name: v for v in report.daemon_verdicts if v.name.startswith("postmap -q")}
-    assert len(postmaps) == 7 * 4 + 3
-    assert sum(name.endswith("asks no LDAP server") for name in postmaps) == 7
+    gate = [name for name in postmaps if "pipemap:" in name]
+    assert gate == [
+        "postmap -q team@krasnoyarsk.example.org pipemap:{list_addresses, virtual_alias_groups}:"
+        " its members",
+        "postmap -q ivan@krasnoyarsk.example.org pipemap:{list_addresses, virtual_alias_groups}"
+        " asks no LDAP server",
+        "postmap -q team@krasnoyarsk.example.org pipemap:{list_addresses, virtual_alias_groups}"
+        " asks LDAP (control)"]
+    assert len(postmaps) == 7 * 4 + 3 + len(gate)
+    assert sum(name.endswith("asks no LDAP server") for name in postmaps) == 7 + 1
     for table, found, unlocked in (("locked_accounts", "gone@", "ivan@"),
                                    ("locked_aliases", "old-shop@", "info@"),
                                    ("virtual_alias_maps", "info@", "old-shop@")):
