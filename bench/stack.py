@@ -136,7 +136,7 @@ def bench_apply(bench: Lab) -> None:
 
     def one(what: str) -> float:
         report = bench.apply()
-        ran = sum(h.ok for h in bench_hosts(report))
+        ran = sum(h.ok for h in report.hosts.values())
         rows.append([what, f"{report.seconds:.1f}", str(ran), str(report.changed)])
         return report.seconds
 
@@ -152,17 +152,12 @@ def bench_apply(bench: Lab) -> None:
           "target <= 0.2x and <= 10 s)")
 
 
-def bench_hosts(report: apply.ApplyReport) -> list[apply.HostResult]:
-    return list(report.hosts.values())
-
-
 # -- delivery -----------------------------------------------------------------------------
 class Variants:
     """Switches the mail host between the site's LDAP configuration and the flat one."""
 
     def __init__(self, bench: Lab) -> None:
         self.bench = bench
-        self.current = ""
 
     def prepare(self) -> None:
         """Dump the directory into flat tables and write both configurations (again after the
@@ -171,7 +166,6 @@ class Variants:
 
     def use(self, variant: str, cache: bool = True) -> None:
         self.bench.run(self.bench.mail, "flat.py", "use", variant, "on" if cache else "off")
-        self.current = variant
 
 
 def fill(bench: Lab, entries: int) -> int:
@@ -180,7 +174,7 @@ def fill(bench: Lab, entries: int) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["entries"])
 
 
-def recipients(bench: Lab, entries: int) -> list[str]:
+def recipients(bench: Lab) -> list[str]:
     """Ten accounts: the example's two, and eight of the bench's spread over the directory."""
     out = bench.run(bench.mail, "fill.py", "list")
     extra = json.loads(out)["accounts"]
@@ -264,7 +258,7 @@ def bench_delivery(bench: Lab, sizes: list[int], count: int, pairs: int) -> None
     for size in sizes:
         entries = fill(bench, size)
         variants.prepare()
-        to = recipients(bench, size)
+        to = recipients(bench)
         rows, ratios, cpu_ratios = [], [], []
         for pair in range(pairs):
             order = ["ldap", "flat"] if pair % 2 == 0 else ["flat", "ldap"]

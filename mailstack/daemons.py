@@ -160,34 +160,40 @@ class _HostRun:
             return
         name = "virtual_alias_groups"
         address, account = rows[0][0], self.site.accounts[0].mail
-        for target, what in ((f"ldap:/etc/postfix/ldap/{name}.cf", "its members"),
-                             (f"ldap:/tmp/mailstack-{name}-unreachable.cf", "")):
-            gate = shlex.quote(f"pipemap:{{texthash:{postfix.LIST_ADDRESSES}, {target}}}")
-            if what:
-                want = postfix.table_answer(self.site, name, address)
-                rc, out, err = self.sh(f"postmap -q {shlex.quote(address)} {gate}")
-                got = {v.strip() for v in out.strip().split(",") if v.strip()}
-                self.verdict(f"postmap -q {address} pipemap:{{list_addresses, {name}}}: {what}",
-                             rc == 0 and got == want and not err.strip(),
-                             f"exit {rc}, got {sorted(got)}, expected {sorted(want)} "
-                             f"{_tail(err)}")
-                continue
-            rc, out, err = self.sh(f"postmap -q {shlex.quote(account)} {gate}")
-            self.verdict(f"postmap -q {account} pipemap:{{list_addresses, {name}}} asks no "
-                         "LDAP server", rc == 1 and not out.strip() and not err.strip(),
-                         f"exit {rc}: {out.strip()} {_tail(err)}")
-            rc, _, err = self.sh(f"postmap -q {shlex.quote(address)} {gate}")
-            self.verdict(f"postmap -q {address} pipemap:{{list_addresses, {name}}} asks LDAP "
-                         "(control)", "Unable to bind" in err or "Can't contact" in err,
-                         f"exit {rc}, no LDAP error: {_tail(err)}")
+        label = f"pipemap:{{list_addresses, {name}}}"
+
+        def gate(table: str) -> str:
+            return shlex.quote(f"pipemap:{{texthash:{postfix.LIST_ADDRESSES}, {table}}}")
+
+        want = postfix.table_answer(self.site, name, address)
+        rc, out, err = self.sh(f"postmap -q {shlex.quote(address)} "
+                               f"{gate(f'ldap:/etc/postfix/ldap/{name}.cf')}")
+        got = {v.strip() for v in out.strip().split(",") if v.strip()}
+        self.verdict(f"postmap -q {address} {label}: its members",
+                     rc == 0 and got == want and not err.strip(),
+                     f"exit {rc}, got {sorted(got)}, expected {sorted(want)} {_tail(err)}")
+        dead = gate(f"ldap:{self.unreachable_copy(name)}")
+        rc, out, err = self.sh(f"postmap -q {shlex.quote(account)} {dead}")
+        self.verdict(f"postmap -q {account} {label} asks no LDAP server",
+                     rc == 1 and not out.strip() and not err.strip(),
+                     f"exit {rc}: {out.strip()} {_tail(err)}")
+        rc, _, err = self.sh(f"postmap -q {shlex.quote(address)} {dead}")
+        self.verdict(f"postmap -q {address} {label} asks LDAP (control)",
+                     "Unable to bind" in err or "Can't contact" in err,
+                     f"exit {rc}, no LDAP error: {_tail(err)}")
+
+    def unreachable_copy(self, name: str) -> str:
+        """A copy of the LDAP table ``name`` pointing at a socket that does not exist; its path."""
+        copy = f"/tmp/mailstack-{name}-unreachable.cf"
+        self.sh(f"sed 's|^server_host = .*|server_host = ldapi://%2Fnonexistent|' "
+                f"/etc/postfix/ldap/{name}.cf > {copy}")
+        return copy
 
     def outside_costs_no_lookup(self, name: str, local_key: str) -> None:
         """A copy of the table pointing at a socket that does not exist: an outside address
         must be answered "not found" without a word about LDAP (the table's ``domain``), a key
         of the site's own domains must try LDAP and fail (the control)."""
-        copy = f"/tmp/mailstack-{name}-unreachable.cf"
-        self.sh(f"sed 's|^server_host = .*|server_host = ldapi://%2Fnonexistent|' "
-                f"/etc/postfix/ldap/{name}.cf > {copy}")
+        copy = self.unreachable_copy(name)
         outside = "someone@outside.mailstack.invalid"
         rc, out, err = self.sh(f"postmap -q {outside} ldap:{copy}")
         self.verdict(f"postmap -q {outside} ldap:{name}.cf asks no LDAP server",
