@@ -81,6 +81,13 @@ class _HostRun:
         ok = self.step("slapadd -n0: cn=config into an empty slapd.d",
                        f"systemctl stop slapd 2>/dev/null; rm -rf {layout.SLAPD_D} "
                        f"{layout.SLAPD_DB_DIR}; {BUILD_SCRIPT} config {args}")
+        if "ldap-replica" in self.host.roles:
+            # a replica's tree comes from the provider (syncrepl retries while there is none)
+            ok = ok and self.step("slapadd -n1: an empty database (replica)",
+                                  f"{BUILD_SCRIPT} empty {args}")
+            ok = ok and self.step("slaptest", f"{BUILD_SCRIPT} test {args}")
+            return ok and self.step("slapd starts with the rendered configuration (replica)",
+                                    "systemctl restart slapd && systemctl is-active slapd")
         ok = ok and self.step("slapadd -n1: the directory tree", f"{BUILD_SCRIPT} tree {args}")
         ok = ok and self.step("slaptest", f"{BUILD_SCRIPT} test {args}")
         ok = ok and self.step("slapd starts with the rendered configuration",
@@ -123,11 +130,11 @@ class _HostRun:
                 "domain": list(self.site.domains),
                 "list": list(dit.group_addresses(self.site))}
         domain = self.site.domains[0]
-        for lookup in dit.lookups(self.site):
+        for lookup in dit.lookups(self.site, self.host.name):
             if lookup.service != "postfix":
                 continue
             table = f"ldap:/etc/postfix/ldap/{lookup.name}.cf"
-            answers = {k: postfix.table_answer(self.site, lookup.name, k)
+            answers = {k: postfix.table_answer(self.site, lookup.name, k, self.host.name)
                        for k in keys[lookup.key]}
             asked = [k for k in answers if answers[k]][:1] + \
                 [k for k in answers if not answers[k]][:1]
@@ -165,7 +172,7 @@ class _HostRun:
         def gate(table: str) -> str:
             return shlex.quote(f"pipemap:{{texthash:{postfix.LIST_ADDRESSES}, {table}}}")
 
-        want = postfix.table_answer(self.site, name, address)
+        want = postfix.table_answer(self.site, name, address, self.host.name)
         rc, out, err = self.sh(f"postmap -q {shlex.quote(address)} "
                                f"{gate(f'ldap:/etc/postfix/ldap/{name}.cf')}")
         got = {v.strip() for v in out.strip().split(",") if v.strip()}
@@ -285,6 +292,8 @@ def check_host(site: Site, host: HostPlan, tree: Path, secrets: dict[str, str]) 
         run = _HostRun(site, host, box, secrets)
         if not run.place(tree):
             return run.verdicts
+        if "ldap-replica" in host.roles:
+            run.ldap()
         ldap_ok = "ldap" in host.roles and run.ldap()
         if "mta" in host.roles:
             run.postfix()

@@ -108,15 +108,40 @@ def check(site: Site) -> Iterator[Finding]:
     for role in ("ldap", "mta", "imap"):
         holders = [n for n, h in site.hosts.items() if role in h.roles]
         if site.hosts and not holders:
-            yield err(("hosts",), f"no host has the role '{role}'")
-        elif len(holders) > 1:
-            yield err(("hosts", holders[1], "roles"), f"only one host may have the role "
-                                                      f"'{role}' (found {', '.join(holders)})")
-    mta = [n for n, h in site.hosts.items() if "mta" in h.roles]
-    imap = [n for n, h in site.hosts.items() if "imap" in h.roles]
-    if mta and imap and mta != imap:
-        yield err(("hosts", mta[0], "roles"), "the mta and imap roles must share a host "
-                                               "(Postfix hands mail to Dovecot over a local socket)")
+            yield err(("hosts",), f"no host has the role '{role}'"
+                                  + (" (ldap-provider)" if role == "ldap" else ""))
+        elif role == "ldap" and len(holders) > 1:
+            yield err(("hosts", holders[1], "roles"), "only one host may hold the directory's "
+                      f"provider (found {', '.join(holders)}): the others are ldap-replica")
+    for name, host in site.hosts.items():
+        roles = set(host.roles)
+        if ("mta" in roles) != ("imap" in roles):
+            yield err(("hosts", name, "roles"), "the mta and imap roles must share a host "
+                                                "(Postfix hands mail to Dovecot over a local socket)")
+        if {"ldap", "ldap-replica"} <= roles:
+            yield err(("hosts", name, "roles"), "a host holds the provider or a replica of "
+                                                "the directory, not both")
+        if "relay" in roles and "mta" not in roles:
+            yield err(("hosts", name, "roles"), "the relay role needs the mta and imap roles on "
+                                                "the same host (a relay without mailboxes is "
+                                                "not built yet)")
+    relays_ = [n for n, h in site.hosts.items() if "relay" in h.roles]
+    if len(relays_) > 1:
+        yield err(("hosts", relays_[1], "roles"), "only one host may have the role 'relay' "
+                                                  f"(found {', '.join(relays_)})")
+    mail_hosts = sorted(n for n, h in site.hosts.items() if {"mta", "imap"} <= set(h.roles))
+    if len(mail_hosts) > 1 and not relays_:
+        yield err(("hosts",), f"several hosts keep mailboxes ({', '.join(mail_hosts)}): one of "
+                              "them needs the role 'relay', which carries mail between them")
+    if len(mail_hosts) > 1:
+        for key, why in (("shared_folders", "a shared folder"), ("fetch", "a remote mailbox")):
+            if getattr(site, key):
+                yield err((key,), f"{why} on a site with several mail hosts is not built yet "
+                                  "(it needs a home of its own)")
+        if site.clients.serve:
+            yield err(("clients", "serve"), "client settings on a site with several mail "
+                                            "hosts are not built yet (each account's servers "
+                                            "are its home's)")
 
     # accounts and aliases
     addresses: dict[str, Path] = {}
@@ -148,6 +173,12 @@ def check(site: Site) -> Iterator[Finding]:
                 yield err(("accounts", i, "quota"), str(error))
         for j, address in enumerate(account.aliases):
             yield from claim(address, ("accounts", i, "aliases", j))
+        if account.mailhost is not None and account.mailhost not in mail_hosts:
+            yield err(("accounts", i, "mailhost"), f"'{account.mailhost}' is not a host with "
+                      "the mta and imap roles" + _near_host(account.mailhost, mail_hosts))
+        elif account.mailhost is None and len(mail_hosts) > 1:
+            yield err(("accounts", i), f"several hosts keep mailboxes ({', '.join(mail_hosts)}):"
+                                       " say which one keeps this account's (mailhost)")
     for i, alias in enumerate(site.aliases):
         yield from claim(alias.address, ("aliases", i, "address"))
         if not alias.to:
@@ -193,6 +224,12 @@ def check(site: Site) -> Iterator[Finding]:
             if site.accounts and f"{local_part}@{domain.lower()}" not in addresses:
                 yield err(("domains", i), f"no one receives {local_part}@{domain} ({why}): add "
                                           "it to the aliases of the account that reads it")
+
+
+def _near_host(word: str, hosts: list[str]) -> str:
+    from mailstack.findings import suggest
+
+    return suggest(word, hosts)
 
 
 def _near(word: str, choices: dict[str, Path]) -> str:

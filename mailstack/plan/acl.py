@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from mailstack.ldap import filter as lf
 from mailstack.ldap.dn import DN
 from mailstack.ldap.ldif import Entry
-from mailstack.plan import dit, layout
+from mailstack.plan import dit, layout, topology
 from mailstack.plan.memo import per_site
 from mailstack.site.model import Site
 
@@ -70,10 +70,18 @@ def generated_rules(site: Site) -> list[str]:
     return rules
 
 
+def replicator_rule(site: Site) -> str:
+    """With replicas: their identity (SASL EXTERNAL, plan/slapd.authz_regexps) reads every
+    entry and attribute, userPassword included (without it a replica holds no hashes and its
+    users' binds fail with 49; a grant added after the first sync does not backfill)."""
+    return f"to * by dn.exact={_q(dit.service_dn(site, 'replicator'))} read by * break"
+
+
 def rules(site: Site) -> list[str]:
     """The whole olcAccess list of the site's database, in order."""
     admin = [admin_rule(site)] if site.ldap.root_password else []
-    return [root_rule(), *admin, *site.ldap.acl, *generated_rules(site)]
+    replication = [replicator_rule(site)] if topology.replicas(site) else []
+    return [root_rule(), *admin, *replication, *site.ldap.acl, *generated_rules(site)]
 
 
 def frontend_rules() -> list[str]:

@@ -15,7 +15,7 @@ from typing import Literal
 from mailstack.ldap import filter as f
 from mailstack.ldap.dn import DN, dn
 from mailstack.ldap.ldif import Entry
-from mailstack.plan import layout
+from mailstack.plan import layout, topology
 from mailstack.plan.memo import per_site
 from mailstack.site.model import Account, Site
 from mailstack.site.sizes import account_quota
@@ -37,7 +37,7 @@ MAIL_HOST = "mailstackMailHost"
 ACL_GROUP = "mailstackAclGroup"
 ORIGIN_SITE = "site"       # apply created it from the site file
 ORIGIN_CLI = "cli"         # `mailstack user add` created it
-SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA, ACL_GROUP)
+SITE_OWNED = (DISABLED_SERVICE, LOCKED, QUOTA, ACL_GROUP, MAIL_HOST)
 """Attributes the site file owns: a re-apply deletes them where the site no longer sets them."""
 
 # The site's service names and Dovecot's (%s: Postfix asks Dovecot's auth as service smtp;
@@ -202,15 +202,29 @@ def alias_targets(site: Site) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def lookups(site: Site) -> tuple[Lookup, ...]:
-    """Every lookup Dovecot and Postfix make, as data."""
+MAILHOST_TOKEN = "{mailhost}"
+"""Stands for the asking host's name in a lookup of a site with several mail hosts, until the
+plan renders the lookup for one host (:func:`lookups` with ``host``)."""
+
+
+def here(site: Site, host: str | None) -> f.Filter:
+    """(mailstackMailHost=<host's name>): the accounts whose home is ``host``."""
+    return f.Eq(MAIL_HOST, site.hosts[host].hostname.lower() if host is not None
+                else f.Placeholder(MAILHOST_TOKEN))
+
+
+def lookups(site: Site, host: str | None = None) -> tuple[Lookup, ...]:
+    """Every lookup Dovecot and Postfix make, as data; as ``host`` makes them, where a site has
+    several mail hosts (each asks for the accounts whose home it is: :func:`here`)."""
     p = profile(site)
     # the site's domains are no lookup: Postfix reads them from a table rendered from the site
     people, aliases, groups = (ou(site, n) for n in (layout.OU_PEOPLE, layout.OU_ALIASES,
                                                      layout.OU_GROUPS))
     dovecot_key, postfix_key = f.Placeholder("%u"), f.Placeholder("%s")
     service = f.Placeholder(SERVICE_TOKEN)
-    account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key))
+    homed = (here(site, host),) if topology.several_homes(site) else ()
+    account_filter = f.and_(f.Eq("objectClass", p.account_class), f.Eq("mail", dovecot_key),
+                            *homed)
     userdb_returns = (*((p.home_attr,) if p.home_attr else ("mail",)), QUOTA, ACL_GROUP)
     not_locked = f.Not(f.Eq(LOCKED, "TRUE"))
     return (
@@ -251,6 +265,12 @@ def lookups(site: Site) -> tuple[Lookup, ...]:
                f.and_(f.Eq("objectClass", ENTRY_CLASS), f.Eq(p.alias_key, postfix_key),
                       f.Eq(LOCKED, "TRUE")),
                (p.alias_key,), "alias"),
+        # transport_maps: an account whose home is another host goes there (plan/postfix.py
+        # turns its home's name into the next hop); only with several mail hosts
+        *((Lookup("remote_mailboxes", "postfix", people,
+                  f.and_(f.Eq("objectClass", ENTRY_CLASS), f.Eq("mail", postfix_key),
+                         f.Present(MAIL_HOST), f.Not(here(site, host))),
+                  (MAIL_HOST,), "account"),) if homed else ()),
     )
 
 
@@ -277,10 +297,12 @@ def expand_service(lookup: Lookup, service: str) -> f.Filter:
     return f.substitute(lookup.filter, service, lookup.service_token)
 
 
-def iterate_filter(site: Site) -> f.Filter:
-    """Dovecot's user iteration (doveadm ... -A): every account that may log in somewhere."""
+def iterate_filter(site: Site, host: str | None = None) -> f.Filter:
+    """Dovecot's user iteration (doveadm ... -A): every account that may log in somewhere
+    (with several mail hosts: here)."""
+    homed = (here(site, host),) if topology.several_homes(site) else ()
     return f.and_(f.Eq("objectClass", profile(site).account_class),
-                  f.Not(f.Eq(LOCKED, "TRUE")))
+                  f.Not(f.Eq(LOCKED, "TRUE")), *homed)
 
 
 def index_attributes(site: Site) -> tuple[str, ...]:
@@ -463,6 +485,8 @@ def account_entry(site: Site, account: Account, origin: str) -> Entry:
     quota = account_quota(site.quota.default, account.quota)
     if quota is not None:
         attrs.append((QUOTA, str(quota)))
+    if topology.several_homes(site):
+        attrs.append((MAIL_HOST, topology.home_name(site, account)))
     attrs.append((ORIGIN, origin))
     attrs.append(("userPassword", PLACEHOLDER_PASSWORD))
     return Entry(account_dn(site, account.mail), tuple(attrs))

@@ -83,9 +83,11 @@ def conf_value(value: str) -> str:
     return value
 
 
-def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[str, str]:
-    """One Dovecot LDAP args file (passdb or userdb), from the lookups as data."""
-    lookup = {lk.name: lk for lk in dit.lookups(site)}[which]
+def ldap_settings(site: Site, which: str, ldap_uri: str, password: str,
+                  host: str | None = None) -> dict[str, str]:
+    """One Dovecot LDAP args file (passdb or userdb), from the lookups as data, as ``host``
+    makes them."""
+    lookup = {lk.name: lk for lk in dit.lookups(site, host)}[which]
     prof = dit.profile(site)
     settings = {
         "uris": ldap_uri,
@@ -124,7 +126,7 @@ def ldap_settings(site: Site, which: str, ldap_uri: str, password: str) -> dict[
         settings.update({
             "user_filter": lf.render(lookup.filter),
             "user_attrs": f"{home},{quota},{acl_groups}",
-            "iterate_filter": lf.render(dit.iterate_filter(site)),
+            "iterate_filter": lf.render(dit.iterate_filter(site, host)),
             "iterate_attrs": "mail=user",
         })
     return {key: conf_value(value) for key, value in settings.items()}
@@ -209,13 +211,13 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
     pw = secrets[layout.secret_service("dovecot")]
     return [
         FileSpec(DENY_FILE, "_formats/keyvalue.j2",
-                 {"settings": list(ldap_settings(site, "passdb_deny", ldap_uri, pw).items()),
+                 {"settings": list(ldap_settings(site, "passdb_deny", ldap_uri, pw, host).items()),
                   "header": "Dovecot LDAP deny passdb: a locked account, or a service it may "
                             "not use (%Ls)"},
                  0o600),
         FileSpec("/etc/dovecot/dovecot.conf", "etc/dovecot/dovecot.conf.j2", config(site, host)),
         FileSpec(PASSDB_FILE, "_formats/keyvalue.j2",
-                 {"settings": list(ldap_settings(site, "passdb", ldap_uri, pw).items()),
+                 {"settings": list(ldap_settings(site, "passdb", ldap_uri, pw, host).items()),
                   "header": "Dovecot LDAP passdb: find the user's DN, then bind as the user"},
                  0o600),
         FileSpec(folders.ACL_FILE, "_formats/verbatim.j2",
@@ -223,7 +225,7 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
                      "# Dovecot's global ACL file (acl = vfile:), rendered by mailstack from the "
                      "site's shared_folders", *folders.acl_lines(site)])}),
         FileSpec(USERDB_FILE, "_formats/keyvalue.j2",
-                 {"settings": list(ldap_settings(site, "userdb", ldap_uri, pw).items()),
+                 {"settings": list(ldap_settings(site, "userdb", ldap_uri, pw, host).items()),
                   "header": "Dovecot LDAP userdb: the mailbox home (one value for IMAP, POP3, LMTP)"},
                  0o600),
         *sieve.files(site),

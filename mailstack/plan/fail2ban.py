@@ -69,7 +69,7 @@ def jails(site: Site, host: str) -> list[Jail]:
     if "imap" in roles:
         out.append(Jail("dovecot", (layout.IMAP_PORT, layout.IMAPS_PORT, layout.POP3_PORT,
                                     layout.POP3S_PORT)))
-    if "ldap" in roles and slapd.serves_network(site):
+    if ("ldap" in roles and slapd.serves_network(site)) or "ldap-replica" in roles:
         # the filter pairs "ACCEPT from IP=" with "RESULT ... err=49" (olcLogLevel stats)
         out.append(Jail("slapd", (layout.LDAP_PORT, layout.LDAPS_PORT), "slapd.service"))
     return out

@@ -22,6 +22,7 @@ from mailstack.plan import (
     sieve,
     slapd,
     tls,
+    topology,
     web,
 )
 from mailstack.plan import host_with as host_with
@@ -32,13 +33,16 @@ BASE_PACKAGES = ("python3-apt",)
 """Every host: Ansible's apt module installs the others with it (a bare Debian lacks it)."""
 PACKAGES = {
     "ldap": ("slapd", "ldap-utils", "python3-ldap3"),
+    "ldap-replica": ("slapd", "ldap-utils", "python3-ldap3"),
     # ca-certificates: main.cf's smtp_tls_CAfile, and every relay or remote mailbox without a
     # CA of its own, trust the system store (a minimal Debian has none)
     "mta": ("postfix", "postfix-ldap", "libsasl2-modules", "ca-certificates"),
     "imap": ("dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "dovecot-sieve",
              "dovecot-managesieved"),
+    "relay": (),
 }
-SERVICES = {"ldap": ("slapd",), "mta": ("postfix",), "imap": ("dovecot",)}
+SERVICES = {"ldap": ("slapd",), "ldap-replica": ("slapd",), "mta": ("postfix",),
+            "imap": ("dovecot",), "relay": ()}
 DAEMON_SERVICES = frozenset(s for services in SERVICES.values() for s in services)
 """The services the daemon roles manage themselves."""
 
@@ -55,7 +59,7 @@ def debconf(site: Site, name: str) -> dict[str, list[str]]:
     """
     out: dict[str, list[str]] = {}
     roles = host_roles(site, name)
-    if "ldap" in roles:
+    if "ldap" in roles or "ldap-replica" in roles:
         out["slapd"] = ["slapd slapd/no_configuration boolean true"]
     if "mta" in roles:
         out["postfix"] = ["postfix postfix/main_mailer_type select Local only",
@@ -64,14 +68,14 @@ def debconf(site: Site, name: str) -> dict[str, list[str]]:
 
 
 def host_roles(site: Site, name: str) -> tuple[str, ...]:
-    return tuple(r for r in ("ldap", "mta", "imap") if r in site.hosts[name].roles)
+    return topology.roles(site, name)
 
 
 def packages(site: Site, name: str) -> tuple[str, ...]:
     """The Debian packages host ``name`` needs, in install order (the manifest's list)."""
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
-    return BASE_PACKAGES + tuple(p for r in roles for p in PACKAGES[r]) + (
+    return BASE_PACKAGES + tuple(dict.fromkeys(p for r in roles for p in PACKAGES[r])) + (
         ("getmail6",) if fetching else ()) + fail2ban.PACKAGES + tuple(dict.fromkeys(
             (web.PACKAGES if web.serving_host(site) == name else ())
             + (acme.PACKAGES if acme.acme_host(site, name) else ())))
@@ -94,11 +98,17 @@ def services(site: Site, name: str) -> tuple[str, ...]:
 
 
 def ldap_uri(site: Site, host: str) -> str:
-    """ldapi on the directory's own host; StartTLS to it from anywhere else."""
-    ldap_host = host_with(site, "ldap")
+    """ldapi on the provider's own host; StartTLS to it from anywhere else, and on a host with
+    a replica to the replica first (by the host's own name: StartTLS checks the certificate's
+    name, which ldapi has none of), then the provider: a provider that is down or hung then
+    costs the host nothing."""
+    ldap_host = topology.provider(site)
     if ldap_host == host:
         return layout.LDAPI_URI
-    return f"ldap://{site.hosts[ldap_host].hostname}"
+    provider = f"ldap://{site.hosts[ldap_host].hostname}"
+    if "ldap-replica" in site.hosts[host].roles:
+        return f"ldap://{site.hosts[host].hostname} {provider}"
+    return provider
 
 
 def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
@@ -106,7 +116,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
     roles = host_roles(site, name)
     files = placed(tls.files(name, roles, secrets, public=site.tls.mode == "files"), "base",
                    lambda _: "tls")
-    if "ldap" in roles:
+    if "ldap" in roles or "ldap-replica" in roles:
         files += placed(slapd.files(site, name, secrets), "slapd", slapd.pickup)
     if "mta" in roles:
         files += placed(postfix.files(site, name, ldap_uri(site, name), secrets), "postfix",
@@ -127,11 +137,14 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
         "base": site.ldap.base,
         "admin_dn": str(dit.admin_dn(site)),
         "service_dns": {s: str(dit.service_dn(site, s)) for s in layout.SERVICE_ACCOUNTS},
+        # with several mail hosts: the accounts whose home this host is (on the provider, its
+        # passwords are set for all: the slapd role reads facts.slapd.first_passwords)
         "accounts": [{"mail": a.mail, "dn": str(dit.account_dn(site, a.mail)),
                       "home": dit.mail_home(a.mail), "enabled": a.enabled,
                       # bytes, or None: no limit (verify's host checks ask doveadm quota)
                       "quota": account_quota(site.quota.default, a.quota)}
-                     for a in site.accounts],
+                     for a in site.accounts if topology.home(site, a) == name
+                     or not topology.several_homes(site)],
         # delivery-only accounts (a shared folder's address): in the userdb, never a login
         "delivery_accounts": sorted(a.mail for a in dit.delivery_accounts(site)),
         # ldap.accounts: site (the site file says which accounts exist) or directory
@@ -164,9 +177,17 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                       "config_dir": layout.SLAPD_D, "db_dir": layout.SLAPD_DB_DIR,
                       "run_dir": layout.SLAPD_RUN_DIR, "ldapi_uri": layout.LDAPI_URI,
                       "placeholder": dit.PLACEHOLDER_PASSWORD,
-                      "reconcile": dit.reconcile_facts(site)},
-            # what verify's host checks expect of slapd (no role reads these)
-            "directory": {"network": slapd.serves_network(site),
+                      "reconcile": dit.reconcile_facts(site),
+                      # a replica's tree is the provider's (syncrepl): the role builds its
+                      # configuration only and never writes entries or passwords there
+                      "replica": "ldap-replica" in roles,
+                      # the accounts whose first password apply sets (on the provider: all
+                      # of them, wherever their home is)
+                      "first_passwords": [str(dit.account_dn(site, a.mail))
+                                          for a in site.accounts]}}
+            if "ldap" in roles or "ldap-replica" in roles else {}),
+        # what verify's host checks expect of slapd (no role reads these)
+        **({"directory": {"network": slapd.serves_network(site),
                           "root_password": site.ldap.root_password,
                           "root_dn": layout.ROOT_PEERCRED_DN,
                           "policy_dn": str(dit.policy_dn(site)),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, dit, layout, relays, tls
+from mailstack.plan import FileSpec, dit, hops, layout, relays, tls, topology
 from mailstack.site.model import Site
 
 LDAP_DIR = "/etc/postfix/ldap"
@@ -261,7 +261,12 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         if list_refusals(site) else ""
     lists_587 = f", check_recipient_access texthash:{LIST_POSTERS}" \
         if list_posters(site) else ""
-    routes = relays.tables(site)
+    routes = routes_here(site, host)
+    to_relay = hops.default_transport(site, host)
+    transports = ([table("remote_mailboxes")] if hops.active(site) else []) + (
+        [f"texthash:{TRANSPORT}"] if routes.recipients else [])
+    by_cert = "permit_tls_clientcerts, " if hops.active(site) else ""
+    relaying = by_cert if topology.relay_host(site) == host else ""
     base: Params = {
         "compatibility_level": "3.6",
         "myhostname": h.hostname,
@@ -305,8 +310,10 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
              *([table("virtual_alias_groups")] if list_addresses(site) else [])]),
         # non-local mail: recipient routes, then sender routes, then the default (relays.py)
         "relayhost": "",
-        "default_transport": routes.default,
-        "transport_maps": f"texthash:{TRANSPORT}" if routes.recipients else "",
+        # with several mail hosts, one that is not the relay sends all of it to the relay
+        # (plan/hops.py); an account homed elsewhere goes to its home (remote_mailboxes)
+        "default_transport": to_relay or routes.default,
+        "transport_maps": ", ".join(transports),
         "sender_dependent_default_transport_maps":
             f"texthash:{SENDER_TRANSPORT}" if routes.senders else "",
         "smtp_sasl_auth_enable": "no",
@@ -328,13 +335,15 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtpd_sasl_security_options": "noanonymous",
         "smtpd_sasl_local_domain": "",
         "smtpd_helo_required": "yes",
-        "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        # the relay host relays for the site's other mail hosts (known by their keys)
+        "smtpd_relay_restrictions": f"permit_mynetworks, {relaying}reject_unauth_destination",
         # a locked address: permanent 5.2.1 (before the unknown-recipient 5.1.1)
         # then a list that takes no mail from outside (post: members/site): 5.7.1
         "smtpd_recipient_restrictions": f"{locked_restrictions(site)}, reject_unlisted_recipient"
                                         f"{lists_25}",
         # port 25: the site's own senders only from the site itself (no AUTH here: log in on 587)
-        "smtpd_sender_restrictions": f"permit_mynetworks, check_client_access cidr:"
+        # (and from the site's other mail hosts: the site's own path, plan/hops.py)
+        "smtpd_sender_restrictions": f"permit_mynetworks, {by_cert}check_client_access cidr:"
                                      f"{TRUSTED_CLIENTS}, check_client_access texthash:"
                                      f"{TRUSTED_CLIENT_NAMES}, check_sender_access "
                                      f"texthash:{OWN_SENDERS}",
@@ -361,8 +370,17 @@ def main_cf(site: Site, host: str) -> dict[str, str]:
         "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
         "smtp_tls_mandatory_protocols": ">=TLSv1.2",
         "smtp_tls_protocols": ">=TLSv1.2",
+        **hops.main_cf(site, host),
     }
     return merge(base, site.postfix.main)
+
+
+def routes_here(site: Site, host: str) -> relays.Tables:
+    """The site's routes, on the host that applies them: the only mail host, or the relay
+    host (the others send everything to it); elsewhere none."""
+    if hops.default_transport(site, host) is not None:
+        return relays.Tables((), (), "")
+    return relays.tables(site)
 
 
 def _submission(name: str, wrapper: bool) -> Service:
@@ -421,15 +439,21 @@ def relay_services(site: Site) -> list[Service]:
             for name, relay in sorted(site.relays.items())]
 
 
-def master_cf(site: Site) -> list[Service]:
+def master_cf(site: Site, host: str | None = None) -> list[Service]:
+    outside = relay_services(site) if host is None or \
+        hops.default_transport(site, host) is None else []
+    own = [Service(hops.TRANSPORT, "unix", "-", "-", "y", "-", "-", "smtp",
+                   hops.transport_options(host))] if host and hops.active(site) else []
     return merge_services(default_services(),
                           [_submission("submission", False), _submission("submissions", True)],
-                          relay_services(site))
+                          outside, own)
 
 
-def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, str]:
-    """One Postfix LDAP table's settings (ldap_table(5)), from the lookup as data."""
-    lookup = {lk.name: lk for lk in dit.lookups(site)}[name]
+def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str,
+               host: str | None = None) -> dict[str, str]:
+    """One Postfix LDAP table's settings (ldap_table(5)), from the lookup as data, as ``host``
+    makes it."""
+    lookup = {lk.name: lk for lk in dit.lookups(site, host)}[name]
     settings = {
         "server_host": ldap_uri,
         "version": "3",
@@ -449,18 +473,24 @@ def ldap_table(site: Site, name: str, ldap_uri: str, bind_pw: str) -> dict[str, 
     }
     if name in ACCESS_TABLES:
         settings["result_format"] = ACCESS_TABLES[name]
+    if name == "remote_mailboxes" and host is not None:
+        settings["result_format"] = hops.remote_format(site, host)
     if not ldap_uri.startswith("ldapi:"):
         settings.update({"start_tls": "yes", "tls_ca_cert_file": layout.CA_CERT,
                          "tls_require_cert": "yes"})
+    if " " in ldap_uri:
+        # the host's replica first, then the provider: a replica that hangs gives a temporary
+        # failure within seconds, not after the default 10
+        settings["timeout"] = "2"
     return settings
 
 
-def table_answer(site: Site, name: str, key: str) -> set[str]:
+def table_answer(site: Site, name: str, key: str, host: str | None = None) -> set[str]:
     """What the LDAP table ``name`` answers for ``key`` on the rendered directory, from the
     lookup as data (the entries its filter matches; their returned values, or the table's
-    constant action): the expected answer of ``check --with-daemons``' postmap questions.
-    Empty: not found."""
-    lookup = {lk.name: lk for lk in dit.lookups(site)}[name]
+    constant action): the expected answer of ``check --with-daemons``' postmap questions on
+    ``host``. Empty: not found."""
+    lookup = {lk.name: lk for lk in dit.lookups(site, host)}[name]
     query = lf.substitute(lookup.filter, key)
     found = [e.as_dict() for e in dit.entries(site)
              if e.dn.is_below(lookup.base) and lf.matches(query, e.as_dict())]
@@ -469,6 +499,8 @@ def table_answer(site: Site, name: str, key: str) -> set[str]:
     if name in ACCESS_TABLES:
         return {ACCESS_TABLES[name]}
     out = {v for entry in found for attr in lookup.returns for v in entry.get(attr, ())}
+    if name == "remote_mailboxes" and host is not None:
+        out = {hops.remote_format(site, host).replace("%s", v) for v in out}
     if lookup.special:
         out |= _followed(site, lookup, found)
     return out
@@ -500,21 +532,23 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         FileSpec("/etc/postfix/main.cf", "etc/postfix/main.cf.j2",
                  {"params": list(main_cf(site, host).items())}),
         FileSpec("/etc/postfix/master.cf", "etc/postfix/master.cf.j2",
-                 {"services": master_cf(site)}),
+                 {"services": master_cf(site, host)}),
         FileSpec("/etc/mailname", "_formats/verbatim.j2", {"text": site.hosts[host].hostname + "\n"}),
         FileSpec(ALIASES, "_formats/table.j2", {"rows": system_aliases(site)}),
         FileSpec(VIRTUAL_DOMAINS, "_formats/table.j2",
                  {"rows": [(d.lower(), "OK") for d in site.domains]}),
     ]
     pw = secrets[layout.secret_service("postfix")]
-    for lookup in dit.lookups(site):
+    for lookup in dit.lookups(site, host):
         if lookup.service != "postfix":
             continue
         out.append(FileSpec(f"{LDAP_DIR}/{lookup.name}.cf", "_formats/keyvalue.j2",
-                            {"settings": list(ldap_table(site, lookup.name, ldap_uri, pw).items()),
+                            {"settings": list(ldap_table(site, lookup.name, ldap_uri, pw,
+                                                         host).items()),
                              "header": f"Postfix LDAP table {lookup.name} (ldap_table(5))"},
                             0o640, "root", "postfix"))
-    for name, relay in sorted(site.relays.items()):
+    routes = routes_here(site, host)
+    for name, relay in sorted(site.relays.items()) if routes.default else []:
         if relay.auth:
             out.append(FileSpec(relays.sasl_path(name), "_formats/table.j2",
                                 {"rows": [(relays.nexthop(relay), f"{relay.auth.user}:"
@@ -522,7 +556,9 @@ def files(site: Site, host: str, ldap_uri: str, secrets: Mapping[str, str]) -> l
         if relay.ca_secret:
             out.append(FileSpec(relays.ca_path(name), "_formats/verbatim.j2",
                                 {"text": secrets[relay.ca_secret]}))
-    routes = relays.tables(site)
+    if hops.active(site):
+        out.append(FileSpec(hops.PEERS, "_formats/table.j2",
+                            {"rows": hops.peers(site, host, secrets)}))
     if routes.recipients:
         out.append(FileSpec(TRANSPORT, "_formats/table.j2", {"rows": list(routes.recipients)}))
     if routes.senders:

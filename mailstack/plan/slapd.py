@@ -12,10 +12,56 @@ from importlib import resources
 
 from mailstack.ldap.dn import dn
 from mailstack.ldap.ldif import Entry
-from mailstack.plan import FileSpec, acl, dit, layout
+from mailstack.plan import FileSpec, acl, dit, layout, topology
 from mailstack.site.model import Site
 
 MODULES = ("back_mdb", "pw-sha2", "argon2", "ppolicy")
+PROVIDER_MODULES = ("syncprov",)
+"""Loaded on a provider with replicas (after MODULES: an applied site loads it online)."""
+REPLICATION_INDICES = ("entryCSN", "entryUUID")
+"""syncrepl's own equality indices, on the provider and its replicas (a missing one is silent
+unless loglevel filter is on)."""
+SYNCREPL_RETRY = "5 10 60 +"
+"""A replica retries every 5 s ten times, then every 60 s, for ever."""
+
+
+def is_replica(site: Site, host: str) -> bool:
+    return "ldap-replica" in site.hosts[host].roles
+
+
+def has_replicas(site: Site) -> bool:
+    return bool(topology.replicas(site))
+
+
+def replicator_dn(site: Site) -> str:
+    """Whom a replica binds as (SASL EXTERNAL: its host certificate's subject, mapped by
+    olcAuthzRegexp); the identity has no entry and no password."""
+    return str(dit.service_dn(site, "replicator"))
+
+
+def authz_regexps(site: Site) -> list[str]:
+    """olcAuthzRegexp: each replica's certificate subject (cn=<host name>, as slapd sees it:
+    lower case) becomes the replication identity; nothing else maps to it."""
+    out = []
+    for name in topology.replicas(site):
+        subject = "cn=" + site.hosts[name].hostname.lower()
+        # a host name holds letters, digits, dashes and dots; [.] needs no escaping
+        pattern = "^" + subject.replace(".", "[.]") + "$"
+        out.append(f'"{pattern}" "{replicator_dn(site)}"')
+    return out
+
+
+def syncrepl(site: Site, host: str) -> str:
+    """The replica's olcSyncrepl: refreshAndPersist from the provider over StartTLS, bound by
+    SASL EXTERNAL with the host's certificate (no password anywhere)."""
+    provider = site.hosts[topology.provider(site)].hostname
+    return " ".join((
+        "rid=001", f"provider=ldap://{provider}", "bindmethod=sasl", "saslmech=EXTERNAL",
+        "starttls=critical", f"tls_cert={layout.host_cert(host)}",
+        f"tls_key={layout.slapd_key(host)}", f"tls_cacert={layout.CA_CERT}",
+        "tls_reqcert=demand", f'searchbase="{dit.base(site)}"', "scope=sub",
+        "type=refreshAndPersist", f'retry="{SYNCREPL_RETRY}"', "timeout=3",
+        "network-timeout=3", "schemachecking=on"))
 DB_MAX_SIZE = 1 << 30
 
 
@@ -27,6 +73,9 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
     """cn=config as entries; ``include:`` lines (strings) load Debian's own schema files."""
     base = dit.base(site)
     prof = dit.profile(site)
+    replica = is_replica(site, host)
+    provider = not replica and has_replicas(site)
+    replication = provider or replica
     out: list[Entry | str] = [
         Entry(dn("cn=config"), (
             ("objectClass", "olcGlobal"), ("cn", "config"),
@@ -37,11 +86,16 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcTLSCertificateFile", layout.host_cert(host)),
             ("olcTLSCertificateKeyFile", layout.slapd_key(host)),
             ("olcTLSProtocolMin", "3.3"),
+            # a replica shows its certificate (SASL EXTERNAL); "demand" would refuse every
+            # client without one, Postfix and Dovecot included
+            *((("olcTLSVerifyClient", "try"),) if provider else ()),
+            *(_ordered("olcAuthzRegexp", authz_regexps(site)) if provider else ()),
         )),
         Entry(dn("cn=module{0},cn=config"), (
             ("objectClass", "olcModuleList"), ("cn", "module{0}"),
             ("olcModulePath", "/usr/lib/ldap"),
-            *_ordered("olcModuleLoad", list(MODULES)),
+            *_ordered("olcModuleLoad", list(MODULES) + (list(PROVIDER_MODULES) if provider
+                                                        else [])),
         )),
         Entry(dn("cn=schema,cn=config"), (("objectClass", "olcSchemaConfig"), ("cn", "schema"))),
     ]
@@ -73,10 +127,25 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcRootDN", layout.ROOT_PEERCRED_DN),
             ("olcDbMaxSize", str(DB_MAX_SIZE)),
             *(("olcDbIndex", f"{attr} eq") for attr in dit.index_attributes(site)),
+            *(("olcDbIndex", f"{attr} eq") for attr in REPLICATION_INDICES if replication),
             ("olcLastMod", "TRUE"),
+            # the replication identity reads everything, without the default size limit (a
+            # consumer stopped at 500 entries and retried for ever)
+            *((("olcLimits", f'{{0}}dn.exact="{replicator_dn(site)}" size=unlimited '
+                             "time=unlimited"),) if provider else ()),
             ("olcSecurity", SECURITY),
+            *((("olcSyncrepl", "{0}" + syncrepl(site, host)),
+               # writes (a Password Modify) answer Referral (10) to the provider, not 53
+               ("olcUpdateRef", f"ldap://{site.hosts[topology.provider(site)].hostname}"))
+              if replica else ()),
             *_ordered("olcAccess", acl.rules(site)),
         )),
+    ]
+    if replica:
+        # a replica's tree is the provider's: no overlay writes to it (ppolicy checks
+        # passwords where they are changed, on the provider)
+        return out
+    out += [
         Entry(dn("olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config"), (
             ("objectClass", "olcOverlayConfig"), ("objectClass", "olcPPolicyConfig"),
             ("olcOverlay", "{0}ppolicy"),
@@ -86,6 +155,13 @@ def config_entries(site: Site, host: str, secrets: Mapping[str, str]) -> list[En
             ("olcPPolicyUseLockout", "FALSE"),
         )),
     ]
+    if provider:
+        out.append(Entry(dn("olcOverlay={1}syncprov,olcDatabase={1}mdb,cn=config"), (
+            ("objectClass", "olcOverlayConfig"), ("objectClass", "olcSyncProvConfig"),
+            ("olcOverlay", "{1}syncprov"),
+            ("olcSpCheckpoint", "100 10"),
+            ("olcSpSessionlog", "1000"),
+        )))
     return out
 
 
@@ -98,9 +174,16 @@ def serves_network(site: Site) -> bool:
     return any("ldap" not in h.roles for h in site.hosts.values())
 
 
-def listen_uris(site: Site) -> str:
+def serves_network_on(site: Site, host: str) -> bool:
+    """The provider as above; a replica always (the host's own lookups reach it by name, with
+    StartTLS, before the provider: plan/hosts.ldap_uri)."""
+    return True if is_replica(site, host) else serves_network(site)
+
+
+def listen_uris(site: Site, host: str | None = None) -> str:
     """SLAPD_SERVICES in /etc/default/slapd."""
-    return "ldap:/// ldapi:///" if serves_network(site) else "ldapi:///"
+    network = serves_network(site) if host is None else serves_network_on(site, host)
+    return "ldap:/// ldapi:///" if network else "ldapi:///"
 
 
 # every operation needs TLS or ldapi (security strength 64 or more), binds included: an
@@ -136,12 +219,14 @@ def files(site: Site, host: str, secrets: Mapping[str, str]) -> list[FileSpec]:
         FileSpec(layout.CONFIG_LDIF, "_formats/ldif.j2",
                  {"header": ["cn=config for slapd, built offline with slapadd -n0 by mailstack"],
                   "entries": config_entries(site, host, secrets)}, 0o600),
-        FileSpec(layout.DIT_LDIF, "_formats/ldif.j2",
-                 {"header": ["The directory tree; passwords are set with RFC 3062 at apply"],
-                  "entries": dit.entries(site)}, 0o600),
+        # a replica's tree comes from the provider (syncrepl): apply writes none there
+        *([] if is_replica(site, host) else [FileSpec(
+            layout.DIT_LDIF, "_formats/ldif.j2",
+            {"header": ["The directory tree; passwords are set with RFC 3062 at apply"],
+             "entries": dit.entries(site)}, 0o600)]),
         FileSpec(layout.ACL_EXPECTATIONS, "_formats/verbatim.j2", {"text": expectations_json(site)}),
         FileSpec("/etc/default/slapd", "etc/default/slapd.j2",
-                 {"services": listen_uris(site), "options": ""}),
+                 {"services": listen_uris(site, host), "options": ""}),
         FileSpec(layout.slapd_key(host), "_formats/verbatim.j2",
                  {"text": secrets[layout.secret_host_key(host)]}, 0o640, "root", "openldap"),
     ]

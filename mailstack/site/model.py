@@ -19,7 +19,9 @@ def doc(text: str, **extra: object) -> dict[str, object]:
     return {"doc": text, **extra}
 
 
-Role = Literal["ldap", "mta", "imap"]
+Role = Literal["ldap", "ldap-provider", "ldap-replica", "mta", "imap", "relay"]
+PROVIDER_SPELLINGS = ("ldap", "ldap-provider")
+"""Two spellings of the directory's provider: ``ldap`` (one server) and ``ldap-provider``."""
 Protocol = Literal["imap", "pop3", "submission", "sieve"]
 SIZE = "^[0-9]+ *([KMGTkmgt]i?[Bb]?)?$"
 """A size: bytes, or a whole number with a binary unit (500M, 2G); see site/sizes.py."""
@@ -33,8 +35,17 @@ class Host:
     hostname: str = field(metadata=doc("Fully qualified host name (also Postfix's myhostname)."))
     roles: tuple[Role, ...] = field(
         default=("ldap", "mta", "imap"),
-        metadata=doc("What runs here: ldap (slapd), mta (Postfix), imap (Dovecot)."),
+        metadata=doc(
+            "What runs here: ldap-provider (or ldap: slapd with the directory), ldap-replica "
+            "(slapd, a read-only syncrepl copy of the provider that the host's lookups ask "
+            "first), mta (Postfix), imap (Dovecot), relay (the Postfix that carries mail "
+            "between the site's mail hosts and to the outside; on a host with mta and imap)."),
     )
+
+    def __post_init__(self) -> None:
+        # one name for the provider downstream (the manifest's roles, Ansible's groups)
+        object.__setattr__(self, "roles", tuple("ldap" if r in PROVIDER_SPELLINGS else r
+                                                for r in self.roles))
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,12 @@ class Account:
         default=None,
         metadata=doc("An automatic reply (Sieve vacation, once per sender in `days`), set by the "
                      "site; the user may set his own through ManageSieve instead."),
+    )
+    mailhost: str | None = field(
+        default=None,
+        metadata=doc("The host (a key of `hosts`, with the mta and imap roles) that keeps the "
+                     "mailbox and logs the account in; default: the only such host. The others "
+                     "send its mail there through the relay."),
     )
 
 

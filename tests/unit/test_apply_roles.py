@@ -39,7 +39,10 @@ def test_the_roles_read_paths_placeholder_and_services_from_the_manifest(example
                       "accounts_base": "ou=people,dc=krasnoyarsk,dc=example,dc=org",
                       "accounts": "site",
                       "owned": [*dit.SITE_OWNED, "maildrop", "member", "mailLocalAddress"],
-                      "initial": [dit.ORIGIN]}}
+                      "initial": [dit.ORIGIN]},
+        "replica": False,
+        "first_passwords": [f"mail={a}@krasnoyarsk.example.org,ou=people,dc=krasnoyarsk,dc=example,dc=org"
+                            for a in ("ivan", "olga", "probe")]}
     d = defaults("slapd")
     for key in facts["slapd"]:
         assert d[f"mailstack_slapd__{key}"] == f"{{{{ mailstack_slapd__host.facts.slapd.{key} }}}}"

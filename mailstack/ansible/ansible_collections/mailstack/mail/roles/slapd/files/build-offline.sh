@@ -6,7 +6,9 @@
 #   build-offline.sh STEP CONFIG_LDIF DIT_LDIF SLAPD_D DB_DIR RUN_DIR USER
 #
 # STEP: config (slapadd -n0 of cn=config into an empty SLAPD_D; DB_DIR made, empty), tree (slapadd -n1 of the
-# directory tree into an empty DB_DIR), test (slaptest as USER), or all three in that order.
+# directory tree into an empty DB_DIR), empty (an empty database: a replica's tree comes from
+# its provider by syncrepl), test (slaptest as USER), all (config, tree, test) or replica
+# (config, empty, test).
 # slapd must be stopped. Each step checks its exit status; a failure names the step and ends
 # the script with its exit status. RUN_DIR is made 0755: Dovecot's auth and Postfix's proxymap
 # reach the ldapi socket in it (slaptest opens the pid file there).
@@ -38,6 +40,10 @@ tree() {
         && chown -R "$user:$user" "$db_dir"
 }
 
+empty_tree() {  # slaptest opens the database read-only: it must exist
+    slapadd -n1 -F "$slapd_d" -l /dev/null && chown -R "$user:$user" "$db_dir"
+}
+
 test_config() {
     runuser -u "$user" -- slaptest -F "$slapd_d"
 }
@@ -46,6 +52,7 @@ run() {  # run STEP
     case $1 in
         config) config ;;
         tree) tree ;;
+        empty) empty_tree ;;
         test) test_config ;;
         *) echo "build-offline.sh: unknown step $1" >&2; return 2 ;;
     esac
@@ -55,6 +62,8 @@ run() {  # run STEP
 
 if [ "$step" = all ]; then
     for s in config tree test; do run "$s"; done
+elif [ "$step" = replica ]; then
+    for s in config empty test; do run "$s"; done
 else
     run "$step"
 fi
