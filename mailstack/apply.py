@@ -30,7 +30,7 @@ from pathlib import Path
 
 from mailstack import core, resources, secrets
 from mailstack.errors import InputError, ToolError
-from mailstack.plan import dit, layout
+from mailstack.plan import dit, layout, topology
 from mailstack.site.model import Site
 
 PLAYBOOK = resources.PLAYBOOK
@@ -411,6 +411,8 @@ def apply(site_file: str | Path, *, inventory: str | Path, build_dir: str | Path
         raise InputError(f"{inventory}: no such inventory")
     started = time.monotonic()
     site, _ = core.plan(site_file, secrets_dir=secrets_dir)
+    if limit is not None:
+        limit = ",".join(topology.limit_hosts(site, limit))
     store = secrets.SecretStore(secrets_dir or secrets.default_dir(site_file))
     passwords = ldap_passwords(site, store)
     # render keeps what others hold in build/<site>/ (the lab's lab/ with its inventory)

@@ -22,6 +22,10 @@ VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls
                 "certificates")
 
 
+LIMIT_HELP = ("only these hosts: host names of the site and roles, comma-separated "
+              "(tomsk,relay); the others are left alone")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailstack", description="A mail site from one YAML file.")
     p.add_argument("--version", action="version", version=f"mailstack {__version__}")
@@ -75,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
     a = verb("apply", "deploy the rendered site with Ansible over SSH")
     targets(a, "the lab's inventory (lab up first)")
-    a.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    a.add_argument("--limit", metavar="HOSTS", help=LIMIT_HELP)
     a.add_argument("--check", action="store_true",
                    help="check mode: stage and check everything, change nothing live")
     a.add_argument("--diff", action="store_true",
@@ -90,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     pl = verb("plan", "what apply would change on each host, file by file and entry by entry "
                       "(apply --check --diff: nothing is changed)")
     targets(pl, "the lab's inventory (lab up first)")
-    pl.add_argument("--limit", metavar="HOSTS", help="only these hosts (Ansible's --limit)")
+    pl.add_argument("--limit", metavar="HOSTS", help=LIMIT_HELP)
     pl.add_argument("--prune", action="store_true",
                     help="show what apply --prune would delete and archive")
     st = verb("status", "how the site's unattended jobs fare: failed remote mailbox "
@@ -186,6 +190,8 @@ def _user_parser(sub, targets) -> None:
                     help="services it may log in to, comma-separated (imap,pop3,submission,sieve; "
                          "default all)")
     ad.add_argument("--quota", metavar="SIZE", help="mailbox limit: bytes or 500M, 2G")
+    ad.add_argument("--mailhost", metavar="HOST",
+                    help="the host that keeps its mailbox (a site with several mail hosts)")
     password_options(ad, "the initial password")
     pw = action("passwd", "set an account's password (RFC 3062; never on the command line)")
     pw.add_argument("--self", dest="self_service", action="store_true",
@@ -296,7 +302,7 @@ def _user(args: argparse.Namespace) -> int:
     elif args.action == "add":
         (pw,) = _passwords(args, f"initial password for {args.mail}")
         result = users.add(args.site, args.mail, args.name, pw, protocols=protocols,
-                           quota=args.quota, where=where)
+                           quota=args.quota, mailhost=args.mailhost, where=where)
     elif args.action == "passwd" and args.self_service:
         users.self_service_target(args.site, where)  # one line before any prompt
         old, new = _passwords(args, f"old password of {args.mail}",

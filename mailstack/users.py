@@ -71,6 +71,7 @@ class _Live:
 
         self.site_file = Path(site_file)
         self.where = where
+        self.csn = ""
         self.site, self.plan = core.plan(site_file, secrets_dir=where.secrets_dir)
         self.store = secrets.SecretStore(where.secrets_dir or secrets.default_dir(site_file))
         if where.lab:
@@ -129,13 +130,16 @@ class _Live:
         ``flush``, the directory's host flushes ``mail`` from Dovecot's cache too if it runs
         Dovecot (the other Dovecot hosts: :meth:`flush`)."""
         key = self.directory
-        job = {"op": op, "socket": layout.LDAPI_SOCKET, **job}
+        job = {"op": op, "socket": layout.LDAPI_SOCKET, "base": self.site.ldap.base, **job}
         if mail is not None:
             job.setdefault("dn", str(dit.account_dn(self.site, mail)))
         if flush and mail and key in self.hosts("imap"):
             job["flush"] = [mail]
         answer = self.run(key, job)
         if answer.get("ok"):
+            # where the provider's tree stands after the change: a host with a replica waits
+            # for it before it flushes its cache (users_host.caught_up)
+            self.csn = str(answer.get("csn") or "")
             return answer
         kind, message = answer.get("error"), answer.get("message", "")
         where = f"{key} ({self.targets[key].address})"
@@ -159,7 +163,10 @@ class _Live:
             if key == done:
                 continue
             try:
-                answer = self.run(key, {"op": "flush", "flush": [mail]})
+                answer = self.run(key, {"op": "flush", "flush": [mail],
+                                        "socket": layout.LDAPI_SOCKET,
+                                        "base": self.site.ldap.base,
+                                        "after_csn": self.csn})
                 problem = answer.get("flush_error") or ""
             except ToolError as err:
                 problem = str(err)
@@ -258,11 +265,15 @@ def _size(n: int) -> str:
 
 def add(site_file: str | Path, mail: str, name: str, password: PasswordSource, *,
         protocols: list[str] | None = None, quota: str | None = None,
-        where: Where = Where()) -> Result:
+        mailhost: str | None = None, where: Where = Where()) -> Result:
     """A new account: checked into the site file (site mode), added live with the placeholder,
-    its password set by RFC 3062, its initial secret written 0600 beside the others."""
+    its password set by RFC 3062, its initial secret written 0600 beside the others. With
+    several mail hosts ``mailhost`` names its home (the directory's provider takes the entry;
+    the replicas have it within a second)."""
     live = _Live(site_file, where)
     account: dict[str, Any] = {"mail": mail, "name": name}
+    if mailhost is not None:
+        account["mailhost"] = mailhost
     if protocols is not None:
         account["protocols"] = protocols
     if quota is not None:

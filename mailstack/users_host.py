@@ -11,6 +11,7 @@ is the unusable placeholder of a new entry, which the operation replaces at once
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -202,6 +203,34 @@ OPS = {"add": add, "passwd": passwd, "lock": lock, "set": set_attrs, "delete": d
        "list": listing, "show": show}
 
 
+def context_csn(conn, base: str) -> str:
+    """The newest contextCSN of the suffix ("" when there is none): where the tree stands."""
+    conn.search(base, "(objectClass=*)", search_scope="BASE", attributes=["contextCSN"])
+    values = [str(v) for e in conn.response if e.get("type") == "searchResEntry"
+              for v in e.get("attributes", {}).get("contextCSN", [])]
+    return max(values, default="")
+
+
+def caught_up(job: dict, seconds: float = 10.0) -> str:
+    """On a host with a replica: wait until it holds the provider's change (its contextCSN
+    reaches ``after_csn``), so that a flushed cache is not filled again from the old entry.
+    "" when it has (or the host has no directory), else why not."""
+    import time
+
+    if not job.get("after_csn") or not os.path.exists(job["socket"]):
+        return ""
+    conn = _root(job)
+    try:
+        deadline = time.monotonic() + seconds
+        while context_csn(conn, job["base"]) < job["after_csn"]:
+            if time.monotonic() > deadline:
+                return f"the local replica has not received the change within {seconds:.0f} s"
+            time.sleep(0.05)
+        return ""
+    finally:
+        conn.unbind()
+
+
 def run_job(line: str) -> int:
     job = json.loads(line)
     out: dict = {"ok": True}
@@ -210,13 +239,19 @@ def run_job(line: str) -> int:
             conn = _root(job)
             try:
                 out.update(OPS[job["op"]](conn, job))
+                if job.get("base"):
+                    out["csn"] = context_csn(conn, job["base"])
             finally:
                 conn.unbind()
+        elif job["op"] == "flush":
+            lag = caught_up(job)
+            if lag:
+                out["flush_error"] = lag
     except Failed as err:
         out = {"ok": False, "error": err.kind, "message": err.message}
     except Exception as err:  # reported as one line by users.py, never a traceback
         out = {"ok": False, "error": "crash", "message": f"{type(err).__name__}: {err}"}
-    if out["ok"] and job.get("flush"):
+    if out["ok"] and job.get("flush") and not out.get("flush_error"):
         out["flush_error"] = flush(job["flush"])
     print(json.dumps(out))
     return 0

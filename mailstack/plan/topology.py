@@ -64,3 +64,31 @@ def home_name(site: Site, account: Account) -> str:
 def has_local_directory(site: Site, name: str) -> bool:
     """Whether host ``name`` runs slapd with the site's tree (the provider or a replica)."""
     return bool({"ldap", "ldap-replica"} & set(site.hosts[name].roles))
+
+
+def limit_hosts(site: Site, limit: str) -> list[str]:
+    """``apply --limit``: host keys and role names (``tomsk,relay``; the site file's spellings,
+    ``ldap-provider`` too), as the site's host keys in order. Ansible's own groups by role are
+    made while the playbook runs, too late for its --limit, so roles are resolved here."""
+    from mailstack.errors import InputError
+    from mailstack.findings import suggest
+    from mailstack.site.model import PROVIDER_SPELLINGS
+
+    chosen: set[str] = set()
+    for word in (w.strip() for w in limit.split(",")):
+        if not word:
+            continue
+        if word in site.hosts:
+            chosen.add(word)
+            continue
+        role = "ldap" if word in PROVIDER_SPELLINGS else word
+        holders = with_role(site, role) if role in ROLE_ORDER else []
+        if not holders:
+            known = [*site.hosts, *ROLE_ORDER, "ldap-provider"]
+            raise InputError(f"--limit: '{word}' is neither a host of the site "
+                             f"({', '.join(sorted(site.hosts))}) nor a role one of them has"
+                             f"{suggest(word, known)}")
+        chosen.update(holders)
+    if not chosen:
+        raise InputError("--limit: name at least one host or role")
+    return sorted(chosen)

@@ -71,10 +71,10 @@ def test_ldap_provider_is_the_directorys_provider(office) -> None:
 
 @pytest.mark.parametrize(("edit", "want"), [
     (("    mailhost: omsk\n", ""),
-     "accounts.2: several hosts keep mailboxes (hq, omsk, tomsk): say which one keeps this "
+     "accounts.3: several hosts keep mailboxes (hq, omsk, tomsk): say which one keeps this "
      "account's (mailhost)"),
     (("    mailhost: omsk\n", "    mailhost: omks\n"),
-     "accounts.2.mailhost: 'omks' is not a host with the mta and imap roles; did you mean "
+     "accounts.3.mailhost: 'omks' is not a host with the mta and imap roles; did you mean "
      "'omsk'?"),
     (("roles: [ldap-replica, mta, imap]\n  omsk", "roles: [ldap-provider, mta, imap]\n  omsk"),
      "hosts.tomsk.roles: only one host may hold the directory's provider (found hq, tomsk): "
@@ -108,7 +108,7 @@ def test_each_account_entry_names_its_home(office) -> None:
     homes = {e.as_dict()["mail"][0]: e.as_dict().get(dit.MAIL_HOST)
              for e in dit.entries(site) if dit.MAIL_HOST in e.as_dict()}
     assert homes == {"director@taiga.example.org": [HQ], "ivan@taiga.example.org": [TOMSK],
-                     "olga@taiga.example.org": [OMSK]}
+                     "maria@taiga.example.org": [TOMSK], "olga@taiga.example.org": [OMSK]}
     assert dit.MAIL_HOST in dit.owned_attributes(site)
 
 
@@ -122,7 +122,7 @@ def test_one_server_asks_no_home() -> None:
 
 def test_a_host_logs_in_and_delivers_only_the_accounts_homed_there(office) -> None:
     site = load_site(office[0])
-    for host, mine in (("tomsk", "ivan"), ("hq", "director")):
+    for host, mine in (("omsk", "olga"), ("hq", "director")):
         lookups = {lk.name: lk for lk in dit.lookups(site, host)}
         for which in ("passdb", "userdb"):
             found = {e.as_dict()["mail"][0].split("@")[0] for e in dit.entries(site)
@@ -248,7 +248,7 @@ def test_only_the_provider_sets_passwords_and_each_host_lists_its_own_accounts(o
     site_file, values = office
     site = load_site(site_file)
     hq = hosts.plan_host(site, "hq", values)
-    assert len(hq.facts["slapd"]["first_passwords"]) == 3
+    assert len(hq.facts["slapd"]["first_passwords"]) == 4
     assert [a["mail"] for a in hosts.plan_host(site, "omsk", values).facts["accounts"]] == \
         ["olga@taiga.example.org"]
 
@@ -260,3 +260,15 @@ def test_a_head_office_render_is_refused_without_its_secrets(tmp_path) -> None:
 
     with pytest.raises(InputError, match=r"secret 'tls/hq\.crt' is missing"):
         core.render(site_file, tmp_path / "build")
+
+
+def test_apply_limit_takes_hosts_and_roles(office) -> None:
+    site = load_site(office[0])
+    assert topology.limit_hosts(site, "tomsk") == ["tomsk"]
+    assert topology.limit_hosts(site, "ldap-replica") == ["omsk", "tomsk"]
+    assert topology.limit_hosts(site, "ldap-provider,omsk") == ["hq", "omsk"]
+    assert topology.limit_hosts(site, "relay") == ["hq"]
+    with pytest.raises(InputError) as err:
+        topology.limit_hosts(site, "tomks")
+    assert str(err.value) == ("--limit: 'tomks' is neither a host of the site (hq, omsk, "
+                              "tomsk) nor a role one of them has; did you mean 'tomsk'?")

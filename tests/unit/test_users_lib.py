@@ -51,6 +51,7 @@ def test_the_password_travels_on_stdin_only_and_dovecot_forgets_the_user(
         users.BOOTSTRAP)]
     assert not any(PASSWORD in a for a in argv)
     assert job == {"op": "passwd", "socket": "/run/slapd/ldapi", "password": PASSWORD,
+                   "base": "dc=krasnoyarsk,dc=example,dc=org",
                    "dn": "mail=ivan@krasnoyarsk.example.org,ou=people,dc=krasnoyarsk,"
                          "dc=example,dc=org", "flush": [IVAN]}
 
