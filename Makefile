@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SITE ?= inventories/branch-office/site.yml
 MAILSTACK := $(VENV)/bin/mailstack
 
-.PHONY: demo test lint unit live faults bigmailbox upgrade tlsscan host image venv schema bench molecule clean
+.PHONY: demo test lint unit live faults test-multisite bigmailbox upgrade tlsscan host image venv schema bench molecule clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,13 @@ upgrade: venv image
 tlsscan: venv image
 	$(PY) -m pytest -q -s -m slow --durations=0 tests/live/test_tlsscan.py
 
+# Opt-in: the whole head-office example (a head office and two branches, five containers) and
+# its faults: the head office paused, a hung provider, a hung replica and its watchdog, and the
+# broken variants each check must catch (tests/live/test_multisite_faults.py). `make test` runs
+# the compact version (one branch: tests/live/test_multisite.py).
+test-multisite: venv image
+	$(PY) -m pytest -q -s --durations=0 -m slow tests/live/test_multisite_faults.py
+
 bigmailbox: venv image
 	$(PY) -m pytest -q -s -m slow tests/live/test_dovecot_access.py -k bigmailbox
 
@@ -81,11 +88,13 @@ clean:
 
 # Opt-in: figures, not tests. check/render at 10 to 10,000 accounts; a hostile site; then the
 # stack in one lab: apply (first, no change, one relay), delivery and IMAP logins with LDAP
-# against flat tables (bench/stack.py; about 12 minutes in all on 2 cores).
+# against flat tables (bench/stack.py); apply of one host against a fleet of three
+# (bench/fleet.py). About 17 minutes in all on 2 cores.
 bench: venv image
 	$(PY) bench/render_scale.py
 	$(PY) bench/hostile_site.py
 	$(PY) bench/stack.py
+	$(PY) bench/fleet.py
 
 # Role development only (not in CI): molecule drives lab up -> apply -> idempotence -> verify.
 molecule: venv image

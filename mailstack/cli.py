@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # verify's parts, named here so that --help needs no import of verify's dependencies
 VERIFY_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls_control", "access",
-                "sieve", "ldap", "lists", "folders", "shared", "audit", "clients", "routes",
+                "sieve", "ldap", "lists", "folders", "shared", "audit", "clients", "path", "routes",
                 "wrong_credentials", "bad_certificate", "timers", "fetch", "vacation",
                 "certificates")
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 from mailstack import resources
 from mailstack.ldap import filter as lf
-from mailstack.plan import FileSpec, audit, dit, folders, layout, sieve, tls
+from mailstack.plan import FileSpec, audit, dit, folders, layout, sieve, tls, watchdog
 from mailstack.site.model import Site
 
 PASSDB_FILE = "/etc/dovecot/dovecot-ldap-passdb.conf.ext"
@@ -171,6 +171,7 @@ def config(site: Site, host: str) -> dict[str, object]:
             ("recipient_delimiter", "+"),
             ("postmaster_address", f"postmaster@{site.domains[0]}"),
             ("hostname", site.hosts[host].hostname),
+            *watchdog.dovecot_settings(site.hosts[host].roles),
             *sieve.global_settings(site, host),
         ],
         "passdbs": [

@@ -23,6 +23,7 @@ from mailstack.plan import (
     slapd,
     tls,
     topology,
+    watchdog,
     web,
 )
 from mailstack.plan import host_with as host_with
@@ -92,7 +93,8 @@ def services(site: Site, name: str) -> tuple[str, ...]:
     roles = host_roles(site, name)
     fetching = "mta" in roles and bool(site.fetch)
     return tuple(s for r in roles for s in SERVICES[r]) + (
-        fetch.services(site) if fetching else ()) + (fail2ban.SERVICE,) + tuple(dict.fromkeys(
+        fetch.services(site) if fetching else ()) + watchdog.services(roles) + (
+        fail2ban.SERVICE,) + tuple(dict.fromkeys(
             (web.SERVICES if web.serving_host(site) == name else ())
             + (acme.SERVICES if acme.acme_host(site, name) else ())))
 
@@ -127,6 +129,7 @@ def plan_host(site: Site, name: str, secrets: Mapping[str, str]) -> HostPlan:
                         lambda _: "reload")
         files += placed(dovecot.script_files(), "base", lambda _: "none")
     files += placed(recovery.files(roles), "base", lambda _: "systemd")
+    files += placed(watchdog.files(roles), "base", watchdog.pickup)
     files += placed(fail2ban.files(site, name), "base", fail2ban.pickup)
     files += placed(audit.files(), "base", audit.pickup)
     files += placed(web.files(site, name, secrets), "base", web.pickup)

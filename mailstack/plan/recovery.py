@@ -30,7 +30,8 @@ COMMANDS = {
               "--timer-property=AccuracySec=1s /bin/sh -c \"postqueue -f || true\"'"),
     "dovecot": f"-/bin/sh -c '{_IF_POSTFIX}; exec /usr/sbin/postqueue -f'",
 }
-ROLE_UNITS = {"ldap": "slapd", "imap": "dovecot"}
+ROLE_UNITS = {"ldap": "slapd", "ldap-replica": "slapd", "imap": "dovecot"}
+"""The units Postfix retries after, by role (a host holds the provider or a replica)."""
 
 
 def drop_in_path(unit: str) -> str:

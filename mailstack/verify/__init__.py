@@ -29,7 +29,7 @@ from mailstack import core
 from mailstack.errors import InputError, MailstackError, ToolError
 from mailstack.findings import Check
 from mailstack.ldap import filter as lf
-from mailstack.plan import SitePlan, clients, dit, folders, layout, postfix, slapd, web
+from mailstack.plan import SitePlan, clients, dit, folders, layout, postfix, slapd, topology, web
 from mailstack.site.model import Site
 
 if TYPE_CHECKING:
@@ -43,7 +43,11 @@ CERT_PART = "certificates"
 TESTINFRA = HERE / "testinfra"
 OUTSIDE_RCPT = "verify@relay-check.example.net"
 PROBE_PARTS = ("delivery", "submission", "port25", "plaintext", "tls", "old_tls_control", "access",
-               "sieve", "ldap", "lists", "folders", "shared", "audit", "clients")
+               "sieve", "ldap", "lists", "folders", "shared", "audit", "clients", "path")
+FLEET_PARTS = ("lists", "clients", "shared", "audit")
+"""Probe parts that ask one host for every account: with several mail hosts they run on the
+relay host only (lists reach members elsewhere; shared folders and client settings are refused
+there by check)."""
 
 
 @dataclass
@@ -138,28 +142,31 @@ def _secret(site: Site, values: dict[str, str], account_mail: str) -> str:
 
 
 def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str) -> dict:
-    """What the network probes need: accounts, the CA, the LDAP lookups as searches."""
+    """What the network probes of ``mail_host`` need: its accounts (with several mail hosts,
+    those homed there), the CA, the LDAP lookups (as that host makes them) as searches."""
     entries = dit.entries(site)
     aliases = dit.alias_targets(site)
+    homed = [a for a in site.accounts if not topology.several_homes(site)
+             or topology.home(site, a) == mail_host]
     accounts: list[dict[str, Any]] = [
         {"mail": a.mail, "password": _secret(site, values, a.mail),
          "protocols": list(a.protocols), "enabled": a.enabled,
          "aliases": sorted(k for k, v in aliases.items() if a.mail in v and
                            k in {x for acc in site.accounts for x in acc.aliases})}
-        for a in site.accounts]
-    keys = {"account": site.accounts[0].mail if site.accounts else None,
+        for a in homed]
+    keys = {"account": homed[0].mail if homed else None,
             "alias": next(iter(aliases), None), "domain": site.domains[0],
             "list": next(iter(dit.group_addresses(site)), None)}
     services = []
     for svc in layout.SERVICE_ACCOUNTS:
         searches = []
-        for lookup in dit.lookups(site):
+        for lookup in dit.lookups(site, mail_host):
             key = keys[lookup.key]
             if lookup.service != svc or key is None:
                 continue
             if lookup.service_token:
                 # the deny lookup: asked with an account some service is closed to, if any
-                key = next((a.mail for a in site.accounts
+                key = next((a.mail for a in homed
                             if not a.enabled or dit.disabled_services(a)), key)
             for service in lookup.services or ("",):
                 flt = lf.substitute(dit.expand_service(lookup, service), key)
@@ -170,7 +177,7 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
                                  list(lookup.returns), expect])
         services.append({"name": svc, "dn": str(dit.service_dn(site, svc)),
                          "pw": values[layout.secret_service(svc)], "lookups": searches})
-    target = site.verify.probe or (site.accounts[0].mail if site.accounts else None)
+    target = site.verify.probe or (homed[0].mail if homed else None)
     return {
         "hostname": plan.hosts[mail_host].hostname,
         "ca": values[layout.SECRET_CA_CERT],
@@ -211,7 +218,33 @@ def probe_job(site: Site, plan: SitePlan, values: dict[str, str], mail_host: str
             "users": [{"dn": str(dit.account_dn(site, a["mail"])), "pw": a["password"]}
                       for a in accounts[:2]],
         },
+        "path": path_cases(site, values, mail_host),
     }
+
+
+def path_cases(site: Site, values: dict[str, str], mail_host: str) -> list[dict[str, Any]]:
+    """With several mail hosts, run by the relay host's probe: a message handed to each mail
+    host for an account homed at each other one (by port 25, from outside), to be found at its
+    home once and to have come through the relay (its Received headers' hosts, in order).
+    Against real servers only the site's probe account is mailed (``verify.probe``)."""
+    relay = topology.relay_host(site)
+    if not topology.several_homes(site) or mail_host != relay:
+        return []
+    readers = [a for a in site.accounts if a.enabled and "imap" in a.protocols
+               and (site.verify.probe is None or a.mail.lower() == site.verify.probe.lower())]
+    name = {k: site.hosts[k].hostname.lower() for k in site.hosts}
+    cases = []
+    for home in topology.mail_hosts(site):
+        rcpt = next((a for a in readers if topology.home(site, a) == home), None)
+        if rcpt is None:
+            continue
+        for via in topology.mail_hosts(site):
+            if via == home:
+                continue
+            hops = [name[h] for h in dict.fromkeys((via, relay, home))]
+            cases.append({"via": name[via], "home": name[home], "rcpt": rcpt.mail,
+                          "password": _secret(site, values, rcpt.mail), "hops": hops})
+    return cases
 
 
 def public_ca(site: Site, values: dict[str, str], state: LabState | None) -> str | None:
@@ -393,6 +426,34 @@ def _run_on_host(target: Target, job: dict) -> list[dict]:
                            + " / ".join(lines[-3:])}]
 
 
+def context_csn(target: Target, base: str) -> str:
+    """The contextCSN of the host's directory (its root reads it over ldapi), or ""."""
+    got = _run_on_host(target, {"hostname": target.hostname, "ca": "", "parts": ["context"],
+                                "ldap": {"socket": layout.LDAPI_SOCKET, "base": base}})
+    return next((str(r.get("csn", "")) for r in got if r.get("ok")), "")
+
+
+def replica_checks(site: Site, targets: dict[str, Target], seconds: float = 10) -> list[Check]:
+    """Each replica holds the provider's tree: its contextCSN reaches the provider's (read
+    first) within ``seconds`` (a change takes about 0.1 s)."""
+    import time
+
+    provider = topology.provider(site)
+    want = context_csn(targets[provider], site.ldap.base)
+    out = []
+    for replica in topology.replicas(site):
+        deadline = time.monotonic() + seconds
+        got = context_csn(targets[replica], site.ldap.base)
+        while (not want or got < want) and time.monotonic() < deadline:
+            time.sleep(1)
+            got = context_csn(targets[replica], site.ldap.base)
+        out.append(Check(f"the replica holds the provider's tree (contextCSN {want or 'none'})",
+                         replica, bool(want) and got >= want,
+                         f"the provider ({provider}) is at {want or 'nothing'}, the replica at "
+                         f"{got or 'nothing'} after {seconds:.0f} s"))
+    return out
+
+
 def _host_checks(target: Target, manifest: Path, keyword: str | None = None) -> list[Check]:
     """Run the testinfra tests against one host over SSH; one Check per test (``keyword``:
     only the tests pytest's ``-k`` selects, for a test of one feature)."""
@@ -485,44 +546,63 @@ def verify(site_file: str | Path, *, lab: bool = False, inventory: str | Path | 
         targets = _inventory_targets(plan, Path(inventory))
     else:
         raise InputError("verify needs --lab or -i INVENTORY")
-    mail_host = next(k for k, h in plan.hosts.items() if "mta" in h.roles)
+    # with several mail hosts each is probed with the accounts homed there; the parts that ask
+    # one host for every account run on the relay host (FLEET_PARTS)
+    mail_hosts = topology.mail_hosts(site)
+    several = topology.several_homes(site)
+    first = topology.relay_host(site) if several else mail_hosts[0]
+    assert first is not None
     report = VerifyReport(site.site)
-    job = probe_job(site, plan, values, mail_host)
-    # the site CA signs the internal hops (LDAP); the public ports may serve another CA's
-    job["site_ca"], job["ca"] = job["ca"], public_ca(site, values, state)
-    job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS]
-    job["writes"] = lab or allow_writes
-    if not lab:
-        job["address"] = targets[mail_host].address  # the inventory's address for the name
-        serving = web.serving_host(site)
-        if serving:
-            job["pins"] = {name: targets[serving].address for name in web.client_names(site)}
-        if allow_writes:
-            if site.verify.probe is None:
-                raise InputError("--allow-writes needs the site's probe account: add "
-                                 "`verify: {probe: ADDRESS}` with an account kept for verify "
-                                 "(apply creates it like any account)")
-            # real users are never mailed and their entries never written
-            job["write_accounts"] = [site.verify.probe]
-            job["cleanup"] = True
-        else:
-            job["ldap"]["write_target"] = None
-    if not job["writes"]:
+    jobs = {}
+    for mail_host in [first, *(h for h in mail_hosts if h != first)]:
+        job = probe_job(site, plan, values, mail_host)
+        # the site CA signs the internal hops (LDAP); the public ports may serve another CA's
+        job["site_ca"], job["ca"] = job["ca"], public_ca(site, values, state)
+        job["parts"] = [p for p in (parts or PROBE_PARTS) if p in PROBE_PARTS
+                        and (mail_host == first or p not in FLEET_PARTS)]
+        job["writes"] = lab or allow_writes
+        if not lab:
+            job["address"] = targets[mail_host].address  # the inventory's address for the name
+            serving = web.serving_host(site)
+            pins = {name: targets[serving].address for name in web.client_names(site)} \
+                if serving else {}
+            # the site path's hosts, by the inventory's addresses
+            pins.update({site.hosts[k].hostname: targets[k].address for k in mail_hosts})
+            if pins:
+                job["pins"] = pins
+            if allow_writes:
+                if site.verify.probe is None:
+                    raise InputError("--allow-writes needs the site's probe account: add "
+                                     "`verify: {probe: ADDRESS}` with an account kept for "
+                                     "verify (apply creates it like any account)")
+                # real users are never mailed and their entries never written
+                job["write_accounts"] = [site.verify.probe]
+                job["cleanup"] = True
+            else:
+                job["ldap"]["write_target"] = None
+        if "audit" in job["parts"] and job["writes"]:
+            job["audit"] = audit_job(site, job)
+        jobs[mail_host] = job
+    if not lab and not allow_writes:
         report.notes.append(
             "read-only against real servers: delivery, sending on 587/465, the Sieve rule upload, "
             "the audit trail and the LDAP write checks were not run (--allow-writes runs them "
             "with the site's probe account only, and removes what they wrote)")
-    if "audit" in job["parts"] and job["writes"]:
-        job["audit"] = audit_job(site, job)
-    for r in _run_probe(job, client):
-        report.checks.append(Check(r["name"], mail_host, r["ok"], r["detail"]))
+    if several:
+        report.notes.append("several mail hosts: distribution lists and the audit trail are "
+                            f"probed at the relay host ({first}) only")
+    for host, job in jobs.items():
+        for r in _run_probe(job, client):
+            report.checks.append(Check(r["name"], host, r["ok"], r["detail"]))
+    mail_host, job = first, jobs[first]
+    if several and (parts is None or "ldap" in parts):
+        report.checks += replica_checks(site, targets)
     if parts is None or CERT_PART in parts:
         report.checks += served_checks(site, plan, targets, job["ca"], client, lab=lab)
     if job.get("audit"):
-        imap_host = next(k for k, h in plan.hosts.items() if "imap" in h.roles)
-        report.checks.append(audit_check(targets[imap_host], job["audit"], lab=lab))
+        report.checks.append(audit_check(targets[mail_host], job["audit"], lab=lab))
     if "ldap" in job["parts"]:
-        ldap_host = next(k for k, h in plan.hosts.items() if "ldap" in h.roles)
+        ldap_host = topology.provider(site)
         local = {**job, "parts": ["ldap_local"], "address": "", "cleanup": False}
         for r in _run_on_host(targets[ldap_host], local):
             report.checks.append(Check(r["name"], ldap_host, r["ok"], r["detail"]))

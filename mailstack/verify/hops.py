@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mailstack.container import Container
 from mailstack.plan import fetch as fetch_plan
-from mailstack.plan import layout
+from mailstack.plan import layout, topology
 from mailstack.resources import lab_script
 from mailstack.site.model import Site
 
@@ -52,14 +52,17 @@ def route_cases(site: Site) -> list[Case]:
     relay the site file itself names for it (recipient routes win over sender routes, sender
     routes over the default: the site file's documented order), not with ``relays.decide``,
     whose tables are what these messages test."""
-    owner = {a.lower(): acc.mail for acc in site.accounts for a in (acc.mail, *acc.aliases,
-                                                                     *acc.send_as)}
-    if not site.accounts:
+    # with several mail hosts the messages are submitted at the relay host: by its accounts
+    accounts = [a for a in site.accounts if not topology.several_homes(site)
+                or topology.home(site, a) == topology.relay_host(site)]
+    owner = {a.lower(): acc.mail for acc in accounts for a in (acc.mail, *acc.aliases,
+                                                               *acc.send_as)}
+    if not accounts:
         return []
-    first = site.accounts[0].mail
+    first = accounts[0].mail
     outside = "verify@relay-check.example.net"
     cases: list[tuple[str, str, str, str]] = []
-    plain = next((a.mail for a in site.accounts if not _sender_routed(site, a.mail)), None)
+    plain = next((a.mail for a in accounts if not _sender_routed(site, a.mail)), None)
     if plain is not None:
         cases.append(("the default", plain, outside, site.relay.default))
     senders = list(site.routes.senders)
@@ -94,7 +97,10 @@ class HopChecks:
         self.values, self.result = values, result
         self.state = lab.state(site_file, build_dir=build_dir)
         self.world = StandIns(self.state)  # loaded once: the checks poll it
-        mta = next(k for k, h in site.hosts.items() if "mta" in h.roles)
+        # with several mail hosts the site's routes live on the relay host
+        mta = topology.relay_host(site) if topology.several_homes(site) else \
+            next(k for k, h in site.hosts.items() if "mta" in h.roles)
+        assert mta is not None
         self.mail = Container(self.state.host(mta).name)
         self.client = Container(self.state.client.name)
         self.hostname = site.hosts[mta].hostname

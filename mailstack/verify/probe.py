@@ -761,6 +761,73 @@ class Probe:
         self.directory(ldap3.Server(f"ldapi://{self.job['ldap']['socket']}"), starttls=False,
                        label="LDAP", root=True)
 
+    def context(self) -> None:
+        """On a host with slapd (run by verify over SSH): where its tree stands (contextCSN),
+        for the check that a replica holds the provider's tree."""
+        import ldap3
+
+        c = ldap3.Connection(ldap3.Server(f"ldapi://{self.job['ldap']['socket']}"),
+                             authentication=ldap3.SASL, sasl_mechanism=ldap3.EXTERNAL,
+                             sasl_credentials="", receive_timeout=TIMEOUT, raise_exceptions=False)
+        if not c.bind():
+            self.result("the directory's contextCSN", False, f"SASL EXTERNAL bind as root "
+                                                             f"failed: {c.result['description']}")
+            return
+        c.search(self.job["ldap"]["base"], "(objectClass=*)", search_scope=ldap3.BASE,
+                 attributes=["contextCSN"])
+        values = [str(v) for e in c.entries for v in e["contextCSN"].values] if c.entries else []
+        self.results.append({"name": "the directory's contextCSN", "ok": True, "detail": "",
+                             "csn": max(values, default="")})
+
+    def path(self) -> None:
+        """With several mail hosts: a message handed to one host (port 25, from outside) for
+        an account homed at another arrives at its home once, through the relay."""
+        if not self.job.get("writes", True):
+            return  # mails an account: only with --allow-writes against real servers
+        for case in self.job.get("path", []):
+            token = self.new_token()
+            via, home, rcpt = case["via"], case["home"], case["rcpt"]
+
+            def send(case: dict = case, token: str = token) -> tuple[bool, str]:
+                with smtplib.SMTP(case["via"], 25, timeout=TIMEOUT) as s:
+                    s.ehlo("client.verify.mailstack.invalid")
+                    s.starttls(context=self.ctx)
+                    s.ehlo("client.verify.mailstack.invalid")
+                    refused = s.send_message(self.message("sender@outside.example.net",
+                                                          case["rcpt"], token),
+                                             "sender@outside.example.net", [case["rcpt"]])
+                return not refused, f"refused: {refused}"
+
+            if not self.run(f"port 25 of {via}: a message to {rcpt} (home {home}) is "
+                            "accepted", send):
+                continue
+            self.run(f"{rcpt}: the message handed to {via} arrives at {home} once, through "
+                     f"{' -> '.join(case['hops'])}", self.arrived_through, case, token)
+
+    def arrived_through(self, case: dict, token: str) -> tuple[bool, str]:
+        deadline, found = time.monotonic() + 60, list[bytes]()
+        while time.monotonic() < deadline:
+            conn = imaplib.IMAP4_SSL(case["home"], 993, ssl_context=self.ctx, timeout=TIMEOUT)
+            try:
+                conn.login(case["rcpt"], case["password"])
+                conn.select("INBOX", readonly=True)
+                _, data = conn.search(None, "SUBJECT", f'"{token}"')
+                found = []
+                for num in data[0].split():
+                    _, parts = conn.fetch(num, "(BODY.PEEK[HEADER])")
+                    found += [bytes(p[1]) for p in parts if isinstance(p, tuple)]
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+            if found:
+                time.sleep(1)  # a second copy would show too
+                break
+            time.sleep(0.5)
+        if len(found) != 1:
+            return False, f"{len(found)} copies at {case['home']} after 60 s"
+        by = received_by(found[0].decode("utf-8", "replace"))
+        return by == case["hops"], f"it came through {' -> '.join(by)}"
+
     def port_closed(self, port: int) -> tuple[bool, str]:
         try:
             with socket.create_connection((self.host, port), timeout=5):
@@ -1371,6 +1438,15 @@ class Probe:
             time.sleep(0.5)
         return False, (f"sent over {shost}:{sport} {ssock}, not in INBOX at {ihost}:{iport} "
                        "within 30 s")
+
+def received_by(header: str) -> list[str]:
+    """The hosts that took a message, first to last: its Received headers' "by" (a host's
+    own hand-over to its Dovecot counts once)."""
+    unfolded = header.replace("\r\n", "\n").replace("\n\t", " ").replace("\n ", " ")
+    by = [m.group(1).lower() for m in re.finditer(r"^Received: .*?\bby (\S+)", unfolded,
+                                                   re.M)][::-1]
+    return [host for i, host in enumerate(by) if i == 0 or by[i - 1] != host]
+
 
 def pin_address(pins: dict[str, str]) -> None:
     """Resolve the servers' names to the inventory's addresses (TLS still checks the name)."""

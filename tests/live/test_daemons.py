@@ -104,3 +104,34 @@ def test_broken_renders_fail_the_matching_checkers(example) -> None:
     for name in ("slapadd -n0: cn=config into an empty slapd.d", "slaptest",
                  "doveadm auth test ivan@krasnoyarsk.example.org (right password)"):
         assert verdicts[name].ok, verdicts[name]
+
+
+def test_the_head_office_example_passes_every_checker(tmp_path) -> None:
+    """A head office and two branches: each host's files pass the daemons' checkers, a
+    replica's slapd starts from its configuration alone (no tree), and the relay's transport
+    table answers each account's home as its next hop."""
+    import shutil
+
+    from mailstack import secrets
+    from mailstack.site.load import load_site
+    from tests.conftest import FIXED_SECRETS, ROOT
+
+    site = tmp_path / "site.yml"
+    shutil.copy(ROOT / "inventories" / "head-office" / "site.yml", site)
+    (tmp_path / "secrets" / "lab").mkdir(parents=True)
+    shutil.copy(FIXED_SECRETS / "lab" / "head-office-ca", tmp_path / "secrets" / "lab" / "isp-ca")
+    (tmp_path / "secrets" / "lab" / "isp-ca").chmod(0o600)
+    secrets.generate(load_site(site), tmp_path / "secrets")
+    report = core.check(site, with_daemons=True)
+    assert [str(v) for v in report.daemon_verdicts if not v.ok] == []
+    by_host: dict[str, set[str]] = {}
+    for v in report.daemon_verdicts:
+        by_host.setdefault(v.host, set()).add(v.name)
+    assert by_host.keys() == {"hq", "tomsk", "omsk"}
+    for branch in ("tomsk", "omsk"):
+        assert {"slapadd -n1: an empty database (replica)", "slaptest",
+                "slapd starts with the rendered configuration (replica)",
+                "postfix check (no warnings)", "doveconf -n (no warnings)"} <= by_host[branch]
+    assert "postmap -q ivan@taiga.example.org ldap:/etc/postfix/ldap/remote_mailboxes.cf" \
+        in by_host["hq"]
+    assert report.ok

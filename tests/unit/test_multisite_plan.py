@@ -272,3 +272,50 @@ def test_apply_limit_takes_hosts_and_roles(office) -> None:
         topology.limit_hosts(site, "tomks")
     assert str(err.value) == ("--limit: 'tomks' is neither a host of the site (hq, omsk, "
                               "tomsk) nor a role one of them has; did you mean 'tomsk'?")
+
+
+def test_a_branch_has_a_watchdog_and_short_ldap_timeouts_the_head_office_neither(office) -> None:
+    from mailstack.plan import dovecot as dovecot_plan
+    from mailstack.plan import watchdog
+
+    site_file, values = office
+    site = load_site(site_file)
+    branch = hosts.plan_host(site, "tomsk", values)
+    paths = {f.path: f for f in branch.files}
+    assert paths[watchdog.SCRIPT].mode == 0o755
+    assert f"/etc/systemd/system/{watchdog.UNIT}.timer" in paths
+    assert watchdog.SERVICE in branch.services
+    assert watchdog.SERVICE in branch.facts["other_services"]
+    settings = dict(dovecot_plan.config(site, "tomsk")["settings"])
+    assert settings["import_environment"].split() == [
+        "TZ", "CORE_OUTOFMEM", "CORE_ERROR", "LISTEN_PID", "LISTEN_FDS", "NOTIFY_SOCKET",
+        "LDAPTIMEOUT=3", "LDAPNETWORK_TIMEOUT=3"]
+    head = hosts.plan_host(site, "hq", values)
+    assert watchdog.SCRIPT not in {f.path for f in head.files}
+    assert "import_environment" not in dict(dovecot_plan.config(site, "hq")["settings"])
+    # Postfix retries its queue after the replica's slapd (re)starts, as after the provider's
+    assert "/etc/systemd/system/slapd.service.d/mailstack-postfix-retry.conf" in paths
+
+
+def test_verify_hands_each_host_mail_for_every_other_home(office) -> None:
+    from mailstack.plan import plan_site
+    from mailstack.verify import path_cases, probe_job
+
+    site_file, values = office
+    site = load_site(site_file)
+    cases = {(c["via"], c["rcpt"]): c["hops"] for c in path_cases(site, values, "hq")}
+    assert cases == {
+        (TOMSK, "director@taiga.example.org"): [TOMSK, HQ],
+        (OMSK, "director@taiga.example.org"): [OMSK, HQ],
+        (HQ, "ivan@taiga.example.org"): [HQ, TOMSK],
+        (OMSK, "ivan@taiga.example.org"): [OMSK, HQ, TOMSK],
+        (HQ, "olga@taiga.example.org"): [HQ, OMSK],
+        (TOMSK, "olga@taiga.example.org"): [TOMSK, HQ, OMSK]}
+    assert path_cases(site, values, "tomsk") == []
+    job = probe_job(site, plan_site(site, values), values, "tomsk")
+    assert [a["mail"] for a in job["accounts"]] == ["ivan@taiga.example.org",
+                                                    "maria@taiga.example.org"]
+    assert job["hostname"] == TOMSK
+    # the lookups as the branch makes them: its own home in the filters
+    searches = [flt for svc in job["ldap"]["services"] for _, flt, _, _ in svc["lookups"]]
+    assert any(f"(mailstackMailHost={TOMSK})" in flt for flt in searches)
