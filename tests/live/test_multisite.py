@@ -12,6 +12,7 @@ faults (tests/live/test_multisite_faults.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -38,15 +39,39 @@ HQ_NAME, TOMSK_NAME = "mail.hq.taiga.example.org", "mail.tomsk.taiga.example.org
 DIRECTOR, IVAN, MARIA = (f"{u}@{DOMAIN}" for u in ("director", "ivan", "maria"))
 
 
-def compact_text(prefix: str) -> str:
-    """The example with one branch, under a unique site name, the lab's addresses never banned
-    (the tests log in from the client on purpose)."""
+def fleet_text(prefix: str, *, compact: bool) -> str:
+    """The example under a unique site name, the lab's addresses never banned (the tests log
+    in from the client on purpose); ``compact``: without its second branch (omsk)."""
     text = HEAD_OFFICE.read_text(encoding="utf-8")
-    omsk = "  omsk:\n    hostname: mail.omsk.taiga.example.org\n    roles: [ldap-replica, mta, imap]\n"
-    assert omsk in text and "    mailhost: omsk\n" in text
-    text = text.replace(omsk, "").replace("    mailhost: omsk\n", "    mailhost: hq\n")
+    if compact:
+        omsk = ("  omsk:\n    hostname: mail.omsk.taiga.example.org\n"
+                "    roles: [ldap-replica, mta, imap]\n")
+        assert omsk in text and "    mailhost: omsk\n" in text
+        text = text.replace(omsk, "").replace("    mailhost: omsk\n", "    mailhost: hq\n")
     text = text.replace("site: taiga", f"site: {prefix}{uuid.uuid4().hex[:6]}", 1)
     return text + "\nbans:\n  never: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n"
+
+
+@contextlib.contextmanager
+def lab_fleet(root: Path, text: str) -> Iterator[Fleet]:
+    """The site ``text`` in its lab, applied once (the whole fleet in one apply)."""
+    site = root / "site.yml"
+    site.write_text(text, encoding="utf-8")
+    build = root / "build"
+    lab.ensure_outside_secrets(site, build_dir=build)
+    secrets.generate(load_site(site), root / "secrets")
+    try:
+        started = time.monotonic()
+        lab.up(site, build_dir=build)
+        up = time.monotonic() - started
+        world = Fleet(site, build, root)
+        first = world.apply()
+        print(f"\n[fleet: lab up {up:.0f} s, first apply of {len(first.hosts)} hosts "
+              f"{first.seconds:.0f} s]")
+        yield world
+    finally:
+        lab.down(site, build_dir=build)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class Fleet:
@@ -129,24 +154,8 @@ def hops(message: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Iterator[Fleet]:
-    root = tmp_path_factory.mktemp("fleet")
-    site = root / "site.yml"
-    site.write_text(compact_text("fleet"), encoding="utf-8")
-    build = root / "build"
-    lab.ensure_outside_secrets(site, build_dir=build)
-    secrets.generate(load_site(site), root / "secrets")
-    try:
-        started = time.monotonic()
-        lab.up(site, build_dir=build)
-        up = time.monotonic() - started
-        world = Fleet(site, build, root)
-        first = world.apply()
-        print(f"\n[fleet: lab up {up:.0f} s, first apply of {len(first.hosts)} hosts "
-              f"{first.seconds:.0f} s]")
+    with lab_fleet(tmp_path_factory.mktemp("fleet"), fleet_text("fleet", compact=True)) as world:
         yield world
-    finally:
-        lab.down(site, build_dir=build)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_second_apply_of_the_fleet_changes_nothing(fleet: Fleet) -> None:

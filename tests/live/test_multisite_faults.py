@@ -15,18 +15,14 @@ a provider without the replication identity's size limit.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from mailstack import lab, secrets
-from mailstack.site.load import load_site
 from tests.conftest import live
-from tests.live.test_multisite import BASE, DOMAIN, HEAD_OFFICE, Fleet, hops, wait_for
+from tests.live.test_multisite import BASE, DOMAIN, Fleet, fleet_text, hops, lab_fleet, wait_for
 
 pytestmark = [*live(ssh=True, ansible=True), pytest.mark.slow]
 
@@ -37,29 +33,13 @@ OUTSIDE = "partner@outside.example"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Iterator[Fleet]:
-    root = tmp_path_factory.mktemp("fleet3")
-    site = root / "site.yml"
-    text = HEAD_OFFICE.read_text(encoding="utf-8").replace(
-        "site: taiga", f"site: fleet{uuid.uuid4().hex[:6]}", 1)
-    site.write_text(text + "\nbans:\n  never: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n",
-                    encoding="utf-8")
-    build = root / "build"
-    lab.ensure_outside_secrets(site, build_dir=build)
-    secrets.generate(load_site(site), root / "secrets")
-    try:
-        started = time.monotonic()
-        lab.up(site, build_dir=build)
-        up = time.monotonic() - started
-        world = Fleet(site, build, root)
-        first = world.apply()
+    with lab_fleet(tmp_path_factory.mktemp("fleet3"), fleet_text("fleet", compact=False)) \
+            as world:
         second = world.apply()
         assert second.changed == 0, second.lines()
-        print(f"\n[fleet of {len(first.hosts)} hosts: lab up {up:.0f} s, first apply "
-              f"{first.seconds:.0f} s, second {second.seconds:.1f} s (nothing changed)]")
+        print(f"\n[a second apply of {len(second.hosts)} hosts: {second.seconds:.1f} s, "
+              "nothing changed]")
         yield world
-    finally:
-        lab.down(site, build_dir=build)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def signal_slapd(fleet: Fleet, host: str, signal: str) -> None:
