@@ -38,12 +38,23 @@ def drop_in_path(unit: str) -> str:
     return f"/etc/systemd/system/{unit}.service.d/{DROP_IN}"
 
 
+BACK_TO_REPLICA = ("-/bin/sh -c 'systemctl is-active --quiet dovecot || exit 0; "
+                   "exec doveadm reload'")
+"""After a branch's replica (re)starts: Dovecot's auth processes, which moved on to the
+provider while the replica was away and would stay there (a provider that then hangs or
+goes away stops the branch's logins: seen in the lab, "454 4.7.0 Temporary authentication
+failure"), start again and ask the replica first. Postfix's reload above does the same for
+its tables."""
+
+
 def files(roles: tuple[str, ...]) -> list[FileSpec]:
     """The drop-ins of a host: only where Postfix runs beside slapd or Dovecot."""
     if "mta" not in roles:
         return []
+    replica = [("ExecStartPost", BACK_TO_REPLICA)] if "ldap-replica" in roles else []
     return [FileSpec(drop_in_path(unit), "_formats/ini.j2",
-                     {"sections": [("Service", [("ExecStartPost", COMMANDS[unit])])],
+                     {"sections": [("Service", [("ExecStartPost", COMMANDS[unit]),
+                                                *(replica if unit == "slapd" else [])])],
                       "header": f"Postfix retries its queue when {unit} (re)starts "
                                 "(mailstack.plan.recovery says why)"})
             for role, unit in ROLE_UNITS.items() if role in roles]

@@ -6,9 +6,10 @@ that is down costs nothing: libldap moves on to the provider at once. A replica 
 Postfix's table answers a temporary failure after its ``timeout``, Dovecot waits up to 64 s
 on an open connection (2.3, hard-coded) and then fails temporarily. Nothing bounces, but
 nothing is delivered either, until slapd answers again. So a timer asks the replica over
-ldapi every few seconds; two unanswered tries in a row restart it (systemd sends SIGCONT
-after SIGTERM, so a stopped slapd ends too). A slapd that is stopped on purpose is left
-alone.
+ldapi every few seconds; two unanswered tries in a row kill it (SIGKILL: Debian's slapd unit
+stops through its init script, which sends SIGTERM and gives up on a stopped slapd, and its
+start then finds the old one running; tried) and start it again. A slapd that is stopped on
+purpose is left alone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ for try in 1 2; do
     sleep 1
 done
 echo "slapd did not answer on {layout.LDAPI_URI} twice within {ASK_SECONDS} s: restarting it"
+# Debian's slapd unit runs its init script, whose stop sends SIGTERM and gives up on a stopped
+# or stuck slapd (its start then finds it running): SIGKILL first (mdb survives a crash)
+systemctl kill --signal=SIGKILL slapd
+sleep 1
 exec systemctl restart slapd
 """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import apply, lab, secrets, users
+from mailstack import apply, lab, secrets, users, verify
 from mailstack.container import Container
 from mailstack.plan import layout
 from mailstack.site.load import load_site
@@ -204,6 +204,22 @@ def test_the_replica_holds_the_providers_tree_with_its_password_hashes(fleet: Fl
     assert f'dn.exact="cn=replicator,ou=applications,{BASE}" size=unlimited' in limits
 
 
+def test_verify_sees_a_replica_that_lags(fleet: Fleet) -> None:
+    """verify's replica check passes, and fails while the replica's slapd is stopped."""
+    targets = {h.key: verify.Target(h.key, h.hostname, h.ip, "root", str(fleet.state.key))
+               for h in fleet.state.hosts}
+    (check,) = verify.replica_checks(fleet.model, targets)
+    assert check.ok and check.host == "tomsk", check
+    fleet.sh("tomsk", "systemctl stop slapd")
+    try:
+        (check,) = verify.replica_checks(fleet.model, targets, seconds=2)
+        assert not check.ok and "the replica at nothing" in check.detail, check
+    finally:
+        fleet.sh("tomsk", "systemctl start slapd")
+    (check,) = verify.replica_checks(fleet.model, targets)
+    assert check.ok, check
+
+
 def test_each_host_logs_in_only_the_accounts_homed_there(fleet: Fleet) -> None:
     assert fleet.imap_login("tomsk", IVAN) == "ok"
     assert fleet.imap_login("hq", DIRECTOR) == "ok"
@@ -277,6 +293,13 @@ def test_a_branch_that_would_deliver_an_outside_account_locally_fails_the_check(
     """The broken variant: the branch without the transport the directory gives. The check
     above (one copy at its home, through the relay) then fails; `apply --limit tomsk` mends
     the branch and touches nothing else."""
+    def path_checks() -> dict[str, bool]:
+        report = verify.verify(fleet.site, lab=True, build_dir=fleet.build, parts=["path"],
+                               host_checks=False)
+        return {c.name: c.ok for c in report.checks}
+
+    good = path_checks()
+    assert len(good) == 4 and all(good.values()), good
     fleet.sh("tomsk", "postconf -e transport_maps= && postfix reload")
     try:
         mid = fleet.send(TOMSK_NAME, DIRECTOR, "partner@outside.example")
@@ -284,6 +307,11 @@ def test_a_branch_that_would_deliver_an_outside_account_locally_fails_the_check(
             "delivered at its home without the transport"
         bounced = fleet.sh("tomsk", "journalctl -u postfix@- --no-pager -n 50 -o cat")
         assert f"to=<{DIRECTOR}>, relay={TOMSK_NAME}[private/dovecot-lmtp]" in bounced
+        # verify's path check fails on it too
+        broken = path_checks()
+        assert [name for name, ok in broken.items() if not ok] == [
+            f"{DIRECTOR}: the message handed to {TOMSK_NAME} arrives at {HQ_NAME} once, "
+            f"through {TOMSK_NAME} -> {HQ_NAME}"], broken
     finally:
         report = fleet.apply(limit="tomsk")
     assert set(report.hosts) == {"tomsk"} and report.hosts["tomsk"].changed > 0

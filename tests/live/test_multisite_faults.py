@@ -76,14 +76,14 @@ def test_with_the_head_office_paused_a_branch_works_and_its_mail_waits(fleet: Fl
         time.sleep(3)
         queued = fleet.sh("tomsk", "postqueue -p")
         assert "someone@elsewhere.example" in queued and OLGA in queued, queued
-        paused = time.monotonic()
     finally:
         podman("unpause", hq)
+    back = time.monotonic()
     fleet.sh("tomsk", "postqueue -f")
     got = wait_for(lambda: fleet.copies("omsk", OLGA, other), 120, 1)
     assert len(got) == 1, got
     print(f"\n[the head office back: the branch's waiting mail reached the other branch "
-          f"{time.monotonic() - paused:.0f} s later]")
+          f"{time.monotonic() - back:.1f} s later (after a queue flush)]")
     relay = fleet.state.relay("isp").name
     sink = wait_for(lambda: subprocess.run(
         ["podman", "exec", relay, "sh", "-c", f"grep -rlF '<{outside}>' /var/mail /var/spool "
@@ -137,7 +137,7 @@ def test_a_branch_asking_the_provider_first_fails_the_hung_provider_check(fleet:
 
 def test_a_hung_replica_ends_in_temporary_errors_and_the_watchdog_restarts_it(
         fleet: Fleet) -> None:
-    before = fleet.sh("tomsk", "systemctl show -p MainPID --value slapd").strip()
+    before = fleet.sh("tomsk", "pidof slapd").strip()
     signal_slapd(fleet, "tomsk", "STOP")
     hung = time.monotonic()
     # mail for the branch from the head office waits there; at the branch's own port 25 the
@@ -148,8 +148,8 @@ def test_a_hung_replica_ends_in_temporary_errors_and_the_watchdog_restarts_it(
     answers = [line for line in direct.stdout.splitlines() if line.startswith("<** ")]
     assert direct.returncode != 0 and answers and all(a[4] == "4" for a in answers), \
         direct.stdout[-800:]
-    restarted = wait_for(lambda: fleet.sh(
-        "tomsk", "systemctl show -p MainPID --value slapd").strip() not in (before, "0"), 90, 1)
+    restarted = wait_for(lambda: fleet.sh("tomsk", "pidof slapd || true").strip()
+                         not in (before, ""), 90, 1)
     assert restarted, "the watchdog did not restart the hung replica"
     recovered = time.monotonic() - hung
     journal = fleet.sh("tomsk", "journalctl -u mailstack-ldap-watchdog --no-pager -o cat")

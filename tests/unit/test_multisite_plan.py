@@ -293,8 +293,14 @@ def test_a_branch_has_a_watchdog_and_short_ldap_timeouts_the_head_office_neither
     head = hosts.plan_host(site, "hq", values)
     assert watchdog.SCRIPT not in {f.path for f in head.files}
     assert "import_environment" not in dict(dovecot_plan.config(site, "hq")["settings"])
-    # Postfix retries its queue after the replica's slapd (re)starts, as after the provider's
-    assert "/etc/systemd/system/slapd.service.d/mailstack-postfix-retry.conf" in paths
+    # Postfix retries its queue after the replica's slapd (re)starts, as after the provider's,
+    # and Dovecot's auth processes go back to asking the replica first
+    retry = paths["/etc/systemd/system/slapd.service.d/mailstack-postfix-retry.conf"]
+    started = [v for _, items in retry.data["sections"] for k, v in items if k == "ExecStartPost"]
+    assert len(started) == 2 and "doveadm reload" in started[1]
+    head_retry = {f.path: f for f in head.files}[
+        "/etc/systemd/system/slapd.service.d/mailstack-postfix-retry.conf"]
+    assert "doveadm reload" not in str(head_retry.data)
 
 
 def test_verify_hands_each_host_mail_for_every_other_home(office) -> None:
