@@ -148,8 +148,15 @@ def test_a_vacation_answers_each_sender_once_and_a_broken_before_is_refused(offi
         office_lab.apply()
         assert office_lab.host_checks(COMPILED)[COMPILED_CHECK].ok
         first, second = "vac-a@outside.example.net", "vac-b@outside.example.net"
+        # the first sender's second message after the first reply: two messages from one
+        # sender delivered at the same instant may both be answered (Pigeonhole checks its
+        # duplicate record before it sends and writes it after: seen once in CI)
+        _send(office_lab, _message(IVAN, uuid.uuid4().hex, sender=first))
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not any(
+                subject in m and first in m for m in world.relay_messages("head-office")):
+            time.sleep(0.5)
         _send(office_lab, _message(IVAN, uuid.uuid4().hex, sender=first),
-              _message(IVAN, uuid.uuid4().hex, sender=first),
               _message(IVAN, uuid.uuid4().hex, sender=second))
         deadline, replies = time.monotonic() + 40, {}
         while time.monotonic() < deadline:
